@@ -39,7 +39,7 @@ fn invalid_fixtures_fail_with_their_expected_message() {
     for path in fixtures("invalid") {
         let bytes = std::fs::read(&path).expect("read fixture");
         let got = match Config::from_json(&bytes) {
-            Ok(_) => format!("accepted (expected an error)"),
+            Ok(_) => "accepted (expected an error)".to_owned(),
             Err(e) => e.to_string(),
         };
         let err_path = path.with_extension("err");
