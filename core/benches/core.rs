@@ -4,7 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rollout_core::{Config, Request, bucket_of, decide};
+use rollout_core::edge::Active;
+use rollout_core::{Applied, Config, Digest, Request, bucket_of, decide};
 
 /// 10 routes (9 matched by host and path, one default), 2 flags each, and 3
 /// key sources per route: the shape of a busy production config.
@@ -92,9 +93,17 @@ fn benches(c: &mut Criterion) {
         b.iter(|| Config::from_json(black_box(big.as_bytes())).expect("valid"))
     });
 
-    let compact = config.to_compact();
-    c.bench_function("from_compact/realistic config", |b| {
-        b.iter(|| Config::from_compact(black_box(&compact)).expect("decodes"))
+    let applied = Applied {
+        version: 7,
+        digest: Digest::of(b"bench"),
+    };
+    let compact = Active {
+        applied,
+        config: config.clone(),
+    }
+    .to_compact();
+    c.bench_function("Active::from_compact/realistic config", |b| {
+        b.iter(|| Active::from_compact(black_box(&compact)).expect("decodes"))
     });
 }
 

@@ -49,7 +49,9 @@
 mod bucket;
 pub mod config;
 mod decide;
+pub mod edge;
 mod envelope;
+pub mod http;
 mod weight;
 
 pub use bucket::{BUCKETS, Bucket, bucket_of};

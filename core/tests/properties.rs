@@ -2,7 +2,10 @@
 
 use proptest::prelude::*;
 use rollout_core::config::{FlagDoc, MatchDoc, OverrideDoc, RouteDoc};
-use rollout_core::{Arm, BUCKETS, Config, ConfigDoc, Envelope, Request, Weight, bucket_of, decide};
+use rollout_core::edge::Active;
+use rollout_core::{
+    Applied, Arm, BUCKETS, Config, ConfigDoc, Digest, Envelope, Request, Weight, bucket_of, decide,
+};
 
 fn route_doc(id: String, ppm: u32, keys: Vec<&'static str>) -> RouteDoc {
     RouteDoc {
@@ -142,14 +145,15 @@ proptest! {
         let config = Config::try_from(&doc).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let json = serde_json::to_vec(&config.to_doc()).expect("serialises");
         prop_assert_eq!(&Config::from_json(&json).expect("re-parses"), &config);
-        prop_assert_eq!(Config::from_compact(&config.to_compact()).expect("decodes"), config);
+        let active = Active { applied: Applied { version: 1, digest: Digest::of(&json) }, config };
+        prop_assert_eq!(Active::from_compact(&active.to_compact()), Some(active));
     }
 
     #[test]
     fn arbitrary_bytes_never_panic_the_parsers(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = Config::from_json(&bytes);
         let _ = Envelope::parse(&bytes);
-        let _ = Config::from_compact(&bytes);
+        let _ = Active::from_compact(&bytes);
     }
 
     #[test]

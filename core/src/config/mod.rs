@@ -38,7 +38,8 @@ pub const MAX_TEXT: usize = 1024;
 /// A validated config, compiled for lookups.
 ///
 /// It also derives serde for the compact form an edge keeps next to the signed
-/// envelope ([`Config::to_compact`]); that form is trusted, not re-validated.
+/// envelope ([`edge::Active`](crate::edge::Active)); that form is trusted, not
+/// re-validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     /// Routes with a `match`, in order.
@@ -187,32 +188,7 @@ impl Config {
             routes: self.routes().map(Route::to_doc).collect(),
         }
     }
-
-    /// The compact binary form an edge stores beside the signed envelope, so
-    /// that a request decodes it without parsing JSON or validating again.
-    pub fn to_compact(&self) -> Vec<u8> {
-        let mut out = COMPACT_MAGIC.to_vec();
-        // Serialising plain data into a Vec cannot fail.
-        out.extend(postcard::to_allocvec(self).unwrap_or_default());
-        out
-    }
-
-    /// Decodes [`Config::to_compact`] output. The bytes are trusted to come from
-    /// `to_compact` of this build: nothing is re-validated. Anything else is an
-    /// error, never a panic.
-    pub fn from_compact(bytes: &[u8]) -> Result<Config, CompactError> {
-        let body = bytes.strip_prefix(COMPACT_MAGIC).ok_or(CompactError)?;
-        postcard::from_bytes(body).map_err(|_| CompactError)
-    }
 }
-
-/// Format tag of the compact form; bump it when the domain types change shape.
-const COMPACT_MAGIC: &[u8] = b"rollout-compact-1\n";
-
-/// Stored compact config bytes that do not decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("stored config does not decode")]
-pub struct CompactError;
 
 impl Route {
     /// The route id.

@@ -1,0 +1,282 @@
+//! What every edge does with a push, whatever host it runs on: the admin
+//! endpoint's rules, its replies, and the stored form of the active config.
+//!
+//! An adapter reads the body (refusing more than [`MAX_ENVELOPE_BYTES`]),
+//! calls [`receive_push`], writes what it says to write, and sends the reply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::envelope::{
+    Admission, Applied, Digest, Envelope, EnvelopeError, MAX_ENVELOPE_BYTES, PublicKey, admit,
+};
+
+/// Path of the admin endpoint. Only this path, never a header, reaches it.
+pub const ADMIN_PATH: &str = "/.well-known/rollout/config";
+/// Store key of the active config in its compact, pre-validated form. It is
+/// written in one `set`, so a reader sees the old or the new config, never a mix.
+pub const KV_ACTIVE: &str = "rollout.active";
+/// Store key of the signed envelope body that was last applied (for audit).
+pub const KV_ENVELOPE: &str = "rollout.envelope";
+/// Store key of that envelope's signature header value.
+pub const KV_SIGNATURE: &str = "rollout.signature";
+
+/// The applied config as an edge keeps it: what is applied, and the compiled
+/// config ready for [`decide`](crate::decide).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Active {
+    /// Version and digest of the envelope it came from.
+    pub applied: Applied,
+    /// The compiled config.
+    pub config: Config,
+}
+
+const ACTIVE_MAGIC: &[u8] = b"rollout-active-1\n";
+
+impl Active {
+    /// The bytes stored under [`KV_ACTIVE`].
+    pub fn to_compact(&self) -> Vec<u8> {
+        let mut out = ACTIVE_MAGIC.to_vec();
+        // Serialising plain data into a Vec cannot fail.
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes [`Active::to_compact`] output without validating again. Damaged
+    /// or foreign bytes are an error, never a panic.
+    pub fn from_compact(bytes: &[u8]) -> Option<Active> {
+        postcard::from_bytes(bytes.strip_prefix(ACTIVE_MAGIC)?).ok()
+    }
+}
+
+/// The JSON an edge answers a push (and a GET) with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushReply {
+    /// `ack` or `nack`.
+    pub status: PushStatus,
+    /// The version the edge holds after this request (0: none).
+    pub version: u64,
+    /// Digest of the envelope the edge holds.
+    pub digest: Option<Digest>,
+    /// Why a push was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a push was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushStatus {
+    /// Applied, or already applied.
+    Ack,
+    /// Refused; the store is unchanged.
+    Nack,
+}
+
+/// The reply to a GET on the admin path: what is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedReply {
+    /// Version (0: nothing applied).
+    pub version: u64,
+    /// Digest (null: nothing applied).
+    pub digest: Option<Digest>,
+}
+
+impl AppliedReply {
+    /// The reply for what an edge holds.
+    pub fn of(current: Option<Applied>) -> AppliedReply {
+        AppliedReply {
+            version: current.map_or(0, |c| c.version),
+            digest: current.map(|c| c.digest),
+        }
+    }
+}
+
+/// What to do with a push.
+#[derive(Debug)]
+pub struct PushOutcome {
+    /// HTTP status: 200 ack, 409 version conflict, 400 invalid, 401 bad
+    /// signature, 413 too large.
+    pub http_status: u16,
+    /// The JSON reply.
+    pub reply: PushReply,
+    /// What to store, when the push is to be applied. Write the envelope and
+    /// signature first and [`KV_ACTIVE`] last: the active key is the switch.
+    pub apply: Option<Active>,
+}
+
+impl PushOutcome {
+    /// The JSON reply body.
+    pub fn body(&self) -> Vec<u8> {
+        // A struct of numbers and strings always serialises.
+        serde_json::to_vec(&self.reply).unwrap_or_default()
+    }
+}
+
+/// The admin endpoint's rule: size, signature, parse and validate, then the
+/// version rule. `current` is what the edge holds now.
+pub fn receive_push(
+    current: Option<Applied>,
+    body: &[u8],
+    signature: Option<&str>,
+    key: &PublicKey,
+) -> PushOutcome {
+    let nack = |http_status, error: String| PushOutcome {
+        http_status,
+        reply: PushReply {
+            status: PushStatus::Nack,
+            version: current.map_or(0, |c| c.version),
+            digest: current.map(|c| c.digest),
+            error: Some(error),
+        },
+        apply: None,
+    };
+    if body.len() > MAX_ENVELOPE_BYTES {
+        return nack(413, EnvelopeError::TooLarge(body.len()).to_string());
+    }
+    let Some(signature) = signature else {
+        return nack(401, "missing rollout-signature header".to_owned());
+    };
+    let envelope = match Envelope::open(body, signature, key) {
+        Ok(e) => e,
+        Err(e @ (EnvelopeError::BadSignature | EnvelopeError::BadSignatureHeader)) => {
+            return nack(401, e.to_string());
+        }
+        Err(e @ EnvelopeError::TooLarge(_)) => return nack(413, e.to_string()),
+        Err(e) => return nack(400, e.to_string()),
+    };
+    let incoming = envelope.applied();
+    let ack = |apply| PushOutcome {
+        http_status: 200,
+        reply: PushReply {
+            status: PushStatus::Ack,
+            version: incoming.version,
+            digest: Some(incoming.digest),
+            error: None,
+        },
+        apply,
+    };
+    match admit(current, incoming) {
+        Admission::Apply => ack(Some(Active {
+            applied: incoming,
+            config: envelope.config,
+        })),
+        Admission::AlreadyApplied => ack(None),
+        Admission::Reject { current } => nack(
+            409,
+            format!(
+                "version {} does not follow the applied version {} (digest {})",
+                incoming.version, current.version, current.digest
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConfigDoc, EnvelopeDoc, SecretKey};
+
+    fn signed(version: u64, weight: f64) -> (Vec<u8>, String) {
+        let config: ConfigDoc = serde_json::from_value(serde_json::json!({
+            "schema": 1,
+            "routes": [{"id": "web", "old": "http://o.example", "new": "http://n.example", "new_weight": weight}]
+        }))
+        .expect("doc");
+        let body = EnvelopeDoc {
+            version,
+            parent: None,
+            issued_at: "2026-11-27T08:00:00Z".into(),
+            actor: "test".into(),
+            reason: "test".into(),
+            config,
+        }
+        .to_body();
+        let sig = SecretKey::from_seed([1; 32]).sign(&body);
+        (body, sig)
+    }
+
+    fn key() -> PublicKey {
+        SecretKey::from_seed([1; 32]).public_key()
+    }
+
+    #[test]
+    fn pushes_get_the_documented_statuses() {
+        let (b1, s1) = signed(1, 10.0);
+        let first = receive_push(None, &b1, Some(&s1), &key());
+        assert_eq!(
+            (first.http_status, first.reply.status),
+            (200, PushStatus::Ack)
+        );
+        let held = first.apply.as_ref().map(|a| a.applied);
+        assert_eq!(held.map(|a| a.version), Some(1));
+
+        let again = receive_push(held, &b1, Some(&s1), &key());
+        assert_eq!(
+            (again.http_status, again.apply.is_none()),
+            (200, true),
+            "idempotent, nothing to write"
+        );
+
+        let (b0, s0) = signed(1, 20.0);
+        let conflict = receive_push(held, &b0, Some(&s0), &key());
+        assert_eq!((conflict.http_status, conflict.reply.version), (409, 1));
+        assert!(
+            conflict
+                .reply
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("applied version 1"))
+        );
+
+        let wrong_key = SecretKey::from_seed([2; 32]).sign(&b1);
+        assert_eq!(
+            receive_push(held, &b1, Some(&wrong_key), &key()).http_status,
+            401
+        );
+        assert_eq!(receive_push(held, &b1, None, &key()).http_status, 401);
+
+        let (bad, sbad) = signed(2, 150.0);
+        let invalid = receive_push(held, &bad, Some(&sbad), &key());
+        assert_eq!(invalid.http_status, 400);
+        assert_eq!(
+            invalid.reply.error.as_deref(),
+            Some("config.routes[0].new_weight: must be 0..=100")
+        );
+
+        let huge = vec![b'x'; MAX_ENVELOPE_BYTES + 1];
+        assert_eq!(
+            receive_push(held, &huge, Some(&s1), &key()).http_status,
+            413
+        );
+    }
+
+    #[test]
+    fn the_reply_is_the_documented_json() {
+        let (b1, s1) = signed(1, 10.0);
+        let out = receive_push(None, &b1, Some(&s1), &key());
+        let json: serde_json::Value = serde_json::from_slice(&out.body()).expect("json");
+        assert_eq!(json["status"], "ack");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["digest"], Digest::of(&b1).to_string());
+        assert!(json.get("error").is_none());
+    }
+
+    #[test]
+    fn the_active_form_round_trips_and_refuses_foreign_bytes() {
+        let (b1, s1) = signed(1, 10.0);
+        let active = receive_push(None, &b1, Some(&s1), &key())
+            .apply
+            .expect("applies");
+        assert_eq!(
+            Active::from_compact(&active.to_compact()),
+            Some(active.clone())
+        );
+        assert_eq!(Active::from_compact(b"garbage"), None);
+        assert_eq!(
+            Active::from_compact(&b1),
+            None,
+            "an envelope is not the compact form"
+        );
+    }
+}
