@@ -90,6 +90,30 @@ impl AppliedReply {
             digest: current.map(|c| c.digest),
         }
     }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Numbers and hex strings always serialise.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl PushReply {
+    /// A refusal that leaves `current` in place.
+    pub fn nack(current: Option<Applied>, error: impl Into<String>) -> PushReply {
+        PushReply {
+            status: PushStatus::Nack,
+            version: current.map_or(0, |c| c.version),
+            digest: current.map(|c| c.digest),
+            error: Some(error.into()),
+        }
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Numbers and strings always serialise.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 /// What to do with a push.
@@ -108,8 +132,7 @@ pub struct PushOutcome {
 impl PushOutcome {
     /// The JSON reply body.
     pub fn body(&self) -> Vec<u8> {
-        // A struct of numbers and strings always serialises.
-        serde_json::to_vec(&self.reply).unwrap_or_default()
+        self.reply.to_json()
     }
 }
 
@@ -123,12 +146,7 @@ pub fn receive_push(
 ) -> PushOutcome {
     let nack = |http_status, error: String| PushOutcome {
         http_status,
-        reply: PushReply {
-            status: PushStatus::Nack,
-            version: current.map_or(0, |c| c.version),
-            digest: current.map(|c| c.digest),
-            error: Some(error),
-        },
+        reply: PushReply::nack(current, error),
         apply: None,
     };
     if body.len() > MAX_ENVELOPE_BYTES {

@@ -1,0 +1,11 @@
+//! rollout-router: the edge. A wasi:http component (spin-sdk 5.2.0, WASI 0.2)
+//! that routes every request to the old or new origin by the signed config in
+//! its key-value store, and applies pushes on `/.well-known/rollout/config`.
+//!
+//! Every rule comes from `rollout-core`; this crate only translates between
+//! wasi:http and core. Build: `cargo build --release --target wasm32-wasip2 -p rollout-router`.
+
+pub mod plan;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
