@@ -160,6 +160,24 @@ impl Decision<'_> {
     pub fn flags_header(&self) -> String {
         self.flags.join(",")
     }
+
+    /// The debug headers a config with `debug_headers` adds to responses:
+    /// `x-rollout-route`, `x-rollout-reason`, and `x-rollout-bucket` and
+    /// `x-rollout-key` when there was a key. Every edge build sends the same
+    /// set, so a rollout is debugged the same way on each.
+    pub fn debug_headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("x-rollout-route", self.route.id().to_owned()),
+            ("x-rollout-reason", self.reason.as_str().to_owned()),
+        ];
+        if let Some(b) = self.bucket {
+            out.push(("x-rollout-bucket", b.to_string()));
+        }
+        if let Some(k) = self.key {
+            out.push(("x-rollout-key", k.to_string()));
+        }
+        out
+    }
 }
 
 /// Decides where a request goes.

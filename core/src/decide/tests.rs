@@ -255,3 +255,29 @@ fn failover_applies_only_to_idempotent_requests_on_new() {
     let old = decide(&c, &req("GET", "www.example.com", "/", &[]));
     assert!(old.failover("GET").is_none());
 }
+
+#[test]
+fn debug_headers_name_the_route_reason_bucket_and_key_source() {
+    let c = config();
+    let headers = [("x-user-id", "u1")];
+    let d = decide(&c, &req("GET", "api.example.com", "/v2", &headers));
+    let bucket = bucket_of("api", "u1").to_string();
+    assert_eq!(
+        d.debug_headers(),
+        [
+            ("x-rollout-route", "api".to_owned()),
+            ("x-rollout-reason", "weight".to_owned()),
+            ("x-rollout-bucket", bucket),
+            ("x-rollout-key", "header:x-user-id".to_owned()),
+        ]
+    );
+    let keyless = decide(&c, &req("GET", "www.example.com", "/", &[]));
+    assert_eq!(
+        keyless.debug_headers(),
+        [
+            ("x-rollout-route", "web".to_owned()),
+            ("x-rollout-reason", "no-key".to_owned()),
+        ],
+        "no bucket or key header without a key"
+    );
+}
