@@ -1,0 +1,70 @@
+// Helpers shared by the tests: the built bindings, the repository's shared
+// vector files, and Ed25519 signing done by Node's own crypto, so a push
+// signed here is verified by an independent implementation.
+
+import crypto from "node:crypto";
+import { readFileSync, readdirSync } from "node:fs";
+
+export const repoRoot = new URL("../../../", import.meta.url);
+export const pkgDir = new URL("../pkg/", import.meta.url);
+
+export function readRepoJson(path) {
+  return JSON.parse(readFileSync(new URL(path, repoRoot), "utf8"));
+}
+
+export function readRepoText(path) {
+  return readFileSync(new URL(path, repoRoot), "utf8");
+}
+
+export function listRepoDir(path) {
+  return readdirSync(new URL(path, repoRoot)).sort();
+}
+
+/** The bindings, initialised the way Node and Deno load them. */
+export async function loadBindings() {
+  const bindings = await import(new URL("rollout_router_js.js", pkgDir).href);
+  bindings.initSync({ module: readFileSync(new URL("rollout_router_js_bg.wasm", pkgDir)) });
+  return bindings;
+}
+
+// DER prefix of a PKCS#8 Ed25519 private key; the 32-byte seed follows.
+const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
+
+/** A signing key from a 32-byte seed made of `seedByte`. */
+export function signer(seedByte) {
+  const seed = Buffer.alloc(32, seedByte);
+  const key = crypto.createPrivateKey({
+    key: Buffer.concat([PKCS8_ED25519, seed]),
+    format: "der",
+    type: "pkcs8",
+  });
+  const raw = crypto.createPublicKey(key).export({ format: "der", type: "spki" }).subarray(-32);
+  return {
+    publicKey: `ed25519:${raw.toString("base64")}`,
+    sign: (body) => `ed25519=${crypto.sign(null, body, key).toString("base64")}`,
+  };
+}
+
+/** An envelope body, as the control service writes one. */
+export function envelope({ version, config, parent = null, reason = "test" }) {
+  return Buffer.from(
+    JSON.stringify({
+      version,
+      parent,
+      issued_at: "2026-11-27T08:00:00Z",
+      actor: "js-tests",
+      reason,
+      config,
+    }),
+  );
+}
+
+export function sha256Hex(bytes) {
+  return crypto.createHash("sha256").update(bytes).digest("hex");
+}
+
+/** The decision fields every build must agree on, from a route() result. */
+export function decisionFields(outcome) {
+  const { route, arm, origin, bucket, reason, key, flags, set_cookie } = outcome;
+  return { route, arm, origin, bucket, reason, key, flags, set_cookie };
+}
