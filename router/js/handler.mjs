@@ -42,9 +42,13 @@ function sameBytes(a, b) {
   return true;
 }
 
+// Workers KV gives an ArrayBuffer; other stores (Deno KV, a Map) may give a view.
 async function readActive(kv) {
   const value = await kv.get(names().kvActive, "arrayBuffer");
-  return value ? new Uint8Array(value) : null;
+  if (!value) return null;
+  return ArrayBuffer.isView(value)
+    ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+    : new Uint8Array(value);
 }
 
 // The router for the stored config, or null when there is none or it does

@@ -4,6 +4,8 @@
 
 import crypto from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
+import http from "node:http";
+import { gzipSync } from "node:zlib";
 
 export const repoRoot = new URL("../../../", import.meta.url);
 export const pkgDir = new URL("../pkg/", import.meta.url);
@@ -67,4 +69,46 @@ export function sha256Hex(bytes) {
 export function decisionFields(outcome) {
   const { route, arm, origin, bucket, reason, key, flags, set_cookie } = outcome;
   return { route, arm, origin, bucket, reason, key, flags, set_cookie };
+}
+
+export function listen(server) {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve(server.address().port));
+  });
+}
+
+export function close(server) {
+  return new Promise((resolve) => {
+    server.closeAllConnections?.();
+    server.close(() => resolve());
+  });
+}
+
+/** An origin that says who it is and echoes what it received. */
+export function origin(name) {
+  return http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const body = JSON.stringify({
+        origin: name,
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString(),
+      });
+      const status = req.url.startsWith("/flaky") && name === "new" ? 503 : 200;
+      const gzip = req.url.startsWith("/gz");
+      res.writeHead(status, {
+        ...(gzip ? { "content-encoding": "gzip" } : {}),
+        "content-type": "application/json",
+        "x-origin": name,
+        "set-cookie": `from-${name}=1; Path=/`,
+        connection: "keep-alive, x-origin-private",
+        "x-origin-private": "must not reach the client",
+      });
+      res.end(gzip ? gzipSync(body) : body);
+    });
+  });
 }

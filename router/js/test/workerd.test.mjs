@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { envelope, loadBindings, sha256Hex, signer } from "./support.mjs";
+import { close, envelope, listen, loadBindings, origin, sha256Hex, signer } from "./support.mjs";
 
 const b = await loadBindings();
 const control = signer(11);
@@ -21,46 +21,6 @@ const ADMIN = "/.well-known/rollout/config";
 const here = fileURLToPath(new URL("..", import.meta.url));
 
 // ---------------------------------------------------------------- fixtures
-
-function listen(server) {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve(server.address().port));
-  });
-}
-
-function close(server) {
-  return new Promise((resolve) => {
-    server.closeAllConnections?.();
-    server.close(() => resolve());
-  });
-}
-
-/** An origin that says who it is and echoes what it received. */
-function origin(name) {
-  return http.createServer((req, res) => {
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-      const body = JSON.stringify({
-        origin: name,
-        method: req.method,
-        url: req.url,
-        headers: req.headers,
-        body: Buffer.concat(chunks).toString(),
-      });
-      const status = req.url.startsWith("/flaky") && name === "new" ? 503 : 200;
-      res.writeHead(status, {
-        "content-type": "application/json",
-        "x-origin": name,
-        "set-cookie": `from-${name}=1; Path=/`,
-        connection: "keep-alive, x-origin-private",
-        "x-origin-private": "must not reach the client",
-      });
-      res.end(body);
-    });
-  });
-}
 
 /** The KV protocol workerd speaks to the service behind a kvNamespace binding. */
 function kvServer(store) {
@@ -387,6 +347,12 @@ test("the origin gets a fresh request: its own host, no hop-by-hop or forged edg
   assert.equal(json.headers["x-forwarded-proto"], "http");
   assert.equal(res.headers["x-origin-private"], undefined, "connection-named response headers stay behind");
   assert.deepEqual(res.headers["set-cookie"], [`from-${arm}=1; Path=/`]);
+});
+
+test("a compressed origin response reaches the client intact", async () => {
+  const { res, json } = await get("/gz", { "x-user-id": "user-1", "accept-encoding": "gzip" });
+  assert.equal(res.status, 200);
+  assert.equal(json.url, "/gz");
 });
 
 test("push v2 at 50 % applies on the next request and keeps every new key on new", async (t) => {

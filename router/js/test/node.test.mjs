@@ -1,0 +1,98 @@
+// The same fetch handler on Node's http server (node.mjs), as a Node or
+// Deno deployment runs it: pushes, routing, client address, persistence.
+
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { createServer, fileKv } from "../node.mjs";
+import { close, envelope, listen, loadBindings, origin, signer } from "./support.mjs";
+
+const b = await loadBindings();
+const control = signer(21);
+const ADMIN = "/.well-known/rollout/config";
+const servers = [];
+const stateDir = mkdtempSync(join(tmpdir(), "rollout-node-edge-"));
+let oldOrigin;
+let newOrigin;
+let edge;
+
+async function startEdge() {
+  const server = createServer({
+    ROLLOUT_KV: fileKv(stateDir),
+    PUBLIC_KEY: control.publicKey,
+    OLD_ORIGIN: oldOrigin,
+  });
+  servers.push(server);
+  return `http://127.0.0.1:${await listen(server)}`;
+}
+
+before(async () => {
+  const o = origin("old");
+  const n = origin("new");
+  servers.push(o, n);
+  oldOrigin = `http://127.0.0.1:${await listen(o)}`;
+  newOrigin = `http://127.0.0.1:${await listen(n)}`;
+  edge = await startEdge();
+});
+
+after(async () => {
+  await Promise.all(servers.map(close));
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+const config = (weight) => ({
+  schema: 1,
+  routes: [{ id: "web", old: oldOrigin, new: newOrigin, new_weight: weight, key: ["header:x-user-id", "client-ip"] }],
+});
+
+async function pushVersion(version, weight) {
+  const body = envelope({ version, config: config(weight) });
+  const res = await fetch(edge + ADMIN, { method: "PUT", body, headers: { "rollout-signature": control.sign(body) } });
+  return { status: res.status, json: await res.json() };
+}
+
+test("with nothing pushed the Node edge routes to the bootstrap origin", async () => {
+  const res = await fetch(`${edge}/a?b=c`);
+  const json = await res.json();
+  assert.deepEqual([json.origin, json.url], ["old", "/a?b=c"]);
+  assert.equal(res.headers.get("x-rollout-version"), "0");
+});
+
+test("a push applies and keys split exactly as bucket() says", async () => {
+  assert.deepEqual((await pushVersion(1, 50)).json.status, "ack");
+  for (let i = 0; i < 200; i++) {
+    const key = `node-${i}`;
+    const res = await fetch(`${edge}/`, { headers: { "x-user-id": key } });
+    const json = await res.json();
+    const want = b.bucket("web", key) < 500_000 ? "new" : "old";
+    assert.equal(res.headers.get("x-rollout-arm"), want, key);
+    assert.equal(json.origin, want, key);
+    assert.equal(json.headers["x-rollout-version"], "1");
+  }
+});
+
+test("the socket address is the client-ip key and is forwarded", async () => {
+  const res = await fetch(`${edge}/ip`);
+  const json = await res.json();
+  assert.equal(json.headers["x-forwarded-for"], "127.0.0.1");
+  assert.equal(res.headers.get("x-rollout-arm"), b.bucket("web", "127.0.0.1") < 500_000 ? "new" : "old");
+});
+
+test("a gzip response from the origin is relayed readable", async () => {
+  const res = await fetch(`${edge}/gz`, { headers: { "x-user-id": "node-1" } });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).url, "/gz");
+});
+
+test("the applied config survives a restart of the edge (file KV)", async () => {
+  assert.equal((await pushVersion(2, 100)).status, 200);
+  const second = await startEdge();
+  const res = await fetch(`${second}/`, { headers: { "x-user-id": "node-1" } });
+  assert.equal(res.headers.get("x-rollout-version"), "2");
+  assert.equal((await res.json()).origin, "new");
+  const replay = await fetch(second + ADMIN);
+  assert.equal((await replay.json()).version, 2);
+});
