@@ -24,8 +24,11 @@ input="$target_dir/wasm32-unknown-unknown/release-js/rollout_router_js.wasm"
 
 out="$here/pkg"
 rm -rf "$out"
+# --omit-default-module-path: the glue never guesses the .wasm's location
+# from import.meta.url (Workers bundlers and Node 20 cannot fetch it); every
+# runtime hands it the module or bytes with initSync({ module }).
 wasm-bindgen --target web --remove-name-section --remove-producers-section \
-    --out-dir "$out" "$input"
+    --omit-default-module-path --out-dir "$out" "$input"
 # Node reads a .js file as CommonJS unless a package.json says otherwise.
 echo '{ "type": "module" }' > "$out/package.json"
 

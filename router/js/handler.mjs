@@ -126,18 +126,24 @@ async function proxy(request, env, url, options) {
   const pairs = headerList(request.headers);
   const clientIp = options.clientIp ?? request.headers.get("cf-connecting-ip") ?? null;
   const router = await loadRouter(env);
-  let outcome;
+  let outcome = null;
   if (router) {
-    outcome = router.route({
-      method: request.method,
-      host: url.host,
-      path: url.pathname,
-      query: url.search.slice(1),
-      headers: pairs,
-      client_ip: clientIp,
-      mint: mint(),
-    });
-  } else {
+    try {
+      outcome = router.route({
+        method: request.method,
+        host: url.host,
+        path: url.pathname,
+        query: url.search.slice(1),
+        headers: pairs,
+        client_ip: clientIp,
+        mint: mint(),
+      });
+    } catch (e) {
+      // Facts are built here, so this is a bug, not bad input; serve anyway.
+      console.error(`rollout edge: route: ${e.message}`);
+    }
+  }
+  if (!outcome) {
     try {
       outcome = bootstrap(env.OLD_ORIGIN ?? "");
     } catch (e) {
