@@ -5,9 +5,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
+    # Its own lock file pins a crate the registry lacks, so not --locked.
+    cargo install wasm-bindgen-cli --version 0.2.130
+fi
 
 # The kernel must build for every target it claims.
 cargo build --locked -p rollout-core --target wasm32-wasip2
 cargo build --locked -p rollout-core --target wasm32-unknown-unknown
 
+# The edge component the end-to-end tests run; its size is part of the budget.
+cargo build --locked --release --target wasm32-wasip2 -p rollout-router
+wasm=target/wasm32-wasip2/release/rollout_router.wasm
+echo "edge component: $(stat -c %s "$wasm") bytes ($wasm; budget 1 MiB)"
+[ "$(stat -c %s "$wasm")" -le $((1024 * 1024)) ] || { echo "component is over 1 MiB" >&2; exit 1; }
+
 cargo test --locked --workspace
+
+# The JavaScript edge: build (reports the .wasm size, fails over 500 KiB),
+# then the bindings in Node and the worker in workerd on loopback.
+router/js/test.sh

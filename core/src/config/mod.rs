@@ -268,7 +268,9 @@ pub(crate) fn parse_doc(bytes: &[u8]) -> Result<ConfigDoc, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let doc: ConfigDoc = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." {
+        // serde_path_to_error says "." for the root and "?" before it has
+        // entered any value (truncated or empty input).
+        let path = if path == "." || path == "?" {
             "config".to_owned()
         } else {
             path

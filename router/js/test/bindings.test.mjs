@@ -92,7 +92,7 @@ test("envelope and key errors are exceptions with the native messages", () => {
     [() => b.Router.fromEnvelope(body, "ed25519=abc", control.publicKey), "signature header must be ed25519=<base64 of 64 bytes>"],
     [() => b.Router.fromEnvelope(body, signature, "ed25519:short"), "public key must be ed25519:<base64 of 32 bytes>"],
     [() => b.Router.fromCompact(new Uint8Array([1, 2, 3])), "stored config is not in the compact form"],
-    [() => b.Router.fromConfig("{"), "?: EOF while parsing an object at line 1 column 1"],
+    [() => b.Router.fromConfig("{"), "config: EOF while parsing an object at line 1 column 1"],
   ];
   const bad = push(2, { ...CONFIG, routes: [{ ...CONFIG.routes[0], new_weight: 150 }] });
   cases.push([

@@ -9,3 +9,5 @@ pub mod plan;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+#[cfg(target_arch = "wasm32")]
+mod kernel;

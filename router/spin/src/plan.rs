@@ -27,17 +27,7 @@ impl Outcome {
     /// The outcome of a decision under config `version`.
     pub fn of(decision: &Decision<'_>, version: u64, debug_headers: bool) -> Outcome {
         let debug = if debug_headers {
-            let mut d = vec![
-                ("x-rollout-route", decision.route.id().to_owned()),
-                ("x-rollout-reason", decision.reason.as_str().to_owned()),
-            ];
-            if let Some(b) = decision.bucket {
-                d.push(("x-rollout-bucket", b.to_string()));
-            }
-            if let Some(k) = decision.key {
-                d.push(("x-rollout-key", k.to_string()));
-            }
-            d
+            decision.debug_headers()
         } else {
             Vec::new()
         };

@@ -1,0 +1,429 @@
+//! rollout-host: runs the rollout edge component locally the way Spin does,
+//! so tests, benchmarks and `rollout up` need no Spin install.
+//!
+//! wasmtime with wasi:http (WASI 0.2), a fresh instance per request from a
+//! pre-instantiated component (Spin's model, and why the edge keeps its config
+//! in the key-value store), `fermyon:spin/key-value` backed by memory or a
+//! SQLite file, `fermyon:spin/variables` from the caller, and outbound HTTP
+//! only to allowed origins. Production runs on Spin or another wasi:http host.
+
+pub mod kv;
+mod outbound;
+mod spin;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub use kv::{KvBackend, MemoryKv, SqliteKv};
+pub use outbound::{AllowList, InvalidAllowEntry};
+
+/// The command that builds the component this host runs.
+pub const BUILD_COMMAND: &str = "cargo build --release --target wasm32-wasip2 -p rollout-router";
+
+/// Where the release build of the component lands, relative to the workspace.
+pub const COMPONENT_PATH: &str = "target/wasm32-wasip2/release/rollout_router.wasm";
+
+/// A compiled component, ready to instantiate once per request.
+pub struct Runtime {
+    pre: ProxyPre<HostState>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine() -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    // A wasip2 Rust component holds a few core instances, memories and
+    // tables; these totals allow a few hundred requests in flight while
+    // reserving far less address space than the defaults.
+    pool.total_component_instances(256)
+        .total_core_instances(2048)
+        .total_memories(512)
+        .total_tables(2048)
+        .total_stacks(256)
+        .max_memory_size(256 << 20)
+        .max_core_instances_per_component(32)
+        .max_tables_per_component(32)
+        .max_memories_per_component(8);
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&config) {
+        Ok(engine) => Ok(engine),
+        Err(pooled) => {
+            // Some sandboxes cap virtual address space; run unpooled there.
+            tracing::warn!("pooling allocator unavailable ({pooled}); instantiating on demand");
+            Engine::new(&Config::new()).map_err(anyhow::Error::from)
+        }
+    }
+}
+
+impl Runtime {
+    /// Compiles the component at `path` and links it against the host.
+    pub fn load(path: &Path) -> anyhow::Result<Runtime> {
+        if !path.is_file() {
+            bail!(
+                "component {} not found: build it with `{BUILD_COMMAND}`",
+                path.display()
+            );
+        }
+        let engine = engine()?;
+        let component = Component::from_file(&engine, path)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!("{} is not a loadable WebAssembly component", path.display())
+            })?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        spin::key_value::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        spin::variables::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{} imports something this host does not provide",
+                    path.display()
+                )
+            })?;
+        let pre = ProxyPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{} does not export wasi:http/incoming-handler",
+                    path.display()
+                )
+            })?;
+        Ok(Runtime {
+            pre,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The imports and exports of the loaded component, by name.
+    pub fn interface_names(&self) -> (Vec<String>, Vec<String>) {
+        let engine = self.pre.engine();
+        let ty = self.pre.instance_pre().component().component_type();
+        let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+        let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        (imports, exports)
+    }
+}
+
+mod kernel_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "rollout:edge/kernel-exports",
+        exports: { default: async },
+    });
+}
+
+/// An instance of the component, for calling its `rollout:edge/kernel` export.
+pub struct Kernel {
+    store: Store<HostState>,
+    exports: kernel_bindings::KernelExports,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").finish_non_exhaustive()
+    }
+}
+
+impl Kernel {
+    /// The component's bucket for `key` under `salt`.
+    pub async fn bucket(&mut self, salt: &str, key: &str) -> anyhow::Result<u32> {
+        let kernel = self.exports.rollout_edge_kernel();
+        Ok(kernel.call_bucket(&mut self.store, salt, key).await?)
+    }
+
+    /// The bucket computed `times` times inside the component.
+    pub async fn bucket_repeat(
+        &mut self,
+        salt: &str,
+        key: &str,
+        times: u32,
+    ) -> anyhow::Result<u32> {
+        let kernel = self.exports.rollout_edge_kernel();
+        Ok(kernel
+            .call_bucket_repeat(&mut self.store, salt, key, times)
+            .await?)
+    }
+}
+
+impl Runtime {
+    /// A fresh instance (with an empty store and no variables) for kernel calls.
+    pub async fn kernel(&self) -> anyhow::Result<Kernel> {
+        let edge = Arc::new(Edge {
+            kv: Arc::new(MemoryKv::default()),
+            variables: HashMap::new(),
+            allow: AllowList::default(),
+        });
+        let mut store = Store::new(self.pre.engine(), HostState::new(edge));
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await?;
+        let exports = kernel_bindings::KernelExports::new(&mut store, &instance)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{} does not export rollout:edge/kernel",
+                    self.path.display()
+                )
+            })?;
+        Ok(Kernel { store, exports })
+    }
+}
+
+/// One edge: its store, its variables, where it may send requests.
+pub struct Edge {
+    /// The `default` key-value store.
+    pub kv: Arc<dyn KvBackend>,
+    /// Spin variables (`public_key`, `old_origin`, ...).
+    pub variables: HashMap<String, String>,
+    /// Origins outbound requests may go to.
+    pub allow: AllowList,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("variables", &self.variables)
+            .field("allow", &self.allow)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one request's instance sees.
+pub(crate) struct HostState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: outbound::Hooks,
+    edge: Arc<Edge>,
+}
+
+impl HostState {
+    fn new(edge: Arc<Edge>) -> HostState {
+        HostState {
+            table: ResourceTable::new(),
+            wasi: WasiCtx::builder().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            hooks: outbound::Hooks::new(edge.clone()),
+            edge,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+fn text_response(status: u16, body: &'static str) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from_static(body.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut resp = hyper::Response::new(body);
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Serves one request: a fresh instance, the request handed to the component.
+async fn handle(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    mut req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
+    let Some(host) = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return Ok(text_response(400, "a Host header is required\n"));
+    };
+    // Headers a client names in `Connection` belong to this hop (RFC 9110
+    // §7.6.1). wasi:http hides `Connection` from the component, so only the
+    // host that terminates the connection can drop them.
+    let named: Vec<String> = req
+        .headers()
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in named {
+        req.headers_mut().remove(name.as_str());
+    }
+    // Spin sets these on every request, overwriting any a client sent.
+    let full_url = format!(
+        "http://{host}{}",
+        req.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    for (name, value) in [
+        ("spin-client-addr", peer.to_string()),
+        ("spin-full-url", full_url),
+    ] {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
+            req.headers_mut().insert(name, value);
+        }
+    }
+    match call(runtime, edge, req).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            tracing::error!("edge component failed: {e:#}");
+            Ok(text_response(
+                500,
+                "rollout edge: the component failed; see the host log\n",
+            ))
+        }
+    }
+}
+
+async fn call(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    req: hyper::Request<Incoming>,
+) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
+    let mut store = Store::new(runtime.pre.engine(), HostState::new(edge));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .map_err(anyhow::Error::from)?;
+    let out = store
+        .data_mut()
+        .http()
+        .new_response_outparam(tx)
+        .map_err(anyhow::Error::from)?;
+    let pre = runtime.pre.clone();
+    // The task owns the store until the component returns, which may be after
+    // the response head was sent while the body still streams.
+    let task = tokio::spawn(async move {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, req, out)
+            .await
+    });
+    match rx.await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(code)) => bail!("component answered with error code {code:?}"),
+        Err(_) => match task.await {
+            Ok(Ok(())) => bail!("component returned without setting a response"),
+            Ok(Err(e)) => Err(anyhow::Error::from(e).context("component trapped")),
+            Err(e) => Err(anyhow::Error::from(e).context("component task failed")),
+        },
+    }
+}
+
+/// Accepts connections on `listener` and serves them with the component, until
+/// the returned future is dropped.
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let runtime = runtime.clone();
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                handle(runtime.clone(), edge.clone(), req, peer)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// An edge serving in the background; stops when dropped.
+#[derive(Debug)]
+pub struct RunningEdge {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningEdge {
+    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
+    pub async fn start(
+        runtime: Arc<Runtime>,
+        edge: Edge,
+        addr: SocketAddr,
+    ) -> anyhow::Result<RunningEdge> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(serve(runtime, Arc::new(edge), listener));
+        Ok(RunningEdge { addr, task })
+    }
+}
+
+impl Drop for RunningEdge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

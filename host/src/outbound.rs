@@ -1,0 +1,137 @@
+//! Outbound HTTP, allowed only to listed origins (Spin's
+//! `allowed_outbound_hosts`), with timeouts a proxy needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::Edge;
+
+/// Origins the component may call: `scheme://host:port` entries, or `*` for any.
+#[derive(Debug, Clone, Default)]
+pub struct AllowList {
+    any: bool,
+    origins: Vec<(String, String, u16)>,
+}
+
+/// An allow-list entry that is not `scheme://host[:port]` or `*`.
+#[derive(Debug, thiserror::Error)]
+#[error("allowed outbound origin {0:?} must be http(s)://host[:port] or *")]
+pub struct InvalidAllowEntry(String);
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+impl AllowList {
+    /// Parses entries such as `http://127.0.0.1:8081` or `*`.
+    pub fn new<S: AsRef<str>>(entries: &[S]) -> Result<AllowList, InvalidAllowEntry> {
+        let mut list = AllowList::default();
+        for entry in entries {
+            let entry = entry.as_ref().trim();
+            if entry == "*" {
+                list.any = true;
+                continue;
+            }
+            let uri: http::Uri = entry
+                .parse()
+                .map_err(|_| InvalidAllowEntry(entry.to_owned()))?;
+            let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+                return Err(InvalidAllowEntry(entry.to_owned()));
+            };
+            if scheme != "http" && scheme != "https" {
+                return Err(InvalidAllowEntry(entry.to_owned()));
+            }
+            let port = uri.port_u16().unwrap_or(default_port(scheme));
+            list.origins
+                .push((scheme.to_owned(), host.to_ascii_lowercase(), port));
+        }
+        Ok(list)
+    }
+
+    /// Whether a request to this URI may leave.
+    pub fn permits(&self, uri: &http::Uri) -> bool {
+        if self.any {
+            return true;
+        }
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return false;
+        };
+        let port = uri.port_u16().unwrap_or(default_port(scheme));
+        self.origins
+            .iter()
+            .any(|(s, h, p)| s == scheme && h.eq_ignore_ascii_case(host) && *p == port)
+    }
+}
+
+/// The hooks wasi:http calls for every outbound request.
+pub(crate) struct Hooks {
+    edge: Arc<Edge>,
+}
+
+impl Hooks {
+    pub(crate) fn new(edge: Arc<Edge>) -> Hooks {
+        Hooks { edge }
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: IoFuture,
+    ) -> Box<
+        dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), wasmtime_wasi_http::Error>>
+            + Send,
+    > {
+        if !self.edge.allow.permits(request.uri()) {
+            tracing::warn!(
+                "outbound request to {} denied: not an allowed origin",
+                request.uri()
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        // spin-sdk never passes options; without these every wait would be
+        // wasmtime's default of ten minutes, and a dead origin would hold a
+        // request that long instead of failing over.
+        let options = options.unwrap_or(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(5)),
+            first_byte_timeout: Some(Duration::from_secs(60)),
+            between_bytes_timeout: Some(Duration::from_secs(60)),
+        });
+        Box::new(async move {
+            let (resp, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((resp.map(|b| b.boxed_unsync()), Box::new(io) as IoFuture))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_origins_are_permitted() {
+        let list =
+            AllowList::new(&["http://127.0.0.1:8081", "https://new.example.com"]).expect("valid");
+        let permits = |u: &str| list.permits(&u.parse().expect("uri"));
+        assert!(permits("http://127.0.0.1:8081/x"));
+        assert!(permits("https://NEW.example.com:443/"));
+        assert!(!permits("http://127.0.0.1:8082/"));
+        assert!(!permits("http://new.example.com/"), "scheme must match");
+        assert!(!permits("https://evil.example.com/"));
+        assert!(
+            AllowList::new(&["*"])
+                .expect("any")
+                .permits(&"http://x:1/".parse().expect("uri"))
+        );
+        assert!(AllowList::new(&["ftp://x"]).is_err());
+        assert!(AllowList::new(&["not a url"]).is_err());
+    }
+}

@@ -1,0 +1,519 @@
+//! The built edge component in rollout-host, in front of real loopback origins.
+
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use rollout_host::{KvBackend, MemoryKv, SqliteKv};
+use rollout_tests::*;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_of_ten_thousand_keys_go_to_new_and_stay_there_as_the_weight_rises() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let edge = edge_for(&old, &new).await;
+    let client = client();
+    let (body, sig) = envelope(1, config(&old.url(), &new.url(), 10.0, json!({})));
+    assert_eq!(push(&client, edge.addr, body, &sig).await.0, 200);
+
+    let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+    let arms: Vec<(String, String)> = futures_util::stream::iter(keys.iter())
+        .map(|k| arm_for(&client, edge.addr, k))
+        .buffered(16)
+        .collect()
+        .await;
+    assert!(
+        arms.iter().all(|(arm, origin)| arm == origin),
+        "the arm header names the origin that answered"
+    );
+    let on_new = arms.iter().filter(|(arm, _)| arm == "new").count();
+    println!("10 % weight: {on_new} of 10000 keys on new");
+    assert!(
+        (900..=1100).contains(&on_new),
+        "{on_new} of 10000 on new at 10 %"
+    );
+
+    // The same key keeps its arm, request after request.
+    let sample: Vec<usize> = (0..keys.len()).step_by(500).collect();
+    for &i in &sample {
+        for _ in 0..100 {
+            assert_eq!(
+                arm_for(&client, edge.addr, &keys[i]).await.0,
+                arms[i].0,
+                "key {} changed arm",
+                keys[i]
+            );
+        }
+    }
+
+    // Raising the weight only adds keys to new.
+    let (body, sig) = envelope(2, config(&old.url(), &new.url(), 50.0, json!({})));
+    assert_eq!(push(&client, edge.addr, body, &sig).await.0, 200);
+    for (i, (arm, _)) in arms.iter().enumerate().filter(|(_, (arm, _))| arm == "new") {
+        assert_eq!(
+            arm_for(&client, edge.addr, &keys[i]).await.0,
+            *arm,
+            "{} left new at 50 %",
+            keys[i]
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_component_reproduces_every_frozen_bucket_vector() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../core/tests/vectors/buckets.json"
+    ))
+    .expect("vector file");
+    let file: serde_json::Value = serde_json::from_str(&text).expect("vectors parse");
+    let cases = file["cases"].as_array().expect("cases");
+    let mut kernel = runtime().kernel().await.expect("kernel instance");
+    let mut checked = 0;
+    for case in cases {
+        let (salt, key) = (
+            case["salt"].as_str().expect("salt"),
+            case["key"].as_str().expect("key"),
+        );
+        let want = case["bucket"].as_u64().expect("bucket");
+        let got = kernel.bucket(salt, key).await.expect("kernel call");
+        assert_eq!(u64::from(got), want, "salt {salt:?} key {key:?}");
+        checked += 1;
+    }
+    println!("component matched {checked} frozen vectors");
+    assert!(checked >= 1000);
+}
+
+#[tokio::test]
+async fn pushes_apply_in_version_order_and_a_rollback_is_the_next_version() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let edge = edge_for(&old, &new).await;
+    let client = client();
+    let all_new = config(&old.url(), &new.url(), 100.0, json!({}));
+    let all_old = config(&old.url(), &new.url(), 0.0, json!({}));
+
+    let (v1, s1) = envelope(1, all_old.clone());
+    let (status, reply) = push(&client, edge.addr, v1.clone(), &s1).await;
+    assert_eq!(
+        (status, reply["status"].as_str(), reply["version"].as_u64()),
+        (200, Some("ack"), Some(1))
+    );
+    assert_eq!(reply["digest"].as_str(), Some(digest(&v1).as_str()));
+    assert_eq!(arm_for(&client, edge.addr, "alice").await.0, "old");
+
+    let (v2, s2) = envelope(2, all_new);
+    assert_eq!(push(&client, edge.addr, v2.clone(), &s2).await.0, 200);
+    assert_eq!(
+        arm_for(&client, edge.addr, "alice").await,
+        ("new".to_owned(), "new".to_owned())
+    );
+
+    // Rollback: version 3 carries version 1's config; the very next request goes to old.
+    let (v3, s3) = envelope(3, all_old);
+    assert_eq!(push(&client, edge.addr, v3.clone(), &s3).await.0, 200);
+    assert_eq!(
+        arm_for(&client, edge.addr, "alice").await,
+        ("old".to_owned(), "old".to_owned())
+    );
+
+    // Replaying version 2 is refused, naming what is applied.
+    let (status, reply) = push(&client, edge.addr, v2, &s2).await;
+    assert_eq!(
+        (status, reply["status"].as_str(), reply["version"].as_u64()),
+        (409, Some("nack"), Some(3))
+    );
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("applied version 3")),
+        "{reply}"
+    );
+
+    // The same version and digest again is an idempotent ACK.
+    let (status, reply) = push(&client, edge.addr, v3.clone(), &s3).await;
+    assert_eq!((status, reply["status"].as_str()), (200, Some("ack")));
+    assert_eq!(applied(&client, edge.addr).await, (3, Some(digest(&v3))));
+}
+
+#[tokio::test]
+async fn bad_pushes_are_refused_with_their_status_and_change_nothing() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let edge = edge_for(&old, &new).await;
+    let client = client();
+    let (v1, s1) = envelope(1, config(&old.url(), &new.url(), 0.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v1.clone(), &s1).await.0, 200);
+    let before = applied(&client, edge.addr).await;
+
+    // Signed by another key.
+    let (v2, _) = envelope(2, config(&old.url(), &new.url(), 100.0, json!({})));
+    let forged = rollout_core::SecretKey::from_seed([9; 32]).sign(&v2);
+    let (status, reply) = push(&client, edge.addr, v2.clone(), &forged).await;
+    assert_eq!((status, reply["status"].as_str()), (401, Some("nack")));
+    // A tampered body under a valid signature.
+    let mut tampered = v2.clone();
+    let (_, s2) = envelope(2, config(&old.url(), &new.url(), 100.0, json!({})));
+    tampered.push(b' ');
+    assert_eq!(push(&client, edge.addr, tampered, &s2).await.0, 401);
+
+    // Invalid config: the error names the field.
+    let mut bad = config(&old.url(), &new.url(), 10.0, json!({}));
+    bad.routes[0].new_weight = 150.0;
+    let (v, s) = envelope(2, bad);
+    let (status, reply) = push(&client, edge.addr, v, &s).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        reply["error"].as_str(),
+        Some("config.routes[0].new_weight: must be 0..=100")
+    );
+
+    // Over 1 MiB: refused before it is read further.
+    let huge = vec![b'x'; 1024 * 1024 + 1];
+    let (status, reply) = push(&client, edge.addr, huge, &s1).await;
+    assert_eq!((status, reply["status"].as_str()), (413, Some("nack")));
+
+    assert_eq!(
+        applied(&client, edge.addr).await,
+        before,
+        "nothing was applied"
+    );
+    assert_eq!(arm_for(&client, edge.addr, "alice").await.0, "old");
+}
+
+#[tokio::test]
+async fn without_a_usable_config_the_edge_routes_to_the_bootstrap_origin() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), new.url()],
+    };
+    let edge = start_edge(setup, kv.clone()).await;
+    let client = client();
+
+    let resp = client
+        .get(format!("http://{}/", edge.addr))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        (header(&resp, "x-rollout-arm"), header(&resp, "x-origin")),
+        ("old".into(), "old".into())
+    );
+    assert_eq!(header(&resp, "x-rollout-version"), "0");
+    assert_eq!(header(&resp, "x-rollout-reason"), "bootstrap");
+
+    // A damaged stored config is no config: bootstrap again, never a 5xx.
+    kv.set(
+        rollout_core::edge::KV_ACTIVE,
+        b"\x00garbage that does not decode",
+    )
+    .expect("corrupt the store");
+    for _ in 0..5 {
+        let resp = client
+            .get(format!("http://{}/x", edge.addr))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            (resp.status().as_u16(), header(&resp, "x-origin")),
+            (200, "old".into())
+        );
+    }
+    // And a push still repairs it.
+    let (v1, s1) = envelope(1, config(&old.url(), &new.url(), 100.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v1, &s1).await.0, 200);
+    assert_eq!(arm_for(&client, edge.addr, "bob").await.0, "new");
+
+    // No config and no bootstrap variable: a 502 that says so, not a 500.
+    let bare = start_edge(
+        EdgeSetup {
+            bootstrap: None,
+            allow: vec![],
+        },
+        Arc::new(MemoryKv::default()),
+    )
+    .await;
+    let resp = client
+        .get(format!("http://{}/", bare.addr))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 502);
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .contains("no config applied")
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_edge_with_a_file_store_serves_its_last_applied_version() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let dir = std::env::temp_dir().join(format!("rollout-e2e-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("edge.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), new.url()],
+    };
+    let client = client();
+
+    let first = start_edge(
+        setup.clone(),
+        Arc::new(SqliteKv::open(&path).expect("store")),
+    )
+    .await;
+    let (v7, s7) = envelope(7, config(&old.url(), &new.url(), 100.0, json!({})));
+    assert_eq!(push(&client, first.addr, v7.clone(), &s7).await.0, 200);
+    drop(first);
+
+    let second = start_edge(setup, Arc::new(SqliteKv::open(&path).expect("reopen"))).await;
+    assert_eq!(applied(&client, second.addr).await, (7, Some(digest(&v7))));
+    let resp = client
+        .get(format!("http://{}/", second.addr))
+        .header("x-user-id", "carol")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(
+        (
+            header(&resp, "x-rollout-version"),
+            header(&resp, "x-origin")
+        ),
+        ("7".into(), "new".into())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends raw bytes and returns the raw response, so headers a client library
+/// would refuse or rewrite can be sent as they are.
+fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    tcp.write_all(request.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_never_reach_the_origin_and_the_host_comes_from_config() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let edge = edge_for(&old, &new).await;
+    let client = client();
+    let (v1, s1) = envelope(1, config(&old.url(), &new.url(), 0.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v1, &s1).await.0, 200);
+
+    let request = "GET /hygiene?q=1 HTTP/1.1\r\n\
+        Host: evil.example.com\r\n\
+        Connection: close, X-Private-Hop\r\n\
+        X-Private-Hop: secret\r\n\
+        Keep-Alive: timeout=5\r\n\
+        TE: trailers\r\n\
+        Trailer: X-Checksum\r\n\
+        Upgrade: h2c\r\n\
+        Proxy-Authorization: Basic c2VjcmV0\r\n\
+        X-Rollout-Arm: new\r\n\
+        X-Forwarded-For: 203.0.113.9\r\n\
+        X-User-Id: dave\r\n\
+        \r\n";
+    let addr = edge.addr;
+    let raw = tokio::task::spawn_blocking(move || raw_request(addr, request))
+        .await
+        .expect("raw request");
+    let body = raw.split("\r\n\r\n").nth(1).expect("response body");
+    let body = body.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c.is_whitespace());
+    let echoed: serde_json::Value = serde_json::from_str(body.trim_end_matches(|c: char| c != '}'))
+        .unwrap_or_else(|e| panic!("origin echo is JSON ({e}): {raw}"));
+    let headers = echoed["headers"].as_object().expect("headers");
+    for banned in [
+        "connection",
+        "x-private-hop",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+    ] {
+        assert!(
+            !headers.contains_key(banned),
+            "{banned} reached the origin: {echoed}"
+        );
+    }
+    assert_eq!(echoed["origin"], "old");
+    assert_eq!(echoed["path"], "/hygiene?q=1");
+    assert_eq!(
+        headers["host"][0],
+        old.addr.to_string(),
+        "the origin's host comes from config, never the client"
+    );
+    assert_eq!(
+        headers["x-rollout-arm"][0], "old",
+        "a client cannot pick the arm by header"
+    );
+    assert_eq!(headers["x-rollout-version"][0], "1");
+    assert_eq!(headers["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-host"][0], "evil.example.com");
+    let forwarded = headers["forwarded"][0].as_str().expect("forwarded");
+    assert!(forwarded.starts_with("for=127.0.0.1;"), "{forwarded}");
+    assert!(
+        headers.keys().all(|k| !k.starts_with("spin-")),
+        "no host-internal headers leak: {echoed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_mebibyte_bodies_cross_the_edge_byte_for_byte_both_ways() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let edge = edge_for(&old, &new).await;
+    let client = client();
+    let (v1, s1) = envelope(1, config(&old.url(), &new.url(), 100.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v1, &s1).await.0, 200);
+
+    let upload = pattern(5 * 1024 * 1024);
+    let want = hex::encode(Sha256::digest(&upload));
+    let resp = client
+        .post(format!("http://{}/upload", edge.addr))
+        .header("x-user-id", "erin")
+        .body(upload)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), 200);
+    let echoed: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(
+        (echoed["body_len"].as_u64(), echoed["body_sha256"].as_str()),
+        (Some(5 * 1024 * 1024), Some(want.as_str()))
+    );
+
+    // A streamed upload with no content-length (chunked) arrives whole too.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = pattern(5 * 1024 * 1024)
+        .chunks(100_000)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let resp = client
+        .put(format!("http://{}/chunked", edge.addr))
+        .header("x-user-id", "erin")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("chunked upload");
+    let echoed: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(echoed["body_sha256"].as_str(), Some(want.as_str()));
+
+    let resp = client
+        .get(format!("http://{}/big/{}", edge.addr, 5 * 1024 * 1024))
+        .header("x-user-id", "erin")
+        .send()
+        .await
+        .expect("download");
+    let announced = header(&resp, "x-body-sha256");
+    let bytes = resp.bytes().await.expect("body");
+    assert_eq!(bytes.len(), 5 * 1024 * 1024);
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), announced);
+}
+
+/// A loopback port with nothing listening on it.
+async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_dead_origin_gets_a_502_naming_the_arm_unless_failover_sends_it_to_old() {
+    let old = Origin::start("old").await;
+    let dead = closed_port_url().await;
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), dead.clone()],
+    };
+    let edge = start_edge(setup, Arc::new(MemoryKv::default())).await;
+    let client = client();
+
+    let (v1, s1) = envelope(1, config(&old.url(), &dead, 100.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v1, &s1).await.0, 200);
+    let resp = client
+        .get(format!("http://{}/", edge.addr))
+        .header("x-user-id", "frank")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(header(&resp, "x-rollout-arm"), "new");
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("origin new"), "{text}");
+
+    let failover = json!({"failover": {"connect_error": true, "statuses": [503]}});
+    let (v2, s2) = envelope(2, config(&old.url(), &dead, 100.0, failover));
+    assert_eq!(push(&client, edge.addr, v2, &s2).await.0, 200);
+    let resp = client
+        .get(format!("http://{}/", edge.addr))
+        .header("x-user-id", "frank")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        (header(&resp, "x-rollout-arm"), header(&resp, "x-origin")),
+        ("old".into(), "old".into())
+    );
+
+    // A POST is not idempotent: no failover, the 502 stands.
+    let resp = client
+        .post(format!("http://{}/", edge.addr))
+        .header("x-user-id", "frank")
+        .body("order")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(resp.status(), 502);
+}
+
+#[tokio::test]
+async fn a_minted_cookie_keeps_a_keyless_visitor_on_the_same_arm() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let edge = edge_for(&old, &new).await;
+    let client = client();
+    let (v1, s1) = envelope(1, config(&old.url(), &new.url(), 50.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v1, &s1).await.0, 200);
+
+    for _ in 0..20 {
+        let resp = client
+            .get(format!("http://{}/", edge.addr))
+            .send()
+            .await
+            .expect("req");
+        let cookie = header(&resp, "set-cookie");
+        assert!(
+            cookie.starts_with("rollout_id=") && cookie.contains("HttpOnly; Secure; SameSite=Lax"),
+            "{cookie}"
+        );
+        let arm = header(&resp, "x-rollout-arm");
+        let id = cookie.split(';').next().expect("pair").to_owned();
+        for _ in 0..5 {
+            let again = client
+                .get(format!("http://{}/", edge.addr))
+                .header("cookie", &id)
+                .send()
+                .await
+                .expect("req");
+            assert_eq!(header(&again, "x-rollout-arm"), arm);
+            assert_eq!(
+                header(&again, "set-cookie"),
+                "",
+                "nothing minted when the cookie is present"
+            );
+        }
+    }
+}
