@@ -209,8 +209,33 @@ pub fn decide<'c>(config: &'c Config, req: &Request<'_>) -> Decision<'c> {
         },
     };
 
+    on_route(
+        route,
+        key,
+        key_origin,
+        find_override(route, req),
+        set_cookie,
+    )
+}
+
+/// The decision for a stickiness key on a given route, with no request
+/// around it (so no override and no minted cookie): what `rollout explain`
+/// shows. The same rule as [`decide`] once the route and the key are known.
+pub fn decide_key<'c>(route: &'c Route, key: &str) -> Decision<'c> {
+    let key = key.trim();
+    let key = (!key.is_empty()).then_some(key);
+    on_route(route, key, None, None, None)
+}
+
+fn on_route<'c>(
+    route: &'c Route,
+    key: Option<&str>,
+    key_origin: Option<KeyOrigin<'c>>,
+    forced: Option<Arm>,
+    set_cookie: Option<SetCookie<'c>>,
+) -> Decision<'c> {
     let bucket = key.map(|k| bucket_of(&route.salt.value, k));
-    let (arm, reason) = match find_override(route, req) {
+    let (arm, reason) = match forced {
         Some(arm) => (arm, Reason::Override),
         None => match bucket {
             Some(b) if route.weight.admits(b) => (Arm::New, Reason::Weight),

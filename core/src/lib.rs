@@ -57,7 +57,7 @@ mod weight;
 pub use bucket::{BUCKETS, Bucket, bucket_of};
 pub use config::{Config, ConfigDoc, ConfigError, KeySource, Origin, Problem, Route};
 pub use decide::{
-    Arm, COOKIE_MAX_AGE_SECS, Decision, KeyOrigin, Reason, Request, SetCookie, decide,
+    Arm, COOKIE_MAX_AGE_SECS, Decision, KeyOrigin, Reason, Request, SetCookie, decide, decide_key,
 };
 pub use envelope::{
     Admission, Applied, Digest, Envelope, EnvelopeDoc, EnvelopeError, MAX_ENVELOPE_BYTES,

@@ -281,3 +281,29 @@ fn debug_headers_name_the_route_reason_bucket_and_key_source() {
         "no bucket or key header without a key"
     );
 }
+
+#[test]
+fn decide_key_agrees_with_decide_for_the_same_key_on_the_same_route() {
+    let c = config();
+    let web = c.route("web").expect("web route");
+    for i in 0..500 {
+        let key = format!("user-{i}");
+        let cookie = format!("sid={key}");
+        let headers = [("cookie", cookie.as_str())];
+        let full = decide(&c, &req("GET", "shop.example.com", "/", &headers));
+        let alone = decide_key(web, &key);
+        assert_eq!(full.route.id(), "web");
+        assert_eq!(
+            (alone.arm, alone.bucket, alone.reason, &alone.flags),
+            (full.arm, full.bucket, full.reason, &full.flags),
+            "key {key}"
+        );
+    }
+    let api = c.route("api").expect("api route");
+    let vip = decide_key(api, "vip");
+    assert_eq!(vip.flags, ["on-for-all", "listed"]);
+    assert_eq!(
+        (decide_key(api, "  ").arm, decide_key(api, "").reason),
+        (Arm::Old, Reason::NoKey)
+    );
+}
