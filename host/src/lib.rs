@@ -170,13 +170,33 @@ impl Kernel {
             .call_bucket_repeat(&mut self.store, salt, key, times)
             .await?)
     }
+
+    /// A request's routing work (store, decode, decide) `times` times inside
+    /// the component; the last arm, or the component's error.
+    pub async fn route_repeat(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(String, String)],
+        times: u32,
+    ) -> anyhow::Result<Result<String, String>> {
+        let kernel = self.exports.rollout_edge_kernel();
+        Ok(kernel
+            .call_route_repeat(&mut self.store, host, path, headers, times)
+            .await?)
+    }
 }
 
 impl Runtime {
     /// A fresh instance (with an empty store and no variables) for kernel calls.
     pub async fn kernel(&self) -> anyhow::Result<Kernel> {
+        self.kernel_with(Arc::new(MemoryKv::default())).await
+    }
+
+    /// A fresh instance whose key-value store is `kv`, for kernel calls.
+    pub async fn kernel_with(&self, kv: Arc<dyn KvBackend>) -> anyhow::Result<Kernel> {
         let edge = Arc::new(Edge {
-            kv: Arc::new(MemoryKv::default()),
+            kv,
             variables: HashMap::new(),
             allow: AllowList::default(),
         });

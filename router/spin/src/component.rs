@@ -42,7 +42,7 @@ fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str> {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
-fn load_active(store: Option<&Store>) -> Option<Active> {
+pub(crate) fn load_active(store: Option<&Store>) -> Option<Active> {
     let bytes = store?.get(edge::KV_ACTIVE).ok()??;
     Active::from_compact(&bytes)
 }

@@ -1,7 +1,11 @@
-//! The `rollout:edge/kernel` export: core's bucketing function, reachable by
-//! the host so the frozen vectors are checked against this very build.
+//! The `rollout:edge/kernel` export: core's bucketing function and the
+//! per-request routing work, reachable by the host so the frozen vectors are
+//! checked against this very build and the guest's own cost can be timed.
 
-use rollout_core::bucket_of;
+use rollout_core::{Request, bucket_of, decide};
+use spin_sdk::key_value::Store;
+
+use crate::component::load_active;
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -21,6 +25,36 @@ impl exports::rollout::edge::kernel::Guest for Kernel {
             last = bucket_of(std::hint::black_box(&salt), std::hint::black_box(&key)).get();
         }
         last
+    }
+
+    fn route_repeat(
+        host: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        times: u32,
+    ) -> Result<String, String> {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let mut arm = String::new();
+        for _ in 0..times {
+            // The same steps as a request: a store handle, the compact
+            // config, a decision.
+            let store = Store::open_default().ok();
+            let active = load_active(store.as_ref()).ok_or("no config applied")?;
+            let request = Request {
+                method: "GET",
+                host: &host,
+                path: &path,
+                query: "",
+                headers: &headers,
+                client_ip: Some("192.0.2.1"),
+                mint: Some([7; 16]),
+            };
+            arm = decide(&active.config, &request).arm.as_str().to_owned();
+        }
+        Ok(arm)
     }
 }
 
