@@ -200,7 +200,7 @@ impl Runtime {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        let mut store = Store::new(self.pre.engine(), HostState::new(edge));
+        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None));
         let instance = self
             .pre
             .instance_pre()
@@ -247,12 +247,12 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    fn new(edge: Arc<Edge>) -> HostState {
+    fn new(edge: Arc<Edge>, pool: Option<outbound::Pool>) -> HostState {
         HostState {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
-            hooks: outbound::Hooks::new(edge.clone()),
+            hooks: outbound::Hooks::new(edge.clone(), pool),
             edge,
         }
     }
@@ -295,6 +295,7 @@ fn text_response(status: u16, body: &'static str) -> hyper::Response<HyperOutgoi
 async fn handle(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
+    pool: outbound::Pool,
     mut req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
@@ -334,7 +335,7 @@ async fn handle(
             req.headers_mut().insert(name, value);
         }
     }
-    match call(runtime, edge, req).await {
+    match call(runtime, edge, pool, req).await {
         Ok(resp) => Ok(resp),
         Err(e) => {
             tracing::error!("edge component failed: {e:#}");
@@ -349,9 +350,10 @@ async fn handle(
 async fn call(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
+    pool: outbound::Pool,
     req: hyper::Request<Incoming>,
 ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
-    let mut store = Store::new(runtime.pre.engine(), HostState::new(edge));
+    let mut store = Store::new(runtime.pre.engine(), HostState::new(edge, Some(pool)));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let req = store
         .data_mut()
@@ -391,6 +393,7 @@ pub async fn serve(
     edge: Arc<Edge>,
     listener: TcpListener,
 ) -> anyhow::Result<()> {
+    let pool = outbound::pool();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -404,9 +407,10 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let runtime = runtime.clone();
         let edge = edge.clone();
+        let pool = pool.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                handle(runtime.clone(), edge.clone(), req, peer)
+                handle(runtime.clone(), edge.clone(), pool.clone(), req, peer)
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

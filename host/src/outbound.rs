@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::Edge;
@@ -67,13 +70,53 @@ impl AllowList {
 }
 
 /// The hooks wasi:http calls for every outbound request.
+/// Kept-alive connections to plain-HTTP origins, shared by the requests one
+/// listener serves (as a CDN keeps its origin connections warm), so a request
+/// does not pay a TCP handshake to reach its origin.
+pub(crate) type Pool = Client<HttpConnector, WasiBody>;
+
+/// How long to wait for an origin to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for an origin's response head.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait between response body frames.
+const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) fn pool() -> Pool {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
 pub(crate) struct Hooks {
     edge: Arc<Edge>,
+    pool: Option<Pool>,
 }
 
 impl Hooks {
-    pub(crate) fn new(edge: Arc<Edge>) -> Hooks {
-        Hooks { edge }
+    /// Hooks for one request; without a pool every request opens its own connection.
+    pub(crate) fn new(edge: Arc<Edge>, pool: Option<Pool>) -> Hooks {
+        Hooks { edge, pool }
+    }
+}
+
+/// The wasi:http error a failed pooled request becomes, so the component sees
+/// the same codes (and fails over the same way) as with a direct connection.
+fn pooled_error(e: &hyper_util::client::legacy::Error) -> wasmtime_wasi_http::Error {
+    if e.is_connect() {
+        let timed_out = std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out {
+            wasmtime_wasi_http::Error::ConnectionTimeout
+        } else {
+            wasmtime_wasi_http::Error::ConnectionRefused
+        }
+    } else {
+        wasmtime_wasi_http::Error::ConnectionTerminated
     }
 }
 
@@ -100,10 +143,24 @@ impl WasiHttpHooks for Hooks {
         // wasmtime's default of ten minutes, and a dead origin would hold a
         // request that long instead of failing over.
         let options = options.unwrap_or(RequestOptions {
-            connect_timeout: Some(Duration::from_secs(5)),
-            first_byte_timeout: Some(Duration::from_secs(60)),
-            between_bytes_timeout: Some(Duration::from_secs(60)),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            first_byte_timeout: Some(FIRST_BYTE_TIMEOUT),
+            between_bytes_timeout: Some(BETWEEN_BYTES_TIMEOUT),
         });
+        if let Some(pool) = self.pool.as_ref().filter(|_| request.uri().scheme_str() == Some("http")) {
+            let pool = pool.clone();
+            let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
+            return Box::new(async move {
+                let resp = match tokio::time::timeout(first_byte, pool.request(request)).await {
+                    Err(_) => return Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
+                    Ok(Err(e)) => return Err(pooled_error(&e)),
+                    Ok(Ok(resp)) => resp,
+                };
+                let resp = resp.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                // The pool drives its connections itself.
+                Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
+            });
+        }
         Box::new(async move {
             let (resp, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
