@@ -1,0 +1,14 @@
+//! rollout-control: the control service and the `rollout` CLI.
+//!
+//! The service keeps every config version in SQLite, signs each with Ed25519
+//! and pushes it to every edge until each one acknowledges it. The CLI is its
+//! client, for CI and for people. Every rule about configs, weights, versions
+//! and envelopes is rollout-core's; this crate stores, signs, sends and shows.
+
+pub mod auth;
+pub mod client;
+pub mod metrics;
+pub mod push;
+pub mod service;
+pub mod store;
+pub mod time;

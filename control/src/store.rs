@@ -1,0 +1,533 @@
+//! The control service's store: one SQLite file in WAL mode.
+//!
+//! Versions are immutable rows (triggers refuse UPDATE and DELETE), so the
+//! history and its hash chain can only grow. Edges, their push state, the
+//! convergence time of each version and an audit of who did what live beside
+//! them.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS versions (
+    version    INTEGER PRIMARY KEY,
+    parent     TEXT,
+    digest     TEXT NOT NULL UNIQUE,
+    body       BLOB NOT NULL,
+    signature  TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    issued_at  TEXT NOT NULL,
+    issued_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_by_time ON versions (issued_ms);
+CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
+    BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
+    BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+CREATE TABLE IF NOT EXISTS edges (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    url       TEXT NOT NULL UNIQUE,
+    added_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edge_state (
+    edge_id          INTEGER PRIMARY KEY REFERENCES edges (id) ON DELETE CASCADE,
+    sent_version     INTEGER NOT NULL DEFAULT 0,
+    acked_version    INTEGER NOT NULL DEFAULT 0,
+    acked_digest     TEXT,
+    reported_version INTEGER NOT NULL DEFAULT 0,
+    nack_version     INTEGER,
+    nack_error       TEXT,
+    last_error       TEXT,
+    failing_since_ms INTEGER,
+    last_contact_ms  INTEGER,
+    latency_ms       REAL
+);
+CREATE TABLE IF NOT EXISTS convergence (
+    version INTEGER PRIMARY KEY REFERENCES versions (version),
+    edges   INTEGER NOT NULL,
+    ms      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms  INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+/// One issued version, as stored.
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    /// Version number.
+    pub version: u64,
+    /// Digest of the previous envelope body.
+    pub parent: Option<String>,
+    /// Digest of `body`.
+    pub digest: String,
+    /// The signed envelope body.
+    pub body: Vec<u8>,
+    /// The `rollout-signature` header value.
+    pub signature: String,
+    /// Who issued it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Issue time, RFC 3339.
+    pub issued_at: String,
+    /// Issue time, ms since the Unix epoch.
+    pub issued_ms: i64,
+}
+
+/// A registered edge and what is known about it.
+#[derive(Debug, Clone)]
+pub struct EdgeRow {
+    /// Row id.
+    pub id: i64,
+    /// Base URL, e.g. `http://127.0.0.1:3000`.
+    pub url: String,
+    /// Last version pushed to it.
+    pub sent_version: u64,
+    /// Last version it acknowledged.
+    pub acked_version: u64,
+    /// Digest of that version.
+    pub acked_digest: Option<String>,
+    /// Highest version it ever reported holding.
+    pub reported_version: u64,
+    /// Version it refused, and why.
+    pub nack: Option<(u64, String)>,
+    /// Last transport error.
+    pub last_error: Option<String>,
+    /// Since when pushes to it fail to get an answer.
+    pub failing_since_ms: Option<i64>,
+    /// Last time it answered.
+    pub last_contact_ms: Option<i64>,
+    /// Duration of the last successful push, ms.
+    pub latency_ms: Option<f64>,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The caller expected another current version.
+    #[error("expected version {expected}, current is {current}")]
+    Conflict {
+        /// What the caller expected.
+        expected: u64,
+        /// What is current.
+        current: u64,
+    },
+    /// The new version was refused before it was written.
+    #[error("{0}")]
+    Refused(#[source] anyhow::Error),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+/// What a commit writes, built from the version number and the parent row.
+#[derive(Debug)]
+pub struct NewVersion {
+    /// Signed body.
+    pub body: Vec<u8>,
+    /// Its signature header value.
+    pub signature: String,
+    /// Its digest.
+    pub digest: String,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When, RFC 3339.
+    pub issued_at: String,
+    /// When, ms.
+    pub issued_ms: i64,
+}
+
+/// The SQLite store. One connection behind a mutex: every statement is short,
+/// and serialising writers is what makes the expected-version check exact.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const VERSION_COLUMNS: &str =
+    "version, parent, digest, body, signature, actor, reason, issued_at, issued_ms";
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        version: r.get::<_, i64>(0)? as u64,
+        parent: r.get(1)?,
+        digest: r.get(2)?,
+        body: r.get(3)?,
+        signature: r.get(4)?,
+        actor: r.get(5)?,
+        reason: r.get(6)?,
+        issued_at: r.get(7)?,
+        issued_ms: r.get(8)?,
+    })
+}
+
+impl Store {
+    /// Opens (creating on first start) the store at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // WAL: readers never block the writer. synchronous=FULL: a commit
+        // that was answered survives a crash of the process or the machine.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("creating the schema in {}", path.display()))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (every
+        // write is one transaction), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest version.
+    pub fn current(&self) -> rusqlite::Result<Option<VersionRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions ORDER BY version DESC LIMIT 1"),
+                [],
+                version_row,
+            )
+            .optional()
+    }
+
+    /// Version `n`.
+    pub fn version(&self, n: u64) -> rusqlite::Result<Option<VersionRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE version = ?1"),
+                [n as i64],
+                version_row,
+            )
+            .optional()
+    }
+
+    /// The version that was current at `ms` (the newest issued at or before it).
+    pub fn at(&self, ms: i64) -> rusqlite::Result<Option<VersionRow>> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {VERSION_COLUMNS} FROM versions WHERE issued_ms <= ?1
+                     ORDER BY version DESC LIMIT 1"
+                ),
+                [ms],
+                version_row,
+            )
+            .optional()
+    }
+
+    /// Up to `limit` versions below `before` (all when `None`), newest first.
+    pub fn history(&self, before: Option<u64>, limit: u32) -> rusqlite::Result<Vec<VersionRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE version < ?1
+             ORDER BY version DESC LIMIT ?2"
+        ))?;
+        let before = before.map_or(i64::MAX, |b| b as i64);
+        stmt.query_map(params![before, limit], version_row)?
+            .collect()
+    }
+
+    /// Commits a new version if `expected` is still current. `build` gets the
+    /// new version number and the parent row and returns the signed body; it
+    /// runs inside the write transaction, so no other writer can interleave.
+    ///
+    /// The number is one above both the newest stored version and the
+    /// highest any edge reported, so a break-glass push made around the
+    /// service is overtaken by the next commit instead of blocking it.
+    pub fn commit(
+        &self,
+        expected: u64,
+        action: &str,
+        build: impl FnOnce(u64, Option<&VersionRow>) -> anyhow::Result<NewVersion>,
+    ) -> Result<VersionRow, CommitError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let parent = tx
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions ORDER BY version DESC LIMIT 1"),
+                [],
+                version_row,
+            )
+            .optional()?;
+        let current = parent.as_ref().map_or(0, |p| p.version);
+        if current != expected {
+            return Err(CommitError::Conflict { expected, current });
+        }
+        let reported: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state",
+            [],
+            |r| r.get(0),
+        )?;
+        let next = current.max(reported as u64) + 1;
+        let new = build(next, parent.as_ref()).map_err(CommitError::Refused)?;
+        tx.execute(
+            &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                next as i64,
+                parent.as_ref().map(|p| p.digest.clone()),
+                new.digest,
+                new.body,
+                new.signature,
+                new.actor,
+                new.reason,
+                new.issued_at,
+                new.issued_ms
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                new.issued_ms,
+                new.actor,
+                action,
+                format!("version {next}: {}", new.reason)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(VersionRow {
+            version: next,
+            parent: parent.map(|p| p.digest),
+            digest: new.digest,
+            body: new.body,
+            signature: new.signature,
+            actor: new.actor,
+            reason: new.reason,
+            issued_at: new.issued_at,
+            issued_ms: new.issued_ms,
+        })
+    }
+
+    /// Records an action in the audit log.
+    pub fn audit(&self, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now_ms(), actor, action, detail],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries: (ms, actor, action, detail).
+    pub fn audit_log(&self, limit: u32) -> rusqlite::Result<Vec<(i64, String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT at_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
+        stmt.query_map([limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect()
+    }
+
+    /// Registers an edge; false when it was already registered.
+    pub fn add_edge(&self, url: &str) -> rusqlite::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let added = tx.execute(
+            "INSERT OR IGNORE INTO edges (url, added_ms) VALUES (?1, ?2)",
+            params![url, now_ms()],
+        )? == 1;
+        tx.execute(
+            "INSERT OR IGNORE INTO edge_state (edge_id) SELECT id FROM edges WHERE url = ?1",
+            [url],
+        )?;
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Forgets an edge; false when it was not registered.
+    pub fn remove_edge(&self, url: &str) -> rusqlite::Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM edges WHERE url = ?1", [url])?
+            == 1)
+    }
+
+    /// Every edge with its state, in registration order.
+    pub fn edges(&self) -> rusqlite::Result<Vec<EdgeRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT e.id, e.url, s.sent_version, s.acked_version, s.acked_digest,
+                    s.reported_version, s.nack_version, s.nack_error, s.last_error,
+                    s.failing_since_ms, s.last_contact_ms, s.latency_ms
+             FROM edges e JOIN edge_state s ON s.edge_id = e.id ORDER BY e.id",
+        )?;
+        stmt.query_map([], |r| {
+            let nack_version: Option<i64> = r.get(6)?;
+            let nack_error: Option<String> = r.get(7)?;
+            Ok(EdgeRow {
+                id: r.get(0)?,
+                url: r.get(1)?,
+                sent_version: r.get::<_, i64>(2)? as u64,
+                acked_version: r.get::<_, i64>(3)? as u64,
+                acked_digest: r.get(4)?,
+                reported_version: r.get::<_, i64>(5)? as u64,
+                nack: nack_version.zip(nack_error).map(|(v, e)| (v as u64, e)),
+                last_error: r.get(8)?,
+                failing_since_ms: r.get(9)?,
+                last_contact_ms: r.get(10)?,
+                latency_ms: r.get(11)?,
+            })
+        })?
+        .collect()
+    }
+
+    /// Notes that `version` is being sent to an edge.
+    pub fn record_sent(&self, edge: i64, version: u64) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE edge_state SET sent_version = ?2 WHERE edge_id = ?1",
+            params![edge, version as i64],
+        )?;
+        Ok(())
+    }
+
+    /// An edge acknowledged `version`.
+    pub fn record_ack(
+        &self,
+        edge: i64,
+        version: u64,
+        digest: &str,
+        latency_ms: f64,
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
+                reported_version = MAX(reported_version, ?2), nack_version = NULL,
+                nack_error = NULL, last_error = NULL, failing_since_ms = NULL,
+                last_contact_ms = ?4, latency_ms = ?5
+             WHERE edge_id = ?1",
+            params![edge, version as i64, digest, now_ms(), latency_ms],
+        )?;
+        Ok(())
+    }
+
+    /// An edge refused `version`, holding `holds`.
+    pub fn record_nack(
+        &self,
+        edge: i64,
+        version: u64,
+        holds: u64,
+        error: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE edge_state SET nack_version = ?2, nack_error = ?3,
+                reported_version = MAX(reported_version, ?4), last_error = NULL,
+                failing_since_ms = NULL, last_contact_ms = ?5
+             WHERE edge_id = ?1",
+            params![edge, version as i64, error, holds as i64, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// A push got no answer.
+    pub fn record_failure(&self, edge: i64, error: &str) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE edge_state SET last_error = ?2,
+                failing_since_ms = COALESCE(failing_since_ms, ?3)
+             WHERE edge_id = ?1",
+            params![edge, error, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records, once, how long `version` took from commit to its last ACK.
+    /// True when this call recorded it.
+    pub fn record_convergence(
+        &self,
+        version: u64,
+        edges: usize,
+        ms: f64,
+    ) -> rusqlite::Result<bool> {
+        Ok(self.conn().execute(
+            "INSERT OR IGNORE INTO convergence (version, edges, ms) VALUES (?1, ?2, ?3)",
+            params![version as i64, edges as i64, ms],
+        )? == 1)
+    }
+
+    /// Commit-to-last-ACK time of `version`, ms.
+    pub fn convergence(&self, version: u64) -> rusqlite::Result<Option<f64>> {
+        self.conn()
+            .query_row(
+                "SELECT ms FROM convergence WHERE version = ?1",
+                [version as i64],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// Number of versions issued.
+    pub fn version_count(&self) -> rusqlite::Result<u64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM versions", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(n: u64) -> NewVersion {
+        NewVersion {
+            body: format!("body {n}").into_bytes(),
+            signature: "sig".into(),
+            digest: format!("d{n}"),
+            actor: "t".into(),
+            reason: "r".into(),
+            issued_at: "now".into(),
+            issued_ms: n as i64 * 1000,
+        }
+    }
+
+    #[test]
+    fn versions_grow_only_from_the_expected_one_and_cannot_be_changed() {
+        let dir = std::env::temp_dir().join(format!("rollout-store-{}", std::process::id()));
+        let store = Store::open(&dir.join("a/b/control.sqlite")).expect("opens");
+        let one = store.commit(0, "push", |n, _| Ok(version(n))).expect("v1");
+        assert_eq!((one.version, one.parent), (1, None));
+        assert!(matches!(
+            store.commit(0, "push", |n, _| Ok(version(n))),
+            Err(CommitError::Conflict {
+                expected: 0,
+                current: 1
+            })
+        ));
+        let two = store.commit(1, "push", |n, _| Ok(version(n))).expect("v2");
+        assert_eq!((two.version, two.parent.as_deref()), (2, Some("d1")));
+        assert_eq!(store.at(1500).expect("at").map(|v| v.version), Some(1));
+        assert_eq!(store.at(999).expect("at").map(|v| v.version), None);
+        let page = store.history(Some(2), 10).expect("history");
+        assert_eq!(page.iter().map(|v| v.version).collect::<Vec<_>>(), [1]);
+        let conn = store.conn();
+        assert!(conn.execute("DELETE FROM versions", []).is_err());
+        assert!(
+            conn.execute("UPDATE versions SET reason = 'x'", [])
+                .is_err()
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
