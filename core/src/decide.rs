@@ -273,7 +273,7 @@ fn on_route<'c>(
     }
 }
 
-fn matches(m: &Match, req: &Request<'_>) -> bool {
+pub(crate) fn matches(m: &Match, req: &Request<'_>) -> bool {
     if !m.methods.is_empty() && !m.methods.iter().any(|x| x == req.method) {
         return false;
     }

@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, Match, Route};
+use crate::decide::{Request, matches};
 use crate::envelope::{
     Admission, Applied, Digest, Envelope, EnvelopeError, MAX_ENVELOPE_BYTES, PublicKey, admit,
 };
@@ -23,7 +24,7 @@ pub const KV_SIGNATURE: &str = "rollout.signature";
 
 /// The applied config as an edge keeps it: what is applied, and the compiled
 /// config ready for [`decide`](crate::decide).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Active {
     /// Version and digest of the envelope it came from.
     pub applied: Applied,
@@ -31,21 +32,138 @@ pub struct Active {
     pub config: Config,
 }
 
-const ACTIVE_MAGIC: &[u8] = b"rollout-active-1\n";
+const ACTIVE_MAGIC: &[u8] = b"rollout-active-2\n";
+
+/// The head of the stored form: what is applied, and each route's match
+/// conditions with the length of its encoded body. The route bodies follow
+/// it, in order, so a request decodes only the route it takes.
+#[derive(Serialize, Deserialize)]
+struct StoredHead {
+    applied: Applied,
+    debug_headers: bool,
+    routes: Vec<(Option<Match>, u32)>,
+}
 
 impl Active {
     /// The bytes stored under [`KV_ACTIVE`].
     pub fn to_compact(&self) -> Vec<u8> {
+        let bodies: Vec<Vec<u8>> = self
+            .config
+            .routes()
+            // Serialising plain data into a Vec cannot fail.
+            .map(|r| postcard::to_allocvec(r).unwrap_or_default())
+            .collect();
+        let head = StoredHead {
+            applied: self.applied,
+            debug_headers: self.config.debug_headers,
+            routes: self
+                .config
+                .routes()
+                .zip(&bodies)
+                .map(|(r, b)| {
+                    (
+                        r.matches.clone(),
+                        u32::try_from(b.len()).unwrap_or(u32::MAX),
+                    )
+                })
+                .collect(),
+        };
         let mut out = ACTIVE_MAGIC.to_vec();
-        // Serialising plain data into a Vec cannot fail.
-        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out.extend(postcard::to_allocvec(&head).unwrap_or_default());
+        for body in bodies {
+            out.extend(body);
+        }
         out
     }
 
-    /// Decodes [`Active::to_compact`] output without validating again. Damaged
-    /// or foreign bytes are an error, never a panic.
+    /// Decodes all of [`Active::to_compact`] output without validating again.
+    /// Damaged or foreign bytes are `None`, never a panic.
     pub fn from_compact(bytes: &[u8]) -> Option<Active> {
-        postcard::from_bytes(bytes.strip_prefix(ACTIVE_MAGIC)?).ok()
+        let stored = StoredActive::parse(bytes)?;
+        let mut routes = (0..stored.spans.len())
+            .map(|i| stored.route(i))
+            .collect::<Option<Vec<Route>>>()?;
+        let default = routes.pop()?;
+        Some(Active {
+            applied: stored.head.applied,
+            config: Config {
+                routes,
+                default,
+                debug_headers: stored.head.debug_headers,
+            },
+        })
+    }
+}
+
+/// The stored active config, read without decoding its routes: a request
+/// decodes only the one route it takes ([`StoredActive::config_for`]).
+#[derive(Debug)]
+pub struct StoredActive<'a> {
+    head: StoredHead,
+    /// Byte range of each route body within `bodies`.
+    spans: Vec<std::ops::Range<usize>>,
+    bodies: &'a [u8],
+}
+
+impl std::fmt::Debug for StoredHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredHead")
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> StoredActive<'a> {
+    /// Reads the head of [`Active::to_compact`] output. `None` for damaged or
+    /// foreign bytes, or a shape `to_compact` never writes.
+    pub fn parse(bytes: &'a [u8]) -> Option<StoredActive<'a>> {
+        let (head, bodies) =
+            postcard::take_from_bytes::<StoredHead>(bytes.strip_prefix(ACTIVE_MAGIC)?).ok()?;
+        let mut spans = Vec::with_capacity(head.routes.len());
+        let mut at = 0usize;
+        for (_, len) in &head.routes {
+            let end = at.checked_add(usize::try_from(*len).ok()?)?;
+            spans.push(at..end);
+            at = end;
+        }
+        // Every byte accounted for, and a default route last: what to_compact writes.
+        let shaped = at == bodies.len() && head.routes.last().is_some_and(|(m, _)| m.is_none());
+        shaped.then_some(StoredActive {
+            head,
+            spans,
+            bodies,
+        })
+    }
+
+    /// Version and digest of the applied envelope.
+    pub fn applied(&self) -> Applied {
+        self.head.applied
+    }
+
+    fn route(&self, i: usize) -> Option<Route> {
+        let body = self.bodies.get(self.spans.get(i)?.clone())?;
+        postcard::from_bytes(body).ok()
+    }
+
+    /// The config cut down to the route `req` takes, decoded alone:
+    /// [`decide`](crate::decide) on it gives the same decision as on the whole
+    /// config. `None` if that route's bytes do not decode.
+    pub fn config_for(&self, req: &Request<'_>) -> Option<Config> {
+        let last = self.head.routes.len().checked_sub(1)?;
+        let index = self
+            .head
+            .routes
+            .iter()
+            .position(|(m, _)| m.as_ref().is_none_or(|m| matches(m, req)))
+            .unwrap_or(last);
+        let mut route = self.route(index)?;
+        // As the only route it must take every request: it already matched.
+        route.matches = None;
+        Some(Config {
+            routes: Vec::new(),
+            default: route,
+            debug_headers: self.head.debug_headers,
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use rollout_core::config::{FlagDoc, MatchDoc, OverrideDoc, RouteDoc};
-use rollout_core::edge::Active;
+use rollout_core::edge::{Active, StoredActive};
 use rollout_core::{
     Applied, Arm, BUCKETS, Config, ConfigDoc, Digest, Envelope, Request, Weight, bucket_of, decide,
 };
@@ -154,6 +154,10 @@ proptest! {
         let _ = Config::from_json(&bytes);
         let _ = Envelope::parse(&bytes);
         let _ = Active::from_compact(&bytes);
+        if let Some(stored) = StoredActive::parse(&bytes) {
+            let req = Request { method: "GET", host: "h", path: "/", query: "", headers: &[], client_ip: None, mint: None };
+            let _ = stored.config_for(&req);
+        }
     }
 
     #[test]
@@ -189,6 +193,32 @@ proptest! {
         let d = decide(&config, &req);
         prop_assert_eq!(&decide(&config, &req), &d, "deterministic");
         prop_assert!(d.bucket.is_none_or(|b| b.get() < BUCKETS));
+    }
+}
+
+proptest! {
+    #[test]
+    fn deciding_on_the_one_stored_route_equals_deciding_on_the_whole_config(
+        doc in config_doc(),
+        host in prop::sample::select(vec!["a.example.com", "b.example.com", "zz.example.com", "x"]),
+        path in prop::sample::select(vec!["/", "/a", "/a/b", "/b", "/zz/q"]),
+        method in prop::sample::select(vec!["GET", "POST"]),
+        user in prop::option::of("[a-z0-9]{1,8}"),
+    ) {
+        let config = Config::try_from(&doc).expect("valid");
+        let active = Active { applied: Applied { version: 3, digest: Digest::of(b"x") }, config };
+        let bytes = active.to_compact();
+        let stored = StoredActive::parse(&bytes).expect("parses");
+        let headers: Vec<(&str, &str)> = user.iter().map(|u| ("x-user-id", u.as_str())).collect();
+        let req = Request { method, host, path, query: "", headers: &headers, client_ip: None, mint: Some([1; 16]) };
+        let one = stored.config_for(&req).expect("route decodes");
+        let (full, cut) = (decide(&active.config, &req), decide(&one, &req));
+        prop_assert_eq!(full.route.id(), cut.route.id());
+        prop_assert_eq!((full.arm, full.origin, full.bucket, full.reason), (cut.arm, cut.origin, cut.bucket, cut.reason));
+        prop_assert_eq!(full.key.map(|k| k.to_string()), cut.key.map(|k| k.to_string()));
+        prop_assert_eq!(&full.flags, &cut.flags);
+        prop_assert_eq!(&full.set_cookie, &cut.set_cookie);
+        prop_assert_eq!(stored.applied(), active.applied);
     }
 }
 

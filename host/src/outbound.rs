@@ -147,7 +147,11 @@ impl WasiHttpHooks for Hooks {
             first_byte_timeout: Some(FIRST_BYTE_TIMEOUT),
             between_bytes_timeout: Some(BETWEEN_BYTES_TIMEOUT),
         });
-        if let Some(pool) = self.pool.as_ref().filter(|_| request.uri().scheme_str() == Some("http")) {
+        if let Some(pool) = self
+            .pool
+            .as_ref()
+            .filter(|_| request.uri().scheme_str() == Some("http"))
+        {
             let pool = pool.clone();
             let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
             return Box::new(async move {
@@ -156,7 +160,8 @@ impl WasiHttpHooks for Hooks {
                     Ok(Err(e)) => return Err(pooled_error(&e)),
                     Ok(Ok(resp)) => resp,
                 };
-                let resp = resp.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                let resp =
+                    resp.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
                 // The pool drives its connections itself.
                 Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
             });

@@ -9,7 +9,9 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/deps/spin",
         world: "fermyon:spin/host",
-        imports: { default: async | trappable },
+        // Synchronous: the stores answer from memory or a local SQLite file, and
+        // an async host call costs a fiber switch on every request.
+        imports: { default: trappable },
         with: { "fermyon:spin/key-value.store": super::KvStore },
     });
 }
@@ -28,7 +30,7 @@ fn other(e: anyhow::Error) -> key_value::Error {
 }
 
 impl key_value::HostStore for HostState {
-    async fn open(
+    fn open(
         &mut self,
         label: String,
     ) -> wasmtime::Result<Result<Resource<KvStore>, key_value::Error>> {
@@ -38,7 +40,7 @@ impl key_value::HostStore for HostState {
         Ok(Ok(self.table.push(KvStore)?))
     }
 
-    async fn get(
+    fn get(
         &mut self,
         _: Resource<KvStore>,
         key: String,
@@ -46,7 +48,7 @@ impl key_value::HostStore for HostState {
         Ok(self.edge.kv.get(&key).map_err(other))
     }
 
-    async fn set(
+    fn set(
         &mut self,
         _: Resource<KvStore>,
         key: String,
@@ -55,7 +57,7 @@ impl key_value::HostStore for HostState {
         Ok(self.edge.kv.set(&key, &value).map_err(other))
     }
 
-    async fn delete(
+    fn delete(
         &mut self,
         _: Resource<KvStore>,
         key: String,
@@ -63,7 +65,7 @@ impl key_value::HostStore for HostState {
         Ok(self.edge.kv.delete(&key).map_err(other))
     }
 
-    async fn exists(
+    fn exists(
         &mut self,
         _: Resource<KvStore>,
         key: String,
@@ -71,14 +73,14 @@ impl key_value::HostStore for HostState {
         Ok(self.edge.kv.get(&key).map(|v| v.is_some()).map_err(other))
     }
 
-    async fn get_keys(
+    fn get_keys(
         &mut self,
         _: Resource<KvStore>,
     ) -> wasmtime::Result<Result<Vec<String>, key_value::Error>> {
         Ok(self.edge.kv.keys().map_err(other))
     }
 
-    async fn drop(&mut self, store: Resource<KvStore>) -> wasmtime::Result<()> {
+    fn drop(&mut self, store: Resource<KvStore>) -> wasmtime::Result<()> {
         self.table.delete(store)?;
         Ok(())
     }
@@ -87,7 +89,7 @@ impl key_value::HostStore for HostState {
 impl key_value::Host for HostState {}
 
 impl variables::Host for HostState {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+    fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
         // Spin's rule for variable names: lowercase letters, digits, underscores.
         let valid = !name.is_empty()
             && name

@@ -41,7 +41,7 @@ async fn time_requests(client: &reqwest::Client, url: &str, n: usize) -> Vec<Dur
     times
 }
 
-/// About 4 KiB of config: eight routes with flags and three key sources.
+/// About 4 KiB of config: eight routes with flags, allow-lists and three key sources.
 fn four_kib_config(old: &str, new: &str) -> rollout_core::ConfigDoc {
     let routes: Vec<serde_json::Value> = (0..8)
         .map(|i| {
@@ -50,7 +50,7 @@ fn four_kib_config(old: &str, new: &str) -> rollout_core::ConfigDoc {
                 "old": old, "new": new, "new_weight": 10,
                 "key": ["header:x-user-id", "cookie:session", "client-ip"],
                 "flags": [
-                    {"name": format!("flag-{i}-a"), "percent": 10, "allow": ["vip-1", "vip-2", "vip-3"]},
+                    {"name": format!("flag-{i}-a"), "percent": 10, "allow": (0..12).map(|j| format!("vip-user-{j:04}")).collect::<Vec<_>>()},
                     {"name": format!("flag-{i}-b"), "percent": 50}
                 ]
             });
@@ -144,7 +144,9 @@ async fn main() {
         micros(percentile(&via_edge, 0.5).saturating_sub(percentile(&direct, 0.5)))
     );
     println!();
-    println!("inside the component ({config_bytes}-byte config, 8 routes, 16 flags):");
+    println!(
+        "inside the component ({config_bytes}-byte config: 8 routes, 16 flags, 3 key sources):"
+    );
     println!(
         "| store read + decode + decide, one call per request (incl. host call) | p50 {} | p99 {} |",
         micros(percentile(&route_times, 0.5)),

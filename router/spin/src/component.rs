@@ -4,7 +4,7 @@
 
 use futures::{SinkExt, StreamExt};
 use rollout_core::config::Failover;
-use rollout_core::edge::{self, Active, AppliedReply, PushReply, receive_push};
+use rollout_core::edge::{self, AppliedReply, PushReply, StoredActive, receive_push};
 use rollout_core::http::Hop;
 use rollout_core::{
     Applied, Arm, MAX_ENVELOPE_BYTES, Origin, PublicKey, Request, SIGNATURE_HEADER, decide,
@@ -42,9 +42,20 @@ fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str> {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
-pub(crate) fn load_active(store: Option<&Store>) -> Option<Active> {
-    let bytes = store?.get(edge::KV_ACTIVE).ok()??;
-    Active::from_compact(&bytes)
+/// The stored active config's bytes; read with [`StoredActive::parse`].
+pub(crate) fn load_stored(store: Option<&Store>) -> Option<Vec<u8>> {
+    store?.get(edge::KV_ACTIVE).ok()?
+}
+
+/// No config, or one that does not decode: everything goes to the bootstrap
+/// origin. Never a 5xx because of config.
+fn bootstrap_plan() -> Option<Plan> {
+    let origin = spin_sdk::variables::get(VAR_BOOTSTRAP_ORIGIN).ok()?;
+    Some(Plan {
+        origin: Origin::parse(&origin).ok()?,
+        outcome: Outcome::bootstrap(),
+        failover: None,
+    })
 }
 
 fn random_id() -> Option<[u8; 16]> {
@@ -66,16 +77,7 @@ fn plan_request(
     path_with_query: &str,
 ) -> Option<Plan> {
     let store = Store::open_default().ok();
-    let Some(active) = load_active(store.as_ref()) else {
-        // No config, or one that does not decode: route everything to the
-        // bootstrap origin. Never a 5xx because of config.
-        let origin = spin_sdk::variables::get(VAR_BOOTSTRAP_ORIGIN).ok()?;
-        return Some(Plan {
-            origin: Origin::parse(&origin).ok()?,
-            outcome: Outcome::bootstrap(),
-            failover: None,
-        });
-    };
+    let bytes = load_stored(store.as_ref());
     let (path, query) = path_with_query
         .split_once('?')
         .unwrap_or((path_with_query, ""));
@@ -94,14 +96,17 @@ fn plan_request(
         client_ip: client_ip.as_deref(),
         mint: random_id(),
     };
-    let decision = decide(&active.config, &request);
+    // Only the route this request takes is decoded.
+    let Some(stored) = bytes.as_deref().and_then(StoredActive::parse) else {
+        return bootstrap_plan();
+    };
+    let Some(config) = stored.config_for(&request) else {
+        return bootstrap_plan();
+    };
+    let decision = decide(&config, &request);
     Some(Plan {
         origin: decision.origin.clone(),
-        outcome: Outcome::of(
-            &decision,
-            active.applied.version,
-            active.config.debug_headers(),
-        ),
+        outcome: Outcome::of(&decision, stored.applied().version, config.debug_headers()),
         failover: decision
             .failover(method)
             .map(|f| (decision.route.old().clone(), f.clone())),
@@ -350,7 +355,11 @@ async fn admin(req: IncomingRequest, out: ResponseOutparam) {
             .await;
         }
     };
-    let current = load_active(Some(&store)).map(|a| a.applied);
+    let stored = load_stored(Some(&store));
+    let current = stored
+        .as_deref()
+        .and_then(StoredActive::parse)
+        .map(|s| s.applied());
     match req.method() {
         Method::Get | Method::Head => {
             reply_json(out, 200, AppliedReply::of(current).to_json()).await

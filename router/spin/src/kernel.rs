@@ -5,7 +5,9 @@
 use rollout_core::{Request, bucket_of, decide};
 use spin_sdk::key_value::Store;
 
-use crate::component::load_active;
+use rollout_core::edge::StoredActive;
+
+use crate::component::load_stored;
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -42,7 +44,8 @@ impl exports::rollout::edge::kernel::Guest for Kernel {
             // The same steps as a request: a store handle, the compact
             // config, a decision.
             let store = Store::open_default().ok();
-            let active = load_active(store.as_ref()).ok_or("no config applied")?;
+            let bytes = load_stored(store.as_ref()).ok_or("no config applied")?;
+            let stored = StoredActive::parse(&bytes).ok_or("stored config does not decode")?;
             let request = Request {
                 method: "GET",
                 host: &host,
@@ -52,7 +55,8 @@ impl exports::rollout::edge::kernel::Guest for Kernel {
                 client_ip: Some("192.0.2.1"),
                 mint: Some([7; 16]),
             };
-            arm = decide(&active.config, &request).arm.as_str().to_owned();
+            let config = stored.config_for(&request).ok_or("route does not decode")?;
+            arm = decide(&config, &request).arm.as_str().to_owned();
         }
         Ok(arm)
     }
