@@ -191,14 +191,16 @@ enum EdgesCommand {
     /// Register an edge by its base URL.
     Add {
         /// e.g. http://127.0.0.1:3000
-        url: String,
+        #[arg(value_name = "URL")]
+        edge: String,
     },
     /// List registered edges.
     List,
     /// Forget an edge.
     Remove {
         /// Its base URL.
-        url: String,
+        #[arg(value_name = "URL")]
+        edge: String,
     },
 }
 
@@ -405,10 +407,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Edges { command } => {
             let v = match command {
-                EdgesCommand::Add { url } => api.post("/v1/edges", &json!({"url": url})).await?,
+                EdgesCommand::Add { edge } => api.post("/v1/edges", &json!({"url": edge})).await?,
                 EdgesCommand::List => api.get("/v1/edges").await?,
-                EdgesCommand::Remove { url } => {
-                    let path = format!("/v1/edges?url={}", encode(&url));
+                EdgesCommand::Remove { edge } => {
+                    let path = format!("/v1/edges?url={}", encode(&edge));
                     api.call(reqwest::Method::DELETE, &path, None).await?
                 }
             };

@@ -1,0 +1,637 @@
+//! End to end: the `rollout` CLI -> `rollout serve` (a child process with a
+//! real SQLite file) -> two edges (the built component in rollout-host) ->
+//! loopback origins.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use support::*;
+
+/// Two origins, two edges, a control service, both edges registered.
+struct Setup {
+    scratch: Scratch,
+    old: Origin,
+    new: Origin,
+    edges: Vec<rollout_host::RunningEdge>,
+    control: Control,
+}
+
+async fn setup(name: &str) -> Setup {
+    let scratch = Scratch::new(name);
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let mut edges = Vec::new();
+    for i in 0..2 {
+        edges.push(edge(&scratch.0, &format!("edge-{i}"), &old, &new, None).await);
+    }
+    let control = Control::start(&scratch.0).await;
+    for e in &edges {
+        control
+            .cli(ADMIN, &["edges", "add", &format!("http://{}", e.addr)])
+            .await
+            .ok();
+    }
+    Setup {
+        scratch,
+        old,
+        new,
+        edges,
+        control,
+    }
+}
+
+impl Setup {
+    async fn push(&self, weight: f64) -> serde_json::Value {
+        let file = config_file(
+            &self.scratch.0,
+            &format!("w{weight}.json"),
+            &self.old,
+            &self.new,
+            weight,
+        );
+        let run = self
+            .control
+            .cli(
+                DEPLOY,
+                &[
+                    "push",
+                    &file,
+                    "--wait",
+                    "--timeout",
+                    "20s",
+                    "--output",
+                    "json",
+                ],
+            )
+            .await
+            .ok();
+        run.json()
+    }
+
+    /// Which arm each of `keys` gets through every edge (panics if edges disagree).
+    async fn arms(&self, keys: &[String]) -> Vec<String> {
+        let mut out = self.arms_per_edge(keys).await;
+        assert!(
+            out.windows(2).all(|w| w[0] == w[1]),
+            "both edges route every key alike"
+        );
+        out.swap_remove(0)
+    }
+
+    /// Which arm each of `keys` gets, edge by edge.
+    async fn arms_per_edge(&self, keys: &[String]) -> Vec<Vec<String>> {
+        let client = client();
+        let mut out = Vec::new();
+        for e in &self.edges {
+            let arms: Vec<String> = futures_util::stream::iter(keys)
+                .map(|k| {
+                    let client = client.clone();
+                    async move {
+                        let (arm, origin) = arm_for(&client, e.addr, k).await;
+                        assert_eq!(arm, origin, "the arm header names the origin that answered");
+                        arm
+                    }
+                })
+                .buffered(8)
+                .collect()
+                .await;
+            out.push(arms);
+        }
+        out
+    }
+}
+
+fn keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_percent_push_is_acked_by_both_edges_and_splits_traffic_through_them() {
+    let s = setup("split").await;
+    let reply = s.push(10.0).await;
+    assert_eq!(reply["version"]["version"], 1);
+    let status = s.control.status().await;
+    assert_eq!(states(&status), ["ACK", "ACK"]);
+    assert!(
+        status["converged_ms"].as_f64().is_some(),
+        "convergence time recorded: {status}"
+    );
+
+    let arms = s.arms(&keys(1000)).await;
+    let on_new = arms.iter().filter(|a| *a == "new").count();
+    println!("10 %: {on_new} of 1000 keys on new through both edges");
+    assert!(
+        (70..=130).contains(&on_new),
+        "{on_new} of 1000 on new at 10 %"
+    );
+
+    let metrics = client()
+        .get(format!("{}/metrics", s.control.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("rollout_push_acks_total 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("rollout_convergence_seconds_count 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_a_version_or_a_time_restores_its_config_on_every_edge() {
+    let s = setup("rollback").await;
+    let ks = keys(40);
+    s.push(0.0).await;
+    assert!(s.arms(&ks).await.iter().all(|a| a == "old"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    s.control
+        .cli(
+            DEPLOY,
+            &["set-weight", "web", "100", "--wait", "--timeout", "20s"],
+        )
+        .await
+        .ok();
+    assert!(s.arms(&ks).await.iter().all(|a| a == "new"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let t = rollout_control::time::format_ms(rollout_control::store::now_ms());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    s.control
+        .cli(
+            DEPLOY,
+            &["set-weight", "web", "50", "--wait", "--timeout", "20s"],
+        )
+        .await
+        .ok();
+
+    // Back to version 1: both edges serve old within a second of the command returning.
+    let run = s
+        .control
+        .cli(DEPLOY, &["rollback", "--to", "1", "--output", "json"])
+        .await
+        .ok();
+    let returned = Instant::now();
+    assert_eq!(
+        run.json()["version"],
+        4,
+        "a rollback is a new, higher version"
+    );
+    let all_old = eventually(Duration::from_secs(1), || async {
+        s.arms_per_edge(&ks)
+            .await
+            .iter()
+            .all(|arms| arms.iter().all(|a| a == "old"))
+    })
+    .await;
+    println!(
+        "rollback --to 1: every key on old {:?} after the command returned",
+        returned.elapsed()
+    );
+    assert!(
+        all_old,
+        "not every key on old within 1 s of rollback --to 1"
+    );
+    for e in &s.edges {
+        assert_eq!(held(e.addr).await.0, 4);
+    }
+
+    // The config live at T (between versions 2 and 3) was version 2's: everyone on new.
+    s.control
+        .cli(
+            DEPLOY,
+            &["rollback", "--at", &t, "--wait", "--timeout", "20s"],
+        )
+        .await
+        .ok();
+    let v5 = s.control.get("/v1/versions/5").await;
+    assert_eq!(
+        v5["config"],
+        s.control.get("/v1/versions/2").await["config"]
+    );
+    assert!(
+        v5["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("version 2")),
+        "{v5}"
+    );
+    assert!(s.arms(&ks).await.iter().all(|a| a == "new"));
+    let diff = s.control.cli(READ, &["diff", "2", "5"]).await.ok();
+    assert!(diff.stdout.contains("same config"), "{}", diff.stdout);
+    let diff = s.control.cli(READ, &["diff", "1", "2"]).await.ok();
+    assert!(
+        diff.stdout.contains("routes[0].new_weight: 0.0 -> 100.0"),
+        "{}",
+        diff.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_set_weights_never_lose_an_update_and_losers_get_409() {
+    let s = setup("race").await;
+    s.push(0.0).await;
+    let runs = futures_util::future::join_all((0..64).map(|i| {
+        let percent = format!("{}.5", i);
+        let url = s.control.url.clone();
+        async move {
+            let run = cli(
+                &url,
+                DEPLOY,
+                &["set-weight", "web", &percent, "--output", "json"],
+            )
+            .await;
+            (percent, run)
+        }
+    }))
+    .await;
+    let mut winners = BTreeMap::new();
+    for (percent, run) in &runs {
+        match run.code {
+            0 => {
+                let v = run.json()["version"].as_u64().expect("version");
+                assert!(
+                    winners.insert(v, percent.clone()).is_none(),
+                    "version {v} issued twice"
+                );
+            }
+            3 => assert!(
+                run.stderr.contains("409"),
+                "a loser says 409: {}",
+                run.stderr
+            ),
+            other => panic!("set-weight exited {other}: {}", run.stderr),
+        }
+    }
+    println!(
+        "64 concurrent set-weight calls: {} committed, {} got 409",
+        winners.len(),
+        64 - winners.len()
+    );
+    assert!(!winners.is_empty());
+    let history = s.control.get("/v1/versions?limit=1000").await;
+    let versions: Vec<u64> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v["version"].as_u64().expect("number"))
+        .collect();
+    let expected: Vec<u64> = (1..=1 + winners.len() as u64).rev().collect();
+    assert_eq!(versions, expected, "versions are contiguous");
+    let mut parent = None;
+    for n in 1..=1 + winners.len() as u64 {
+        let v = s.control.get(&format!("/v1/versions/{n}")).await;
+        assert_eq!(
+            v["parent"].as_str(),
+            parent.as_deref(),
+            "version {n} chains to its parent"
+        );
+        parent = v["digest"].as_str().map(str::to_owned);
+        if let Some(p) = winners.get(&n) {
+            let weight = v["config"]["routes"][0]["new_weight"].as_f64();
+            assert_eq!(
+                weight,
+                p.parse().ok(),
+                "version {n} holds its writer's weight"
+            );
+        }
+    }
+    // Every edge ends on the last one.
+    let run = s
+        .control
+        .cli(READ, &["status", "--wait", "--timeout", "20s"])
+        .await
+        .ok();
+    assert!(run.stdout.contains("ACK"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_service_killed_mid_fan_out_brings_every_edge_to_the_committed_version_on_restart()
+ {
+    let scratch = Scratch::new("sigkill");
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let fast = edge(&scratch.0, "fast", &old, &new, None).await;
+    let slow = edge(&scratch.0, "slow", &old, &new, None).await;
+    let gate = Gate::start(slow.addr).await;
+    let mut control = Control::start(&scratch.0).await;
+    for url in [format!("http://{}", fast.addr), gate.url()] {
+        control.cli(ADMIN, &["edges", "add", &url]).await.ok();
+    }
+
+    // Watch both edges the whole time: what they hold must always be committed.
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let watcher = {
+        let seen = seen.clone();
+        let addrs = [fast.addr, slow.addr];
+        tokio::spawn(async move {
+            loop {
+                for a in addrs {
+                    let h = held(a).await;
+                    seen.lock().expect("lock").insert(h);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let v1 = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
+    control
+        .cli(DEPLOY, &["push", &v1, "--wait", "--timeout", "20s"])
+        .await
+        .ok();
+
+    // The slow edge now takes 1.5 s to be reached; push, and crash the service mid fan-out.
+    gate.set(1500);
+    // Let the gate cut the connection the service keeps open to it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v2 = config_file(&scratch.0, "v2.json", &old, &new, 60.0);
+    control.cli(DEPLOY, &["push", &v2]).await.ok();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            held(fast.addr).await.0 == 2
+        })
+        .await,
+        "the fast edge got version 2"
+    );
+    control.kill().await;
+    gate.set(DOWN);
+    assert_eq!(
+        held(slow.addr).await.0,
+        1,
+        "the crash cut the fan-out short"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(held(slow.addr).await.0, 1);
+
+    gate.set(PASS);
+    control.restart().await;
+    let run = control
+        .cli(
+            READ,
+            &["status", "--wait", "--timeout", "20s", "--output", "json"],
+        )
+        .await
+        .ok();
+    let status = run.json();
+    assert_eq!(status["version"], 2);
+    assert_eq!(states(&status), ["ACK", "ACK"]);
+    for a in [fast.addr, slow.addr] {
+        assert_eq!(held(a).await.0, 2);
+    }
+    watcher.abort();
+
+    let mut digests = std::collections::HashMap::new();
+    for n in [1u64, 2] {
+        let v = control.get(&format!("/v1/versions/{n}")).await;
+        digests.insert(n, v["digest"].as_str().map(str::to_owned));
+    }
+    for (version, digest) in seen.lock().expect("lock").iter() {
+        if *version == 0 {
+            continue;
+        }
+        assert_eq!(
+            digests.get(version),
+            Some(digest),
+            "an edge held version {version} ({digest:?}), which is not committed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_down_during_a_push_is_stale_then_reconciled_without_a_new_push() {
+    let scratch = Scratch::new("stale");
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let up = edge(&scratch.0, "up", &old, &new, None).await;
+    let flaky = edge(&scratch.0, "flaky", &old, &new, None).await;
+    let gate = Gate::start(flaky.addr).await;
+    let control = Control::start(&scratch.0).await;
+    for url in [format!("http://{}", up.addr), gate.url()] {
+        control.cli(ADMIN, &["edges", "add", &url]).await.ok();
+    }
+    let v1 = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
+    control
+        .cli(DEPLOY, &["push", &v1, "--wait", "--timeout", "20s"])
+        .await
+        .ok();
+
+    gate.set(DOWN);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v2 = config_file(&scratch.0, "v2.json", &old, &new, 30.0);
+    control.cli(DEPLOY, &["push", &v2]).await.ok();
+    let stale = eventually(Duration::from_secs(10), || async {
+        let s = control.status().await;
+        states(&s) == ["ACK", "STALE"] && s["edges"][1]["error"].is_string()
+    })
+    .await;
+    let status = control.status().await;
+    assert!(stale, "the unreachable edge shows STALE: {status}");
+    assert_eq!(status["edges"][1]["lag"], 1);
+    let waited = control
+        .cli(READ, &["status", "--wait", "--timeout", "1s"])
+        .await;
+    assert_eq!(
+        waited.code, 5,
+        "status --wait times out while an edge lags: {}",
+        waited.stderr
+    );
+
+    gate.set(PASS);
+    let run = control
+        .cli(
+            READ,
+            &["status", "--wait", "--timeout", "20s", "--output", "json"],
+        )
+        .await
+        .ok();
+    let status = run.json();
+    assert_eq!(
+        (status["version"].as_u64(), states(&status)),
+        (Some(2), vec!["ACK".to_owned(), "ACK".to_owned()])
+    );
+    assert_eq!(held(flaky.addr).await.0, 2);
+    let history = control.get("/v1/versions").await;
+    assert_eq!(
+        history["versions"].as_array().map(Vec::len),
+        Some(2),
+        "no new version was needed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_shows_its_error_and_tokens_are_checked() {
+    let scratch = Scratch::new("nack");
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let good = edge(&scratch.0, "good", &old, &new, None).await;
+    let other_key = rollout_core::SecretKey::from_seed([7; 32])
+        .public_key()
+        .to_string();
+    let wrong_key = edge(&scratch.0, "wrong-key", &old, &new, Some(other_key)).await;
+    let control = Control::start(&scratch.0).await;
+    for e in [&good, &wrong_key] {
+        control
+            .cli(ADMIN, &["edges", "add", &format!("http://{}", e.addr)])
+            .await
+            .ok();
+    }
+    let file = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
+
+    let denied = control.cli("not-a-token", &["push", &file]).await;
+    assert_eq!(denied.code, 4, "{}", denied.stderr);
+    assert!(denied.stderr.contains("401"), "{}", denied.stderr);
+    let forbidden = control.cli(READ, &["push", &file]).await;
+    assert_eq!(forbidden.code, 4, "{}", forbidden.stderr);
+    assert!(forbidden.stderr.contains("403"), "{}", forbidden.stderr);
+    let forbidden = control
+        .cli(DEPLOY, &["edges", "add", "http://127.0.0.1:1"])
+        .await;
+    assert!(
+        forbidden.stderr.contains("403"),
+        "deploy may not add edges: {}",
+        forbidden.stderr
+    );
+    let history = control.get("/v1/versions").await;
+    assert_eq!(
+        history["versions"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was written"
+    );
+
+    let invalid = config_file(&scratch.0, "bad.json", &old, &new, 10.0);
+    let text = std::fs::read_to_string(&invalid)
+        .expect("file")
+        .replace("\"new_weight\": 10.0", "\"new_weight\": 101.0");
+    std::fs::write(&invalid, text).expect("write");
+    let refused = control.cli(DEPLOY, &["validate", &invalid]).await;
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused
+            .stderr
+            .contains("routes[0].new_weight: must be 0..=100"),
+        "{}",
+        refused.stderr
+    );
+    let refused = cli(&control.url, DEPLOY, &["set-weight", "web", "5"]).await;
+    assert_eq!(
+        refused.code, 2,
+        "no version to patch yet: {}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("no current config"),
+        "{}",
+        refused.stderr
+    );
+
+    let run = control
+        .cli(DEPLOY, &["push", &file, "--wait", "--timeout", "20s"])
+        .await;
+    assert_eq!(run.code, 6, "a NACK fails the wait: {}", run.stderr);
+    let status = control.status().await;
+    assert_eq!(states(&status), ["ACK", "NACK"]);
+    assert_eq!(status["edges"][1]["error"], "signature does not verify");
+    let text = control.cli(READ, &["status"]).await.ok();
+    assert!(
+        text.stdout.contains("NACK") && text.stdout.contains("signature does not verify"),
+        "{}",
+        text.stdout
+    );
+
+    // A config the service refuses names the field, over the API too.
+    let bad = client()
+        .post(format!("{}/v1/versions", control.url))
+        .bearer_auth(DEPLOY)
+        .json(&serde_json::json!({"expected_version": 1, "patch": {"op": "set_weight", "route": "web", "percent": 150}}))
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.expect("json");
+    assert_eq!(body["field"], "routes[0].new_weight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
+    let host = rollout_bin().with_file_name("rollout-host");
+    assert!(
+        host.is_file(),
+        "{} is missing: `cargo build -p rollout-host` (scripts/test.sh does)",
+        host.display()
+    );
+    let scratch = Scratch::new("up");
+    let mut child = tokio::process::Command::new(rollout_bin())
+        .arg("up")
+        .arg("--dir")
+        .arg(scratch.path("state"))
+        .args([
+            "--control-port",
+            "0",
+            "--edge-ports",
+            "0,0",
+            "--origin-ports",
+            "0,0",
+        ])
+        .env("ROLLOUT_COMPONENT", rollout_tests::component_path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rollout up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut text = String::new();
+    let ready = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Ctrl-C stops everything") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "rollout up did not get ready:\n{text}");
+    let edges: Vec<String> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("edge "))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    assert_eq!(edges.len(), 2, "{text}");
+    let resp = client()
+        .get(format!("{}/", edges[0]))
+        .header("x-user-id", "alice")
+        .send()
+        .await
+        .expect("request through the edge");
+    assert_eq!(resp.status(), 200);
+    let arm = rollout_tests::header(&resp, "x-rollout-arm");
+    let body = resp.text().await.expect("body");
+    assert!(
+        body.contains(&format!("hello from the {arm} origin")),
+        "{arm}: {body}"
+    );
+
+    let pid = child.id().expect("pid").to_string();
+    let signal = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(signal.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("rollout up stops within 15 s of Ctrl-C")
+        .expect("wait");
+    assert!(status.success(), "rollout up exited {status}");
+    for e in &edges {
+        let gone = client()
+            .get(format!("{e}/"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        assert!(gone.is_err(), "{e} still answers after rollout up stopped");
+    }
+}

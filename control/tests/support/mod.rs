@@ -1,0 +1,361 @@
+//! Harness for the control end-to-end tests: the real `rollout` binary as a
+//! child process, edges (the built component in rollout-host) with SQLite
+//! stores, origins and a gate that can delay or cut an edge off, all on
+//! loopback.
+
+#![allow(dead_code, reason = "each test uses a different part of the harness")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rollout_host::{AllowList, Edge, RunningEdge, SqliteKv};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt as _;
+
+pub use rollout_tests::{Origin, arm_for, client, config, secret};
+
+pub const ADMIN: &str = "admin-token-0123";
+pub const DEPLOY: &str = "deploy-token-4567";
+pub const READ: &str = "read-token-89ab";
+
+/// The `rollout` binary under test.
+pub fn rollout_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rollout"))
+}
+
+/// A scratch directory, removed on drop.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rollout-control-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `rollout serve` as a child process; killed on drop.
+#[derive(Debug)]
+pub struct Control {
+    child: tokio::process::Child,
+    pub url: String,
+    db: PathBuf,
+    dir: PathBuf,
+    listen: SocketAddr,
+}
+
+impl Control {
+    /// Starts a control service with its store in `dir`, on any free port.
+    pub async fn start(dir: &Path) -> Control {
+        std::fs::write(dir.join("control.key"), secret().to_text()).expect("key file");
+        std::fs::write(
+            dir.join("tokens"),
+            format!("admin ops {ADMIN}\ndeploy ci {DEPLOY}\nread viewer {READ}\n"),
+        )
+        .expect("token file");
+        Control::spawn(dir, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    async fn spawn(dir: &Path, listen: SocketAddr) -> Control {
+        let db = dir.join("control.sqlite");
+        let mut child = tokio::process::Command::new(rollout_bin())
+            .arg("serve")
+            .arg("--db")
+            .arg(&db)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--key")
+            .arg(dir.join("control.key"))
+            .arg("--tokens")
+            .arg(dir.join("tokens"))
+            .args(["--reconcile-every", "200ms", "--push-timeout", "1s"])
+            .args(["--unreachable-after", "60s"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("rollout serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("control service prints its address within 30 s")
+            .expect("read stdout")
+            .expect("control service exited before listening");
+        let url = line
+            .rsplit(' ')
+            .next()
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_owned();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let listen = url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("listen address");
+        Control {
+            child,
+            url,
+            db,
+            dir: dir.to_owned(),
+            listen,
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// Starts it again on the same store and address.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill().await;
+        *self = Control::spawn(&self.dir, self.listen).await;
+    }
+
+    /// Runs the CLI against this service with `token`.
+    pub async fn cli(&self, token: &str, args: &[&str]) -> Run {
+        cli(&self.url, token, args).await
+    }
+
+    /// The status as JSON.
+    pub async fn status(&self) -> Value {
+        let run = self.cli(READ, &["status", "--output", "json"]).await;
+        assert_eq!(run.code, 0, "status failed: {}", run.stderr);
+        run.json()
+    }
+
+    /// GETs an API path with the read token.
+    pub async fn get(&self, path: &str) -> Value {
+        client()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .expect("api reachable")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// What a CLI run did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} / {:?}", self.stdout, self.stderr))
+    }
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "rollout failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `rollout ARGS` with `ROLLOUT_URL` and `ROLLOUT_TOKEN` set.
+pub async fn cli(url: &str, token: &str, args: &[&str]) -> Run {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(rollout_bin())
+            .args(args)
+            .env("ROLLOUT_URL", url)
+            .env("ROLLOUT_TOKEN", token)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("rollout finishes within 60 s")
+    .expect("rollout runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An edge with its own SQLite store, trusting `public_key` (the test key by default).
+pub async fn edge(
+    dir: &Path,
+    name: &str,
+    old: &Origin,
+    new: &Origin,
+    public_key: Option<String>,
+) -> RunningEdge {
+    let kv = SqliteKv::open(&dir.join(format!("{name}.sqlite"))).expect("edge store");
+    let variables = [
+        (
+            "public_key".to_owned(),
+            public_key.unwrap_or_else(|| secret().public_key().to_string()),
+        ),
+        ("old_origin".to_owned(), old.url()),
+    ]
+    .into();
+    let edge = Edge {
+        kv: Arc::new(kv),
+        variables,
+        allow: AllowList::new(&[old.url(), new.url()]).expect("allow list"),
+    };
+    RunningEdge::start(
+        rollout_tests::runtime(),
+        edge,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("edge starts")
+}
+
+/// What an edge holds: (version, digest).
+pub async fn held(edge: SocketAddr) -> (u64, Option<String>) {
+    rollout_tests::applied(&client(), edge).await
+}
+
+/// Writes a config with one route at `weight` % and returns its path.
+pub fn config_file(dir: &Path, name: &str, old: &Origin, new: &Origin, weight: f64) -> String {
+    let path = dir.join(name);
+    let doc = config(&old.url(), &new.url(), weight, serde_json::json!({}));
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("json")).expect("config file");
+    path.to_string_lossy().into_owned()
+}
+
+/// Gate modes.
+pub const PASS: u64 = 0;
+/// Every connection is closed at once, as if the edge were down.
+pub const DOWN: u64 = u64::MAX;
+
+/// A TCP relay in front of an edge: passes traffic, holds each new
+/// connection for a delay (ms), or cuts everything off.
+#[derive(Debug)]
+pub struct Gate {
+    pub addr: SocketAddr,
+    mode: Arc<AtomicU64>,
+    epoch: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Gate {
+    pub async fn start(upstream: SocketAddr) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gate");
+        let addr = listener.local_addr().expect("gate addr");
+        let mode = Arc::new(AtomicU64::new(PASS));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let (m, e) = (mode.clone(), epoch.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (m, e) = (m.clone(), e.clone());
+                tokio::spawn(async move {
+                    let born = e.load(Ordering::SeqCst);
+                    let delay = m.load(Ordering::SeqCst);
+                    if delay == DOWN {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    if m.load(Ordering::SeqCst) == DOWN {
+                        return;
+                    }
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    // Relay until either side closes or the gate changes mode.
+                    let relay = tokio::io::copy_bidirectional(&mut down, &mut up);
+                    let cut = async {
+                        while e.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = relay => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Gate {
+            addr,
+            mode,
+            epoch,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// PASS, DOWN, or a delay in ms for each new connection. Open
+    /// connections are cut, so the new mode applies to the next request.
+    pub fn set(&self, mode: u64) {
+        self.mode.store(mode, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Polls `check` every 20 ms until it is true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The state of each edge in a status reply, by URL order.
+pub fn states(status: &Value) -> Vec<String> {
+    status["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["state"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
