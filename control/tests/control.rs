@@ -635,3 +635,63 @@ async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
         assert!(gone.is_err(), "{e} still answers after rollout up stopped");
     }
 }
+
+/// Commit-to-last-ACK time, median of 20 pushes, for 2 and for 20 edges.
+/// A measurement, not a check: `cargo test --release -p rollout-control
+/// --test control -- --ignored --nocapture convergence`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it on purpose"]
+async fn convergence_time_for_2_and_20_edges() {
+    for n in [2usize, 20] {
+        let scratch = Scratch::new("measure");
+        let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+        let mut edges = Vec::new();
+        for i in 0..n {
+            edges.push(edge(&scratch.0, &format!("edge-{i}"), &old, &new, None).await);
+        }
+        let control = Control::start(&scratch.0).await;
+        for e in &edges {
+            control
+                .cli(ADMIN, &["edges", "add", &format!("http://{}", e.addr)])
+                .await
+                .ok();
+        }
+        let file = config_file(&scratch.0, "v1.json", &old, &new, 1.0);
+        control
+            .cli(DEPLOY, &["push", &file, "--wait", "--timeout", "60s"])
+            .await
+            .ok();
+        let http = client();
+        let mut times = Vec::new();
+        for i in 0..20u64 {
+            let reply: serde_json::Value = http
+                .post(format!("{}/v1/versions", control.url))
+                .bearer_auth(DEPLOY)
+                .json(&serde_json::json!({"expected_version": i + 1,
+                    "patch": {"op": "set_weight", "route": "web", "percent": 2 + i}}))
+                .send()
+                .await
+                .expect("api")
+                .json()
+                .await
+                .expect("json");
+            let version = reply["version"].as_u64().expect("committed");
+            let mut ms = None;
+            for _ in 0..1000 {
+                let v = control.get(&format!("/v1/versions/{version}")).await;
+                if let Some(m) = v["converged_ms"].as_f64() {
+                    ms = Some(m);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            times.push(ms.expect("every edge ACKed within 5 s"));
+        }
+        times.sort_by(f64::total_cmp);
+        let median = (times[9] + times[10]) / 2.0;
+        println!(
+            "{n} edges: commit to last ACK, 20 pushes: median {median:.1} ms, min {:.1} ms, max {:.1} ms",
+            times[0], times[19]
+        );
+    }
+}
