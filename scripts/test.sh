@@ -20,6 +20,8 @@ wasm=target/wasm32-wasip2/release/rollout_router.wasm
 echo "edge component: $(stat -c %s "$wasm") bytes ($wasm; budget 1 MiB)"
 [ "$(stat -c %s "$wasm")" -le $((1024 * 1024)) ] || { echo "component is over 1 MiB" >&2; exit 1; }
 
+# `rollout up`'s test starts the rollout-host binary next to `rollout`.
+cargo build --locked -p rollout-host
 cargo test --locked --workspace
 
 # The JavaScript edge: build (reports the .wasm size, fails over 500 KiB),
