@@ -3,13 +3,15 @@
 //! speaks JSON-shaped types only, so it is tested natively and the bindings
 //! stay a thin conversion.
 
+use std::borrow::Cow;
+
 use rollout_core::edge::{Active, PushReply};
-use rollout_core::http::{EDGE_HEADERS, HeaderFilter, Hop, forwarded_headers};
+use rollout_core::http::{self, EdgeHeaders, Hop};
 use rollout_core::{Applied, Arm, Config, Decision, MAX_ENVELOPE_BYTES, Origin, Reason, decide};
 use serde::{Deserialize, Serialize};
 
 /// A header list as JavaScript holds it: `[[name, value], ...]`.
-pub type HeaderList = Vec<(String, String)>;
+pub type HeaderList = http::HeaderList<String>;
 
 /// Why input from JavaScript was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,13 +81,19 @@ impl From<Arm> for ArmName {
     }
 }
 
+impl From<ArmName> for Arm {
+    fn from(arm: ArmName) -> Arm {
+        match arm {
+            ArmName::Old => Arm::Old,
+            ArmName::New => Arm::New,
+        }
+    }
+}
+
 impl ArmName {
     /// `"old"` or `"new"`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ArmName::Old => Arm::Old.as_str(),
-            ArmName::New => Arm::New.as_str(),
-        }
+        Arm::from(self).as_str()
     }
 }
 
@@ -158,6 +166,21 @@ impl Outcome {
     /// The `x-rollout-flags` value.
     pub fn flags_header(&self) -> String {
         self.flags.join(",")
+    }
+
+    /// The values the edge's own headers report.
+    fn edge_headers(&self) -> EdgeHeaders<'_> {
+        EdgeHeaders {
+            arm: self.arm.into(),
+            version: self.version,
+            flags: Cow::Owned(self.flags_header()),
+            set_cookie: self.set_cookie.as_deref(),
+            debug: self
+                .debug_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect(),
+        }
     }
 }
 
@@ -240,24 +263,6 @@ fn is_platform_header(name: &str) -> bool {
     name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("cf-"))
 }
 
-fn joined(headers: &[(String, String)], name: &str) -> Option<String> {
-    let values: Vec<&str> = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
-}
-
-fn connection_filter(headers: &[(String, String)]) -> HeaderFilter {
-    HeaderFilter::new(
-        headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-            .map(|(_, v)| v.as_str()),
-    )
-}
-
 /// Headers for the request to the origin: the client's minus hop-by-hop,
 /// platform and edge headers, plus the decision and the forwarded headers.
 pub fn origin_request_headers(
@@ -265,58 +270,21 @@ pub fn origin_request_headers(
     outcome: &Outcome,
     hop: Hop<'_>,
 ) -> HeaderList {
-    let filter = connection_filter(incoming);
-    let forwarded = forwarded_headers(
-        joined(incoming, "x-forwarded-for").as_deref(),
-        joined(incoming, "forwarded").as_deref(),
-        hop,
-    );
-    let mut out: HeaderList = incoming
-        .iter()
-        .filter(|(n, _)| filter.forwards(n) && !is_platform_header(n))
-        .filter(|(n, _)| !forwarded.iter().any(|(f, _)| f.eq_ignore_ascii_case(n)))
-        .cloned()
-        .collect();
-    out.push(("x-rollout-arm".into(), outcome.arm.as_str().into()));
-    out.push(("x-rollout-version".into(), outcome.version.to_string()));
-    out.push(("x-rollout-flags".into(), outcome.flags_header()));
-    out.extend(forwarded.into_iter().map(|(n, v)| (n.to_owned(), v)));
-    out
+    http::origin_request_headers(incoming, &outcome.edge_headers(), hop, is_platform_header)
 }
 
 /// Headers for the client: the origin's minus hop-by-hop and edge headers,
 /// plus the edge's own.
 pub fn client_response_headers(origin: &[(String, String)], outcome: &Outcome) -> HeaderList {
-    let filter = connection_filter(origin);
-    let mut out: HeaderList = origin
-        .iter()
-        .filter(|(n, _)| filter.forwards(n))
-        .cloned()
-        .collect();
-    out.extend(edge_response_headers(outcome));
-    out
+    http::client_response_headers(origin, &outcome.edge_headers())
 }
 
 /// The headers the edge adds to every response, its own errors included:
 /// `x-rollout-arm`, `x-rollout-version`, the sticky cookie and debug headers.
+/// Debug headers are limited to the edge's own names, so an outcome edited in
+/// JavaScript cannot add arbitrary headers this way.
 pub fn edge_response_headers(outcome: &Outcome) -> HeaderList {
-    let mut out: HeaderList = vec![
-        ("x-rollout-arm".into(), outcome.arm.as_str().into()),
-        ("x-rollout-version".into(), outcome.version.to_string()),
-    ];
-    if let Some(cookie) = &outcome.set_cookie {
-        out.push(("set-cookie".into(), cookie.clone()));
-    }
-    // Only the edge's own names: an outcome edited in JavaScript cannot add
-    // arbitrary headers this way.
-    out.extend(
-        outcome
-            .debug_headers
-            .iter()
-            .filter(|(n, _)| EDGE_HEADERS.contains(&n.as_str()))
-            .cloned(),
-    );
-    out
+    http::edge_response_headers(&outcome.edge_headers())
 }
 
 /// What the edge holds, from the stored compact form. Foreign or damaged

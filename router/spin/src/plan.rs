@@ -2,11 +2,13 @@
 //! the outbound request and of the response. Kept free of wasi types so they
 //! are tested natively.
 
-use rollout_core::http::{EDGE_HEADERS, HeaderFilter, Hop, forwarded_headers};
+use std::borrow::Cow;
+
+use rollout_core::http::{self, EdgeHeaders, Hop};
 use rollout_core::{Arm, Decision, Reason};
 
 /// A header list as wasi:http carries it.
-pub type HeaderList = Vec<(String, Vec<u8>)>;
+pub type HeaderList = http::HeaderList<Vec<u8>>;
 
 /// What the edge decided for a request, in the terms its headers need.
 #[derive(Debug, Clone)]
@@ -50,6 +52,17 @@ impl Outcome {
             debug: vec![("x-rollout-reason", Reason::Bootstrap.as_str().to_owned())],
         }
     }
+
+    /// The values the edge's own headers report.
+    fn edge_headers(&self) -> EdgeHeaders<'_> {
+        EdgeHeaders {
+            arm: self.arm,
+            version: self.version,
+            flags: Cow::Borrowed(&self.flags),
+            set_cookie: self.set_cookie.as_deref(),
+            debug: self.debug.iter().map(|(n, v)| (*n, v.as_str())).collect(),
+        }
+    }
 }
 
 /// Headers Spin adds to every inbound request (and overwrites if a client
@@ -77,93 +90,25 @@ pub fn client_ip(client_addr: &str) -> String {
     }
 }
 
-fn joined(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
-    let values: Vec<&str> = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
-}
-
-fn connection_filter(headers: &[(String, Vec<u8>)]) -> HeaderFilter {
-    HeaderFilter::new(
-        headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok()),
-    )
-}
-
-/// Headers for the outbound request: the client's, minus hop-by-hop and
-/// edge headers, plus the decision and the appended forwarded headers.
+/// Headers for the outbound request: the client's, minus hop-by-hop, Spin
+/// and edge headers, plus the decision and the appended forwarded headers.
 pub fn request_headers(
     incoming: &[(String, Vec<u8>)],
     outcome: &Outcome,
     hop: Hop<'_>,
 ) -> HeaderList {
-    let filter = connection_filter(incoming);
-    let forwarded = forwarded_headers(
-        joined(incoming, "x-forwarded-for").as_deref(),
-        joined(incoming, "forwarded").as_deref(),
-        hop,
-    );
-    let mut out: HeaderList = incoming
-        .iter()
-        .filter(|(n, _)| filter.forwards(n) && !is_spin_header(n))
-        .filter(|(n, _)| !forwarded.iter().any(|(f, _)| f.eq_ignore_ascii_case(n)))
-        .cloned()
-        .collect();
-    out.push(("x-rollout-arm".into(), outcome.arm.as_str().into()));
-    out.push((
-        "x-rollout-version".into(),
-        outcome.version.to_string().into_bytes(),
-    ));
-    out.push(("x-rollout-flags".into(), outcome.flags.clone().into_bytes()));
-    out.extend(
-        forwarded
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.into_bytes())),
-    );
-    out
+    http::origin_request_headers(incoming, &outcome.edge_headers(), hop, is_spin_header)
 }
 
 /// Headers for the client: the origin's, minus hop-by-hop and edge headers,
 /// plus `x-rollout-arm`, `x-rollout-version`, the sticky cookie and debug headers.
 pub fn response_headers(origin: &[(String, Vec<u8>)], outcome: &Outcome) -> HeaderList {
-    let filter = connection_filter(origin);
-    let mut out: HeaderList = origin
-        .iter()
-        .filter(|(n, _)| filter.forwards(n))
-        .cloned()
-        .collect();
-    out.extend(edge_response_headers(outcome));
-    out
+    http::client_response_headers(origin, &outcome.edge_headers())
 }
 
 /// The headers the edge adds to every response it gives, its own errors included.
 pub fn edge_response_headers(outcome: &Outcome) -> HeaderList {
-    let mut out: HeaderList = vec![
-        ("x-rollout-arm".into(), outcome.arm.as_str().into()),
-        (
-            "x-rollout-version".into(),
-            outcome.version.to_string().into_bytes(),
-        ),
-    ];
-    if let Some(cookie) = &outcome.set_cookie {
-        out.push(("set-cookie".into(), cookie.clone().into_bytes()));
-    }
-    out.extend(
-        outcome
-            .debug
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.clone().into_bytes())),
-    );
-    debug_assert!(
-        out.iter()
-            .all(|(n, _)| n == "set-cookie" || EDGE_HEADERS.contains(&n.as_str()))
-    );
-    out
+    http::edge_response_headers(&outcome.edge_headers())
 }
 
 #[cfg(test)]
