@@ -168,6 +168,12 @@ async fn start_edge(
     Ok(EdgeProcess { child, url })
 }
 
+/// Whether `exe` is what `rollout` on PATH runs.
+fn on_path(exe: &Path) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| exe.parent() == Some(d.as_path())))
+}
+
 fn read_or_create(
     path: &Path,
     make: impl FnOnce() -> Result<String, Fail>,
@@ -292,6 +298,9 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), Fail> {
     println!();
     println!("Try it (in another terminal):");
     println!("  export ROLLOUT_URL={control_url} ROLLOUT_TOKEN={token}");
+    if let Some(bin) = std::env::current_exe().ok().filter(|exe| !on_path(exe)) {
+        println!("  alias rollout={}", bin.display());
+    }
     println!("  curl -i -H 'x-user-id: alice' {edge1}/        # x-rollout-arm says old or new");
     println!("  for i in $(seq 1 20); do curl -s -H \"x-user-id: user-$i\" {edge1}/; done");
     println!("  rollout status --wait                # every edge's version, ACK / NACK / STALE");
