@@ -215,10 +215,9 @@ async fn push_edge(app: &App, edge: i64, url: &str, version: &VersionRow) -> Out
                     format!("edge answered {status} holding version {}", r.version)
                 });
                 tracing::warn!("{url} refused version {}: {error}", version.version);
-                record(
-                    app.store
-                        .record_nack(edge, version.version, r.version, &error),
-                );
+                let digest = r.digest.map(|d| d.to_string());
+                let holds = (r.version, digest.as_deref());
+                record(app.store.record_nack(edge, version.version, holds, &error));
                 return Outcome::Nack;
             }
             None => last_error = format!("HTTP {status} without a push reply"),

@@ -431,20 +431,29 @@ impl Store {
         Ok(())
     }
 
-    /// An edge refused `version`, holding `holds`.
+    /// An edge refused `version`, holding `holds` (version and digest): that
+    /// is what it holds now, whatever it acknowledged before.
     pub fn record_nack(
         &self,
         edge: i64,
         version: u64,
-        holds: u64,
+        holds: (u64, Option<&str>),
         error: &str,
     ) -> rusqlite::Result<()> {
         self.conn().execute(
             "UPDATE edge_state SET nack_version = ?2, nack_error = ?3,
+                acked_version = ?4, acked_digest = ?5,
                 reported_version = MAX(reported_version, ?4), last_error = NULL,
-                failing_since_ms = NULL, last_contact_ms = ?5
+                failing_since_ms = NULL, last_contact_ms = ?6
              WHERE edge_id = ?1",
-            params![edge, version as i64, error, holds as i64, now_ms()],
+            params![
+                edge,
+                version as i64,
+                error,
+                holds.0 as i64,
+                holds.1,
+                now_ms()
+            ],
         )?;
         Ok(())
     }

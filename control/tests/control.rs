@@ -554,6 +554,77 @@ async fn a_nack_shows_its_error_and_tokens_are_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_takes_over() {
+    let mut s = setup("break-glass").await;
+    s.push(0.0).await;
+    s.control.kill().await;
+
+    let file = config_file(&s.scratch.0, "all-new.json", &s.old, &s.new, 100.0);
+    let key = s.scratch.path("control.key");
+    let mut args = vec![
+        "push",
+        &file,
+        "--direct",
+        "--key",
+        key.to_str().expect("utf-8"),
+    ];
+    let urls: Vec<String> = s
+        .edges
+        .iter()
+        .map(|e| format!("http://{}", e.addr))
+        .collect();
+    for u in &urls {
+        args.extend(["--edge", u.as_str()]);
+    }
+    let run = cli("http://127.0.0.1:9", READ, &args).await.ok();
+    assert!(
+        run.stdout.contains("break-glass version 2"),
+        "{}",
+        run.stdout
+    );
+    assert!(s.arms(&keys(20)).await.iter().all(|a| a == "new"));
+
+    // Back up, the service sees edges ahead of it: they refuse its version 1.
+    s.control.restart().await;
+    let nacked = eventually(Duration::from_secs(10), || async {
+        states(&s.control.status().await) == ["NACK", "NACK"]
+    })
+    .await;
+    let status = s.control.status().await;
+    assert!(
+        nacked,
+        "edges holding a break-glass version NACK the old one: {status}"
+    );
+    assert!(
+        status["edges"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("applied version 2")),
+        "{status}"
+    );
+
+    // The next write is numbered above the break-glass version and takes over.
+    let run = s
+        .control
+        .cli(
+            DEPLOY,
+            &[
+                "set-weight",
+                "web",
+                "0",
+                "--wait",
+                "--timeout",
+                "20s",
+                "--output",
+                "json",
+            ],
+        )
+        .await
+        .ok();
+    assert_eq!(run.json()["version"]["version"], 3);
+    assert!(s.arms(&keys(20)).await.iter().all(|a| a == "old"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
     let host = rollout_bin().with_file_name("rollout-host");
     assert!(
