@@ -129,6 +129,23 @@ async fn a_ten_percent_push_is_acked_by_both_edges_and_splits_traffic_through_th
         "{on_new} of 1000 on new at 10 %"
     );
 
+    // explain gives the arm the edges gave.
+    for (i, arm) in arms.iter().enumerate().take(50) {
+        let key = format!("user-{i}");
+        let run = s
+            .control
+            .cli(READ, &["explain", "--key", &key, "--output", "json"])
+            .await
+            .ok();
+        assert_eq!(run.json()["arm"].as_str(), Some(arm.as_str()), "{key}");
+    }
+    let history = s.control.cli(READ, &["history"]).await.ok();
+    assert!(
+        history.stdout.contains(" ms "),
+        "convergence shown: {}",
+        history.stdout
+    );
+
     let metrics = client()
         .get(format!("{}/metrics", s.control.url))
         .send()
@@ -540,6 +557,16 @@ async fn a_nack_shows_its_error_and_tokens_are_checked() {
         text.stdout
     );
 
+    // Without the refusing edge, every edge holds the committed version.
+    let url = format!("http://{}", wrong_key.addr);
+    control.cli(ADMIN, &["edges", "remove", &url]).await.ok();
+    let listed = control.cli(READ, &["edges", "list"]).await.ok();
+    assert_eq!(listed.stdout.trim(), format!("http://{}", good.addr));
+    control
+        .cli(READ, &["status", "--wait", "--timeout", "10s"])
+        .await
+        .ok();
+
     // A config the service refuses names the field, over the API too.
     let bad = client()
         .post(format!("{}/v1/versions", control.url))
@@ -765,4 +792,28 @@ async fn convergence_time_for_2_and_20_edges() {
             times[0], times[19]
         );
     }
+}
+
+#[tokio::test]
+async fn keygen_writes_a_private_key_and_prints_the_edge_public_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let scratch = Scratch::new("keygen");
+    let path = scratch.path("k");
+    let path = path.to_str().expect("utf-8");
+    let run = cli("http://127.0.0.1:9", READ, &["keygen", "--out", path])
+        .await
+        .ok();
+    let public: rollout_core::PublicKey = run.stdout.trim().parse().expect("public key form");
+    let secret: rollout_core::SecretKey = std::fs::read_to_string(path)
+        .expect("key file")
+        .parse()
+        .expect("secret key form");
+    assert_eq!(secret.public_key(), public);
+    let mode = std::fs::metadata(path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = cli("http://127.0.0.1:9", READ, &["keygen", "--out", path]).await;
+    assert_eq!(
+        again.code, 1,
+        "an existing key is not replaced without --force"
+    );
 }
