@@ -177,6 +177,8 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Who did what, newest first.
+    Audit,
     /// Register, list and remove edges.
     Edges {
         #[command(subcommand)]
@@ -399,6 +401,23 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 println!("{}", json!({"valid": true, "routes": doc.routes.len()}));
             } else {
                 println!("{}: valid ({} routes)", file.display(), doc.routes.len());
+            }
+            Ok(())
+        }
+        Command::Audit => {
+            let v = api.get("/v1/audit").await?;
+            if out == Output::Json {
+                println!("{v}");
+            } else {
+                for e in v["audit"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<12} {:<12} {}",
+                        text(&e["at"]),
+                        text(&e["actor"]),
+                        text(&e["action"]),
+                        text(&e["detail"])
+                    );
+                }
             }
             Ok(())
         }

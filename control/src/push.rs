@@ -278,6 +278,7 @@ fn converged(app: &App, version: &VersionRow) {
         .record_convergence(version.version, edges.len(), ms)
     {
         app.metrics.observe_convergence(ms / 1000.0);
+        app.forget_commits_up_to(version.version);
         tracing::info!(
             "version {} on all {} edges {ms:.1} ms after commit",
             version.version,

@@ -70,6 +70,14 @@ impl App {
             .get(&version)
             .copied()
     }
+
+    /// Forgets commit instants up to `version`, once it has converged.
+    pub fn forget_commits_up_to(&self, version: u64) {
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|v, _| *v > version);
+    }
 }
 
 /// Opens the store and serves the API until the future is dropped.

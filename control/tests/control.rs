@@ -139,6 +139,17 @@ async fn a_ten_percent_push_is_acked_by_both_edges_and_splits_traffic_through_th
             .ok();
         assert_eq!(run.json()["arm"].as_str(), Some(arm.as_str()), "{key}");
     }
+    let audit = s.control.cli(READ, &["audit"]).await.ok();
+    assert!(
+        audit.stdout.contains("ops          edge add"),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        audit.stdout.contains("ci           push"),
+        "{}",
+        audit.stdout
+    );
     let history = s.control.cli(READ, &["history"]).await.ok();
     assert!(
         history.stdout.contains(" ms "),
