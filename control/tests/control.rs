@@ -372,8 +372,8 @@ async fn a_control_service_killed_mid_fan_out_brings_every_edge_to_the_committed
         .await
         .ok();
 
-    // The slow edge now takes 1.5 s to be reached; push, and crash the service mid fan-out.
-    gate.set(1500);
+    // The slow edge now takes 5 s to be reached; push, and crash the service mid fan-out.
+    gate.set(5000);
     // Let the gate cut the connection the service keeps open to it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let v2 = config_file(&scratch.0, "v2.json", &old, &new, 60.0);
