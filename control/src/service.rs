@@ -578,22 +578,35 @@ pub struct EdgeStatus {
     pub push_latency_ms: Option<f64>,
 }
 
-fn edge_status(app: &App, e: &EdgeRow, current: Option<&VersionRow>) -> EdgeStatus {
-    let (version, digest) = current.map_or((0, None), |c| (c.version, Some(c.digest.as_str())));
-    let holds = version > 0 && e.acked_version == version && e.acked_digest.as_deref() == digest;
-    let nack = e.nack.as_ref().filter(|(v, _)| *v == version);
+/// An edge's state against the committed version (`version` 0: none yet):
+/// ACK when it holds it; NACK when it refused it; UNREACHABLE when it has
+/// not answered for `unreachable_after_ms`; STALE otherwise (behind, and
+/// being retried).
+fn edge_state(
+    e: &EdgeRow,
+    version: u64,
+    digest: Option<&str>,
+    now_ms: i64,
+    unreachable_after_ms: i64,
+) -> (&'static str, Option<String>) {
+    let holds = e.acked_version == version && e.acked_digest.as_deref() == digest;
+    if version == 0 || holds {
+        return ("ACK", None);
+    }
+    if let Some((_, err)) = e.nack.as_ref().filter(|(v, _)| *v == version) {
+        return ("NACK", Some(err.clone()));
+    }
     let unreachable = e
         .failing_since_ms
-        .is_some_and(|since| now_ms() - since >= app.unreachable_after.as_millis() as i64);
-    let (state, error) = if holds || version == 0 {
-        ("ACK", None)
-    } else if let Some((_, err)) = nack {
-        ("NACK", Some(err.clone()))
-    } else if unreachable {
-        ("UNREACHABLE", e.last_error.clone())
-    } else {
-        ("STALE", e.last_error.clone())
-    };
+        .is_some_and(|since| now_ms - since >= unreachable_after_ms);
+    let state = if unreachable { "UNREACHABLE" } else { "STALE" };
+    (state, e.last_error.clone())
+}
+
+fn edge_status(app: &App, e: &EdgeRow, current: Option<&VersionRow>) -> EdgeStatus {
+    let (version, digest) = current.map_or((0, None), |c| (c.version, Some(c.digest.as_str())));
+    let after = app.unreachable_after.as_millis() as i64;
+    let (state, error) = edge_state(e, version, digest, now_ms(), after);
     EdgeStatus {
         url: e.url.clone(),
         state: state.to_owned(),
@@ -747,6 +760,76 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_states_follow_ack_nack_and_how_long_an_edge_is_silent() {
+        let base = EdgeRow {
+            id: 1,
+            url: "http://e".into(),
+            sent_version: 2,
+            acked_version: 1,
+            acked_digest: Some("d1".into()),
+            reported_version: 1,
+            nack: None,
+            last_error: None,
+            failing_since_ms: None,
+            last_contact_ms: None,
+            latency_ms: None,
+        };
+        let with = |f: &dyn Fn(&mut EdgeRow)| {
+            let mut e = base.clone();
+            f(&mut e);
+            e
+        };
+        let refused = with(&|e| e.nack = Some((2, "signature does not verify".into())));
+        let old_nack = with(&|e| e.nack = Some((1, "old".into())));
+        let silent = |since| {
+            with(&|e| {
+                e.failing_since_ms = Some(since);
+                e.last_error = Some("timed out".into());
+            })
+        };
+        let other_digest = with(&|e| {
+            e.acked_version = 2;
+            e.acked_digest = Some("elsewhere".into());
+        });
+        let cases: [(&str, EdgeRow, &str, Option<&str>); 7] = [
+            (
+                "holds it",
+                with(&|e| {
+                    e.acked_version = 2;
+                    e.acked_digest = Some("d2".into());
+                }),
+                "ACK",
+                None,
+            ),
+            ("behind, answering", base.clone(), "STALE", None),
+            (
+                "refused this version",
+                refused,
+                "NACK",
+                Some("signature does not verify"),
+            ),
+            ("refused an older one", old_nack, "STALE", None),
+            ("silent a little", silent(9_000), "STALE", Some("timed out")),
+            (
+                "silent too long",
+                silent(0),
+                "UNREACHABLE",
+                Some("timed out"),
+            ),
+            ("same number, other body", other_digest, "STALE", None),
+        ];
+        for (what, edge, state, error) in cases {
+            let got = edge_state(&edge, 2, Some("d2"), 10_000, 5_000);
+            assert_eq!((got.0, got.1.as_deref()), (state, error), "{what}");
+        }
+        assert_eq!(
+            edge_state(&base, 0, None, 0, 0).0,
+            "ACK",
+            "nothing to hold yet"
+        );
+    }
 
     #[test]
     fn patches_change_only_what_they_name() {
