@@ -566,8 +566,10 @@ pub struct EdgeStatus {
     pub url: String,
     /// `ACK`, `NACK`, `STALE` or `UNREACHABLE`.
     pub state: String,
-    /// The version it last acknowledged (0: none).
+    /// The version it last acknowledged, or reported holding (0: none).
     pub acked_version: u64,
+    /// The version last pushed to it.
+    pub sent_version: u64,
     /// Versions behind the committed one.
     pub lag: u64,
     /// Why it refused, or why it cannot be reached.
@@ -611,6 +613,7 @@ fn edge_status(app: &App, e: &EdgeRow, current: Option<&VersionRow>) -> EdgeStat
         url: e.url.clone(),
         state: state.to_owned(),
         acked_version: e.acked_version,
+        sent_version: e.sent_version,
         lag: version.saturating_sub(e.acked_version),
         error,
         last_contact: e.last_contact_ms.map(format_ms),
