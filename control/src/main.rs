@@ -561,7 +561,24 @@ async fn serve(args: ServeArgs) -> Result<(), Fail> {
     };
     tokio::select! {
         served = rollout_control::service::serve(opts) => served.map_err(Fail::from),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        () = stop_signal() => Ok(()),
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, so a service manager's stop is
+/// as clean as a person's.
+pub(crate) async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }
 

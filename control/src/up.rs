@@ -310,7 +310,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), Fail> {
     println!("  rollout history; rollout explain --key alice");
     println!("Ctrl-C stops everything.");
 
-    let _ = tokio::signal::ctrl_c().await;
+    crate::stop_signal().await;
     println!("rollout up: stopping");
     for mut e in edges {
         let _ = e.child.start_kill();
