@@ -328,6 +328,34 @@ async fn concurrent_set_weights_never_lose_an_update_and_losers_get_409() {
             );
         }
     }
+    // History pages: newest first, `next_before` leads to the rest.
+    let top = 1 + winners.len() as u64;
+    let page = s
+        .control
+        .cli(READ, &["history", "--limit", "1", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(page["versions"][0]["version"], top);
+    assert_eq!(page["next_before"], top);
+    let before = top.to_string();
+    let rest = s
+        .control
+        .cli(
+            READ,
+            &[
+                "history", "--before", &before, "--limit", "1000", "--output", "json",
+            ],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        rest["versions"].as_array().map(Vec::len),
+        Some(top as usize - 1)
+    );
+    assert!(rest["next_before"].is_null());
+
     // Every edge ends on the last one.
     let run = s
         .control
