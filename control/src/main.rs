@@ -230,6 +230,9 @@ struct ServeArgs {
     /// How often edges that lag are pushed again.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     reconcile_every: Duration,
+    /// How often edges that ACKed are asked whether they still hold the committed version.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    verify_every: Duration,
     /// How long an edge may go unanswered before it shows as UNREACHABLE rather than STALE.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     unreachable_after: Duration,
@@ -555,6 +558,7 @@ async fn serve(args: ServeArgs) -> Result<(), Fail> {
             timeout: args.push_timeout,
             retries: args.push_retries,
             reconcile_every: args.reconcile_every,
+            verify_every: args.verify_every,
             ..PushOptions::default()
         },
         unreachable_after: args.unreachable_after,

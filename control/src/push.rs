@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rollout_core::edge::{ADMIN_PATH, PushReply, PushStatus};
+use rollout_core::edge::{ADMIN_PATH, AppliedReply, PushReply, PushStatus};
 
 use crate::service::App;
 use crate::store::{VersionRow, now_ms};
@@ -30,6 +30,10 @@ pub struct PushOptions {
     pub reconcile_every: Duration,
     /// Longest wait between rounds for one failing edge.
     pub max_backoff: Duration,
+    /// How often edges that acknowledged the committed version are asked
+    /// (GET) whether they still hold it; one that lost it (a restart with an
+    /// empty store, a push from elsewhere) is pushed again.
+    pub verify_every: Duration,
 }
 
 impl Default for PushOptions {
@@ -40,6 +44,7 @@ impl Default for PushOptions {
             backoff: Duration::from_millis(100),
             reconcile_every: Duration::from_millis(500),
             max_backoff: Duration::from_secs(5),
+            verify_every: Duration::from_secs(10),
         }
     }
 }
@@ -88,9 +93,14 @@ impl Pusher {
 
 /// Runs reconciliation rounds until the task is dropped.
 pub async fn run(app: Arc<App>) {
+    let mut verified = Instant::now();
     loop {
         if let Err(e) = round(&app) {
             tracing::warn!("reconcile round failed: {e}");
+        }
+        if verified.elapsed() >= app.push.verify_every {
+            verified = Instant::now();
+            tokio::spawn(verify(app.clone()));
         }
         tokio::select! {
             () = app.pusher.wake.notified() => {}
@@ -152,6 +162,58 @@ fn round(app: &Arc<App>) -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+/// Asks every edge believed to hold the committed version what it holds,
+/// and forgets the belief where it is wrong, so the next round pushes again.
+async fn verify(app: Arc<App>) {
+    let (Ok(Some(current)), Ok(edges)) = (app.store.current(), app.store.edges()) else {
+        return;
+    };
+    let checks = edges.into_iter().filter(|e| {
+        let state = app.pusher.lock();
+        state.confirmed.contains(&(e.id, current.version)) && !state.in_flight.contains(&e.id)
+    });
+    let checks = checks.map(|edge| {
+        let (app, digest) = (app.clone(), current.digest.clone());
+        async move {
+            let url = format!("{}{ADMIN_PATH}", edge.url.trim_end_matches('/'));
+            let sent = app
+                .pusher
+                .http
+                .get(&url)
+                .timeout(app.push.timeout)
+                .send()
+                .await;
+            let Ok(held) = (match sent {
+                Ok(r) => r.json::<AppliedReply>().await,
+                Err(e) => Err(e),
+            }) else {
+                // Silence is for the push path to judge, at the next version.
+                return;
+            };
+            let held_digest = held.digest.map(|d| d.to_string());
+            if held.version == current.version && held_digest.as_deref() == Some(digest.as_str()) {
+                return;
+            }
+            tracing::warn!(
+                "{} holds version {} instead of {}: pushing again",
+                edge.url,
+                held.version,
+                current.version
+            );
+            record(
+                app.store
+                    .record_held(edge.id, held.version, held_digest.as_deref()),
+            );
+            app.pusher
+                .lock()
+                .confirmed
+                .remove(&(edge.id, current.version));
+            app.pusher.wake();
+        }
+    });
+    futures_util::future::join_all(checks).await;
 }
 
 enum Outcome {

@@ -458,6 +458,22 @@ impl Store {
         Ok(())
     }
 
+    /// An edge reported holding `version` (`digest`), not what it acknowledged.
+    pub fn record_held(
+        &self,
+        edge: i64,
+        version: u64,
+        digest: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
+                reported_version = MAX(reported_version, ?2), last_contact_ms = ?4
+             WHERE edge_id = ?1",
+            params![edge, version as i64, digest, now_ms()],
+        )?;
+        Ok(())
+    }
+
     /// A push got no answer.
     pub fn record_failure(&self, edge: i64, error: &str) -> rusqlite::Result<()> {
         self.conn().execute(

@@ -518,6 +518,37 @@ async fn an_edge_down_during_a_push_is_stale_then_reconciled_without_a_new_push(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_comes_back_empty_is_given_the_committed_version_again() {
+    let scratch = Scratch::new("drift");
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let first = edge(&scratch.0, "first", &old, &new, None).await;
+    let gate = Gate::start(first.addr).await;
+    let control = Control::start(&scratch.0).await;
+    control
+        .cli(ADMIN, &["edges", "add", &gate.url()])
+        .await
+        .ok();
+    let v1 = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
+    control
+        .cli(DEPLOY, &["push", &v1, "--wait", "--timeout", "20s"])
+        .await
+        .ok();
+
+    // The edge is replaced by one with an empty store, at the same address.
+    let replacement = edge(&scratch.0, "replacement", &old, &new, None).await;
+    assert_eq!(held(replacement.addr).await.0, 0);
+    gate.retarget(replacement.addr);
+    let restored = eventually(Duration::from_secs(10), || async {
+        held(replacement.addr).await.0 == 1
+    })
+    .await;
+    assert!(restored, "the service noticed and pushed version 1 again");
+    let history = control.get("/v1/versions").await;
+    assert_eq!(history["versions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(states(&control.status().await), ["ACK"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_shows_its_error_and_tokens_are_checked() {
     let scratch = Scratch::new("nack");
     let (old, new) = (Origin::start("old").await, Origin::start("new").await);

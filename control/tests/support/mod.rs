@@ -89,7 +89,7 @@ impl Control {
             .arg("--tokens")
             .arg(dir.join("tokens"))
             .args(["--reconcile-every", "200ms", "--push-timeout", "1s"])
-            .args(["--unreachable-after", "60s"])
+            .args(["--unreachable-after", "60s", "--verify-every", "1s"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -261,6 +261,7 @@ pub struct Gate {
     pub addr: SocketAddr,
     mode: Arc<AtomicU64>,
     epoch: Arc<AtomicU64>,
+    upstream: Arc<std::sync::Mutex<SocketAddr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -279,12 +280,15 @@ impl Gate {
         let mode = Arc::new(AtomicU64::new(PASS));
         let epoch = Arc::new(AtomicU64::new(0));
         let (m, e) = (mode.clone(), epoch.clone());
+        let target = Arc::new(std::sync::Mutex::new(upstream));
+        let t = target.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut down, _)) = listener.accept().await else {
                     continue;
                 };
                 let (m, e) = (m.clone(), e.clone());
+                let upstream = *t.lock().expect("gate target");
                 tokio::spawn(async move {
                     let born = e.load(Ordering::SeqCst);
                     let delay = m.load(Ordering::SeqCst);
@@ -316,12 +320,20 @@ impl Gate {
             addr,
             mode,
             epoch,
+            upstream: target,
             task,
         }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Sends new connections to `upstream` (and cuts open ones), as if the
+    /// edge behind this address had been replaced.
+    pub fn retarget(&self, upstream: SocketAddr) {
+        *self.upstream.lock().expect("gate target") = upstream;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// PASS, DOWN, or a delay in ms for each new connection. Open
