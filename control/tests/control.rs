@@ -804,13 +804,20 @@ async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
     }
 }
 
-/// Commit-to-last-ACK time, median of 20 pushes, for 2 and for 20 edges.
+/// Commit-to-last-ACK time, median of 20 pushes, for 2 and for 20 edges
+/// (or the counts in `ROLLOUT_MEASURE_EDGES`).
 /// A measurement, not a check: `cargo test --release -p rollout-control
 /// --test control -- --ignored --nocapture convergence`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run it on purpose"]
 async fn convergence_time_for_2_and_20_edges() {
-    for n in [2usize, 20] {
+    // ROLLOUT_MEASURE_EDGES=2,20,100 measures other counts.
+    let counts: Vec<usize> = std::env::var("ROLLOUT_MEASURE_EDGES")
+        .unwrap_or_else(|_| "2,20".to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    for n in counts {
         let scratch = Scratch::new("measure");
         let (old, new) = (Origin::start("old").await, Origin::start("new").await);
         let mut edges = Vec::new();
