@@ -90,6 +90,15 @@ async fn main() {
     let direct = time_requests(&http, &direct_url, n).await;
     let via_edge = time_requests(&http, &edge_url, n).await;
 
+    // A fresh instance per request is Spin's model; time instantiation alone.
+    let mut instantiations = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let start = Instant::now();
+        let k = runtime().kernel().await.expect("kernel");
+        instantiations.push(start.elapsed());
+        drop(k);
+    }
+    instantiations.sort();
     let mut kernel = runtime().kernel_with(kv).await.expect("kernel");
     let headers = vec![
         (
@@ -142,6 +151,11 @@ async fn main() {
     println!(
         "| added by the edge (p50 difference) | {} | |",
         micros(percentile(&via_edge, 0.5).saturating_sub(percentile(&direct, 0.5)))
+    );
+    println!(
+        "| of which instantiating the component (one per request) | {} | {} |",
+        micros(percentile(&instantiations, 0.5)),
+        micros(percentile(&instantiations, 0.99))
     );
     println!();
     println!(
