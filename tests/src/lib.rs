@@ -285,14 +285,24 @@ pub async fn applied(client: &reqwest::Client, edge: SocketAddr) -> (u64, Option
     )
 }
 
-/// GETs `/` through the edge as user `key`: (arm header, origin that answered).
-pub async fn arm_for(client: &reqwest::Client, edge: SocketAddr, key: &str) -> (String, String) {
-    let resp = client
-        .get(format!("http://{edge}/"))
+/// GETs `path` through the edge as user `key`.
+pub async fn get_as(
+    client: &reqwest::Client,
+    edge: SocketAddr,
+    path: &str,
+    key: &str,
+) -> reqwest::Response {
+    client
+        .get(format!("http://{edge}{path}"))
         .header("x-user-id", key)
         .send()
         .await
-        .expect("request reaches the edge");
+        .expect("request reaches the edge")
+}
+
+/// GETs `/` through the edge as user `key`: (arm header, origin that answered).
+pub async fn arm_for(client: &reqwest::Client, edge: SocketAddr, key: &str) -> (String, String) {
+    let resp = get_as(client, edge, "/", key).await;
     let arm = header(&resp, "x-rollout-arm");
     let origin = header(&resp, "x-origin");
     (arm, origin)

@@ -273,12 +273,7 @@ async fn a_restarted_edge_with_a_file_store_serves_its_last_applied_version() {
 
     let second = start_edge(setup, Arc::new(SqliteKv::open(&path).expect("reopen"))).await;
     assert_eq!(applied(&client, second.addr).await, (7, Some(digest(&v7))));
-    let resp = client
-        .get(format!("http://{}/", second.addr))
-        .header("x-user-id", "carol")
-        .send()
-        .await
-        .expect("req");
+    let resp = get_as(&client, second.addr, "/", "carol").await;
     assert_eq!(
         (
             header(&resp, "x-rollout-version"),
@@ -408,12 +403,13 @@ async fn five_mebibyte_bodies_cross_the_edge_byte_for_byte_both_ways() {
     let echoed: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(echoed["body_sha256"].as_str(), Some(want.as_str()));
 
-    let resp = client
-        .get(format!("http://{}/big/{}", edge.addr, 5 * 1024 * 1024))
-        .header("x-user-id", "erin")
-        .send()
-        .await
-        .expect("download");
+    let resp = get_as(
+        &client,
+        edge.addr,
+        &format!("/big/{}", 5 * 1024 * 1024),
+        "erin",
+    )
+    .await;
     let announced = header(&resp, "x-body-sha256");
     let bytes = resp.bytes().await.expect("body");
     assert_eq!(bytes.len(), 5 * 1024 * 1024);
@@ -443,12 +439,7 @@ async fn a_dead_origin_gets_a_502_naming_the_arm_unless_failover_sends_it_to_old
 
     let (v1, s1) = envelope(1, config(&old.url(), &dead, 100.0, json!({})));
     assert_eq!(push(&client, edge.addr, v1, &s1).await.0, 200);
-    let resp = client
-        .get(format!("http://{}/", edge.addr))
-        .header("x-user-id", "frank")
-        .send()
-        .await
-        .expect("req");
+    let resp = get_as(&client, edge.addr, "/", "frank").await;
     assert_eq!(resp.status(), 502);
     assert_eq!(header(&resp, "x-rollout-arm"), "new");
     let text = resp.text().await.expect("body");
@@ -457,12 +448,7 @@ async fn a_dead_origin_gets_a_502_naming_the_arm_unless_failover_sends_it_to_old
     let failover = json!({"failover": {"connect_error": true, "statuses": [503]}});
     let (v2, s2) = envelope(2, config(&old.url(), &dead, 100.0, failover));
     assert_eq!(push(&client, edge.addr, v2, &s2).await.0, 200);
-    let resp = client
-        .get(format!("http://{}/", edge.addr))
-        .header("x-user-id", "frank")
-        .send()
-        .await
-        .expect("req");
+    let resp = get_as(&client, edge.addr, "/", "frank").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         (header(&resp, "x-rollout-arm"), header(&resp, "x-origin")),
