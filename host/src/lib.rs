@@ -185,6 +185,22 @@ impl Kernel {
             .call_route_repeat(&mut self.store, host, path, headers, times)
             .await?)
     }
+
+    /// `decide` alone `times` times inside the component, on `config` (JSON)
+    /// parsed once first; the last arm, or the config's error.
+    pub async fn decide_repeat(
+        &mut self,
+        config: &str,
+        host: &str,
+        path: &str,
+        headers: &[(String, String)],
+        times: u32,
+    ) -> anyhow::Result<Result<String, String>> {
+        let kernel = self.exports.rollout_edge_kernel();
+        Ok(kernel
+            .call_decide_repeat(&mut self.store, config, host, path, headers, times)
+            .await?)
+    }
 }
 
 impl Runtime {
@@ -387,15 +403,22 @@ async fn call(
 }
 
 /// Accepts connections on `listener` and serves them with the component, until
-/// the returned future is dropped.
+/// the returned future is dropped, which also closes every open connection.
 pub async fn serve(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     listener: TcpListener,
 ) -> anyhow::Result<()> {
     let pool = outbound::pool();
+    // Connections live in this set, so dropping the future closes them too:
+    // a stopped edge answers nothing, not even on kept-alive connections.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (tcp, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: keep serving.
@@ -408,7 +431,7 @@ pub async fn serve(
         let runtime = runtime.clone();
         let edge = edge.clone();
         let pool = pool.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 handle(runtime.clone(), edge.clone(), pool.clone(), req, peer)
             });
