@@ -7,23 +7,22 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rollout_core::edge::Active;
 use rollout_core::{Applied, Config, Digest, Request, bucket_of, decide};
 
-/// 10 routes (9 matched by host and path, one default), 2 flags each, and 3
-/// key sources per route: the shape of a busy production config.
-fn realistic_config() -> String {
-    let route = |i: usize, matches: bool| {
-        let m = if matches {
-            format!(r#""match":{{"host":"svc{i}.example.com","path_prefix":"/api/v{i}"}},"#)
-        } else {
-            String::new()
-        };
-        format!(
-            r#"{{"id":"route-{i}",{m}"old":"https://old-{i}.internal","new":"https://new-{i}.internal",
-            "new_weight":12.5,"key":["header:x-user-id","cookie:session","client-ip"],
-            "flags":[{{"name":"flag-{i}-a","percent":10,"allow":["vip-1","vip-2"]}},{{"name":"flag-{i}-b","percent":50}}]}}"#
-        )
-    };
-    let routes: Vec<String> = (0..10).map(|i| route(i, i < 9)).collect();
-    format!(r#"{{"schema":1,"routes":[{}]}}"#, routes.join(","))
+/// The decision both decide() benchmarks time, natively here and inside the
+/// component (rollout-bench): a busy production config and a browser GET.
+const DECIDE_CASE: &str = include_str!("decide-case.json");
+
+#[derive(serde::Deserialize)]
+struct DecideCase {
+    config: serde_json::Value,
+    request: CaseRequest,
+}
+
+#[derive(serde::Deserialize)]
+struct CaseRequest {
+    host: String,
+    path: String,
+    client_ip: String,
+    headers: Vec<(String, String)>,
 }
 
 /// A config of about 64 KiB: many routes with allow-lists.
@@ -55,27 +54,22 @@ fn benches(c: &mut Criterion) {
         b.iter(|| bucket_of(black_box("route-5"), black_box(key)))
     });
 
-    let config = Config::from_json(realistic_config().as_bytes()).expect("valid config");
-    let headers = [
-        ("host", "svc5.example.com"),
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"),
-        ("accept", "text/html,application/xhtml+xml"),
-        ("accept-language", "en-GB,en;q=0.9"),
-        ("accept-encoding", "gzip, br"),
-        (
-            "cookie",
-            "theme=dark; session=3f2c9a1e-8b7d-4c6a-9e5f-1a2b3c4d5e6f; _ga=GA1.2.3",
-        ),
-        ("x-request-id", "abc123"),
-        ("referer", "https://svc5.example.com/"),
-    ];
+    let case: DecideCase = serde_json::from_str(DECIDE_CASE).expect("decide-case.json");
+    let config_json = serde_json::to_vec(&case.config).expect("json");
+    let config = Config::from_json(&config_json).expect("valid config");
+    let headers: Vec<(&str, &str)> = case
+        .request
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let request = Request {
         method: "GET",
-        host: "svc5.example.com",
-        path: "/api/v5/orders/17",
-        query: "page=2",
+        host: &case.request.host,
+        path: &case.request.path,
+        query: "",
         headers: &headers,
-        client_ip: Some("198.51.100.23"),
+        client_ip: Some(&case.request.client_ip),
         mint: None,
     };
     c.bench_function("decide/10 routes, 20 flags, 3 key sources", |b| {

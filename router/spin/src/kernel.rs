@@ -2,7 +2,7 @@
 //! per-request routing work, reachable by the host so the frozen vectors are
 //! checked against this very build and the guest's own cost can be timed.
 
-use rollout_core::{Request, bucket_of, decide};
+use rollout_core::{Config, Request, bucket_of, decide};
 use spin_sdk::key_value::Store;
 
 use rollout_core::edge::StoredActive;
@@ -59,6 +59,39 @@ impl exports::rollout::edge::kernel::Guest for Kernel {
             arm = decide(&config, &request).arm.as_str().to_owned();
         }
         Ok(arm)
+    }
+
+    fn decide_repeat(
+        config: String,
+        host: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        times: u32,
+    ) -> Result<String, String> {
+        let config = Config::from_json(config.as_bytes()).map_err(|e| e.to_string())?;
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let request = Request {
+            method: "GET",
+            host: &host,
+            path: &path,
+            query: "",
+            headers: &headers,
+            client_ip: Some("198.51.100.23"),
+            mint: None,
+        };
+        let mut arm = "";
+        for _ in 0..times {
+            arm = decide(
+                std::hint::black_box(&config),
+                std::hint::black_box(&request),
+            )
+            .arm
+            .as_str();
+        }
+        Ok(arm.to_owned())
     }
 }
 
