@@ -1,0 +1,270 @@
+//! Decision cost: `bucket_of` and `decide()` natively (criterion's samples)
+//! and inside the component (a guest-side loop timed from the host), plus a
+//! request's whole routing work in the component.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use rollout_host::{KvBackend, MemoryKv, Runtime};
+use serde::Deserialize;
+
+use crate::report::Row;
+use crate::stats::{Spread, secs, spread};
+
+const SECTION: &str = "decision";
+
+/// The decision both decide() benchmarks time (also read by core's criterion bench).
+const DECIDE_CASE: &str = include_str!("../../core/benches/decide-case.json");
+
+/// The 36-byte key both bucket benchmarks hash, under route-5's salt.
+const KEY: &str = "3f2c9a1e-8b7d-4c6a-9e5f-1a2b3c4d5e6f";
+
+#[derive(Deserialize)]
+struct DecideCase {
+    config: serde_json::Value,
+    request: CaseRequest,
+}
+
+#[derive(Deserialize)]
+struct CaseRequest {
+    host: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+/// How many samples to take.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Calls timed per guest-side measurement.
+    pub samples: usize,
+    /// Iterations inside each call.
+    pub loop_len: u32,
+}
+
+/// Criterion's samples for one benchmark: the mean time per iteration of
+/// each sample, in seconds.
+fn criterion_samples(dir: &Path, full_id: &str) -> anyhow::Result<Vec<f64>> {
+    #[derive(Deserialize)]
+    struct Id {
+        full_id: String,
+    }
+    #[derive(Deserialize)]
+    struct Sample {
+        iters: Vec<f64>,
+        times: Vec<f64>,
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "reading criterion results in {} (run `cargo bench -p rollout-core --bench core` first)",
+            dir.display()
+        )
+    })?;
+    for entry in entries {
+        let new = entry?.path().join("new");
+        let Ok(id) = std::fs::read(new.join("benchmark.json")) else {
+            continue;
+        };
+        let id: Id = serde_json::from_slice(&id)?;
+        if id.full_id != full_id {
+            continue;
+        }
+        let sample: Sample = serde_json::from_slice(&std::fs::read(new.join("sample.json"))?)
+            .context("criterion sample.json")?;
+        // times are nanoseconds for the whole sample of iters iterations.
+        return Ok(sample
+            .iters
+            .iter()
+            .zip(&sample.times)
+            .filter(|(i, _)| **i > 0.0)
+            .map(|(i, t)| t / i / 1e9)
+            .collect());
+    }
+    bail!(
+        "no criterion result for {full_id:?} in {} (run `cargo bench -p rollout-core --bench core` first)",
+        dir.display()
+    )
+}
+
+/// Pushes the decide case's config into `kv` the way an edge applies it, so
+/// the component's `route-repeat` reads what a real edge would.
+async fn apply(
+    runtime: &Arc<Runtime>,
+    kv: Arc<dyn KvBackend>,
+    config: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let doc = serde_json::from_value(config.clone()).context("decide-case config")?;
+    let (body, signature) = rollout_tests::envelope(1, doc);
+    let edge = rollout_host::Edge {
+        kv,
+        variables: [(
+            "public_key".to_owned(),
+            rollout_tests::secret().public_key().to_string(),
+        )]
+        .into(),
+        allow: rollout_host::AllowList::default(),
+    };
+    let running =
+        rollout_host::RunningEdge::start(runtime.clone(), edge, "127.0.0.1:0".parse()?).await?;
+    let (status, reply) =
+        rollout_tests::push(&rollout_tests::client(), running.addr, body, &signature).await;
+    if status != 200 {
+        bail!("the edge refused the decide-case config: {status} {reply}");
+    }
+    Ok(())
+}
+
+/// Runs the section.
+pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let native = |id: &str| -> anyhow::Result<Spread> {
+        let mut s = criterion_samples(criterion, id)?;
+        Spread::of(&mut s).with_context(|| format!("criterion result for {id:?} has no samples"))
+    };
+    let bucket = native("bucket_of/36-byte key")?;
+    rows.push(Row::info(
+        SECTION,
+        format!(
+            "bucket_of, 36-byte key, native (criterion, {} samples)",
+            bucket.n
+        ),
+        spread(&bucket),
+    ));
+    let decide = native("decide/10 routes, 20 flags, 3 key sources")?;
+    rows.push(Row::budget(
+        SECTION,
+        format!(
+            "decide(), parsed config (10 routes, 20 flags), native (criterion, {} samples)",
+            decide.n
+        ),
+        spread(&decide),
+        "≤ 0.2 µs",
+        decide.p50 <= 0.2e-6,
+    ));
+    for id in [
+        "Active::from_compact/realistic config",
+        "parse+validate+compile/64 KiB config",
+    ] {
+        // Apply-time costs: reported when criterion ran them (not in smoke runs).
+        if let Ok(s) = native(id) {
+            rows.push(Row::info(
+                SECTION,
+                format!("{id}, native (criterion, {} samples)", s.n),
+                spread(&s),
+            ));
+        }
+    }
+
+    let case: DecideCase = serde_json::from_str(DECIDE_CASE).context("decide-case.json")?;
+    let config_json = serde_json::to_string(&case.config)?;
+    let mut kernel = runtime.kernel().await?;
+
+    // Guest-side loops: each call runs `loop_len` iterations; one sample is
+    // the call's time divided by them.
+    let mut per_hash = Vec::with_capacity(plan.samples);
+    for _ in 0..plan.samples {
+        let start = Instant::now();
+        kernel.bucket_repeat("route-5", KEY, plan.loop_len).await?;
+        per_hash.push(start.elapsed().as_secs_f64() / f64::from(plan.loop_len));
+    }
+    let wasm_bucket = Spread::of(&mut per_hash).context("no samples")?;
+    rows.push(Row::info(
+        SECTION,
+        format!(
+            "bucket_of in the component ({} calls of {} hashes)",
+            wasm_bucket.n, plan.loop_len
+        ),
+        spread(&wasm_bucket),
+    ));
+
+    // decide-repeat parses the config once per call: time that (times = 0)
+    // and take it off each sample.
+    let (host, path, headers) = (
+        &case.request.host,
+        &case.request.path,
+        &case.request.headers,
+    );
+    let mut fixed = Vec::with_capacity(plan.samples);
+    for _ in 0..plan.samples {
+        let start = Instant::now();
+        kernel
+            .decide_repeat(&config_json, host, path, headers, 0)
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        fixed.push(start.elapsed().as_secs_f64());
+    }
+    let fixed = Spread::of(&mut fixed).context("no samples")?.p50;
+    let mut per_decide = Vec::with_capacity(plan.samples);
+    let mut arm = String::new();
+    for _ in 0..plan.samples {
+        let start = Instant::now();
+        arm = kernel
+            .decide_repeat(&config_json, host, path, headers, plan.loop_len)
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        let t = start.elapsed().as_secs_f64() - fixed;
+        per_decide.push(t.max(0.0) / f64::from(plan.loop_len));
+    }
+    if arm != "old" && arm != "new" {
+        bail!("decide-repeat answered {arm:?}");
+    }
+    let wasm_decide = Spread::of(&mut per_decide).context("no samples")?;
+    rows.push(Row::budget(
+        SECTION,
+        format!(
+            "decide(), parsed config, in the component ({} calls of {}, parse time {} subtracted)",
+            wasm_decide.n,
+            plan.loop_len,
+            secs(fixed)
+        ),
+        spread(&wasm_decide),
+        "≤ 0.5 µs",
+        wasm_decide.p50 <= 0.5e-6,
+    ));
+
+    // A request's routing work, one call per request: open the store, read
+    // and decode the stored config, decide.
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    apply(runtime, kv.clone(), &case.config).await?;
+    let mut kernel = runtime.kernel_with(kv).await?;
+    let mut per_request = Vec::with_capacity(plan.samples * 10);
+    for _ in 0..plan.samples * 10 {
+        let start = Instant::now();
+        kernel
+            .route_repeat(host, path, headers, 1)
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        per_request.push(start.elapsed().as_secs_f64());
+    }
+    let request = Spread::of(&mut per_request).context("no samples")?;
+    rows.push(Row::budget(
+        SECTION,
+        format!(
+            "per request in the component: store read + decode + decide ({} calls, host call included)",
+            request.n
+        ),
+        spread(&request),
+        "≤ 20 µs p50",
+        request.p50 <= 20e-6,
+    ));
+
+    // Spin's model is a fresh instance per request: its cost on its own.
+    let mut instantiate = Vec::with_capacity(plan.samples * 10);
+    for _ in 0..plan.samples * 10 {
+        let start = Instant::now();
+        let k = runtime.kernel().await?;
+        instantiate.push(start.elapsed().as_secs_f64());
+        drop(k);
+    }
+    let instantiate = Spread::of(&mut instantiate).context("no samples")?;
+    rows.push(Row::info(
+        SECTION,
+        format!(
+            "instantiating the component (one per request; {} instances)",
+            instantiate.n
+        ),
+        spread(&instantiate),
+    ));
+    Ok(rows)
+}

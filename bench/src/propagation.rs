@@ -1,0 +1,463 @@
+//! Rollback propagation: edges on loopback (one process, one component
+//! instance per request, each edge with its own SQLite store) registered
+//! with one `rollout serve`; pushes timed from the API call to the last ACK
+//! and until a request through every edge shows the new version. Then the
+//! same with some edges down, and the time to reconcile them once back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt as _;
+use rollout_host::{AllowList, Edge, KvBackend, RunningEdge, Runtime, SqliteKv};
+use serde_json::{Value, json};
+
+use crate::procs::{Child, Origin, Scratch, spawn_listening};
+use crate::report::Row;
+use crate::stats::{Spread, secs, spread};
+
+const SECTION: &str = "propagation";
+const ADMIN: &str = "bench-admin-token-0001";
+const DEPLOY: &str = "bench-deploy-token-0002";
+/// How long any one push may take to land before the run fails.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Sizes of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Edges registered with the control service.
+    pub edges: usize,
+    /// Pushes with every edge up.
+    pub pushes: usize,
+    /// Edges taken down at a time.
+    pub down: usize,
+    /// Down/up cycles (a different group of edges each time).
+    pub cycles: usize,
+    /// Pushes per cycle while the group is down.
+    pub pushes_while_down: usize,
+}
+
+/// One edge: its store outlives the process serving it, as a restart would.
+struct BenchEdge {
+    addr: SocketAddr,
+    kv: Arc<dyn KvBackend>,
+    running: Option<RunningEdge>,
+}
+
+fn edge_setup(kv: Arc<dyn KvBackend>, old: &Origin, new: &Origin) -> anyhow::Result<Edge> {
+    Ok(Edge {
+        kv,
+        variables: [
+            (
+                "public_key".to_owned(),
+                rollout_tests::secret().public_key().to_string(),
+            ),
+            ("old_origin".to_owned(), old.url()),
+        ]
+        .into(),
+        allow: AllowList::new(&[old.url(), new.url()])?,
+    })
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+struct Control {
+    _child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Control {
+    async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Control> {
+        let key = dir.join("control.key");
+        std::fs::write(&key, rollout_tests::secret().to_text())?;
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, format!("admin ops {ADMIN}\ndeploy ci {DEPLOY}\n"))?;
+        let args: Vec<String> = [
+            "serve",
+            "--db",
+            &dir.join("control.sqlite").display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            &key.display().to_string(),
+            "--tokens",
+            &tokens.display().to_string(),
+            // Verification GETs would move `last_contact`, which times the ACKs.
+            "--verify-every",
+            "1h",
+        ]
+        .map(str::to_owned)
+        .into();
+        let child = spawn_listening(bin, &args).await?;
+        Ok(Control {
+            url: format!("http://{}", child.addr),
+            _child: child,
+            http: rollout_tests::client(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("control {path}"))?;
+        let status = resp.status();
+        let json: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("control {path} reply"))?;
+        if !status.is_success() {
+            bail!("control {path}: {status} {json}");
+        }
+        Ok(json)
+    }
+
+    /// Commits a version; returns its number.
+    async fn commit(&self, body: Value) -> anyhow::Result<u64> {
+        let reply = self
+            .call(reqwest::Method::POST, "/v1/versions", DEPLOY, Some(body))
+            .await?;
+        reply["version"]
+            .as_u64()
+            .context("commit reply has no version")
+    }
+
+    /// Waits until every edge in `urls` has ACKed `version`; then the
+    /// latest of their ACK instants (ms since the epoch), and each one's.
+    async fn acked(&self, urls: &[String], version: u64) -> anyhow::Result<(f64, Vec<f64>)> {
+        let start = Instant::now();
+        loop {
+            let status = self
+                .call(reqwest::Method::GET, "/v1/status", DEPLOY, None)
+                .await?;
+            let by_url: HashMap<&str, &Value> = status["edges"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| Some((e["url"].as_str()?.trim_end_matches('/'), e)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut times = Vec::with_capacity(urls.len());
+            for url in urls {
+                let Some(e) = by_url.get(url.as_str()) else {
+                    bail!("edge {url} is not registered");
+                };
+                if e["acked_version"].as_u64().unwrap_or(0) < version {
+                    break;
+                }
+                let contact = e["last_contact"]
+                    .as_str()
+                    .context("an ACKed edge has no last_contact")?;
+                let at = humantime::parse_rfc3339(contact)
+                    .with_context(|| format!("last_contact {contact:?}"))?;
+                times.push(at.duration_since(UNIX_EPOCH)?.as_secs_f64() * 1e3);
+            }
+            if times.len() == urls.len() {
+                let last = times.iter().copied().fold(f64::MIN, f64::max);
+                return Ok((last, times));
+            }
+            if start.elapsed() > LIMIT {
+                bail!("edges did not all ACK version {version} within {LIMIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Requests through every edge in `addrs` until each shows `version` (or a
+/// later one) in `x-rollout-version`; the time from `since` to the last.
+async fn probe(
+    http: &reqwest::Client,
+    addrs: &[SocketAddr],
+    version: u64,
+    since: Instant,
+) -> anyhow::Result<Duration> {
+    let mut pending: Vec<SocketAddr> = addrs.to_vec();
+    let mut last = Duration::ZERO;
+    while !pending.is_empty() {
+        if since.elapsed() > LIMIT {
+            bail!(
+                "{} edges still serve an older version after {LIMIT:?}",
+                pending.len()
+            );
+        }
+        let seen: Vec<(SocketAddr, bool)> = futures_util::stream::iter(pending.iter().copied())
+            .map(|addr| async move {
+                let shown = match http
+                    .get(format!("http://{addr}/"))
+                    .header("x-user-id", "probe")
+                    .send()
+                    .await
+                {
+                    Ok(resp) => {
+                        let v = resp
+                            .headers()
+                            .get("x-rollout-version")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        let _ = resp.bytes().await;
+                        v
+                    }
+                    Err(_) => 0,
+                };
+                (addr, shown >= version)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let now = since.elapsed();
+        for (addr, ok) in seen {
+            if ok {
+                last = last.max(now);
+                pending.retain(|a| *a != addr);
+            }
+        }
+    }
+    Ok(last)
+}
+
+fn one_route(old: &Origin, new: &Origin, percent: f64) -> Value {
+    json!({"schema": 1, "routes": [{"id": "web", "old": old.url(), "new": new.url(),
+        "new_weight": percent, "key": ["header:x-user-id", "cookie:rollout_id"]}]})
+}
+
+/// The weights pushes alternate between: a ramp step and its rollback.
+fn weight(i: usize) -> u32 {
+    if i.is_multiple_of(2) { 10 } else { 0 }
+}
+
+struct Samples {
+    ack: Vec<f64>,
+    probe: Vec<f64>,
+    api: Vec<f64>,
+}
+
+/// Pushes `count` set-weights, each timed to the last ACK and the last
+/// probe over `up`; `version` is the current version and moves on.
+async fn pushes(
+    control: &Control,
+    http: &reqwest::Client,
+    up: &[SocketAddr],
+    version: &mut u64,
+    count: usize,
+) -> anyhow::Result<Samples> {
+    let urls: Vec<String> = up.iter().map(|a| format!("http://{a}")).collect();
+    let mut s = Samples {
+        ack: Vec::new(),
+        probe: Vec::new(),
+        api: Vec::new(),
+    };
+    for i in 0..count {
+        let called = now_ms();
+        let start = Instant::now();
+        let v = control
+            .commit(json!({"expected_version": *version, "reason": "bench",
+                "patch": {"op": "set_weight", "route": "web", "percent": weight(i)}}))
+            .await?;
+        s.api.push(start.elapsed().as_secs_f64());
+        *version = v;
+        s.probe.push(probe(http, up, v, start).await?.as_secs_f64());
+        let (last_ack, _) = control.acked(&urls, v).await?;
+        s.ack.push((last_ack - called).max(0.0) / 1e3);
+    }
+    Ok(s)
+}
+
+/// Runs the section.
+pub async fn run(
+    runtime: &Arc<Runtime>,
+    rollout_bin: &Path,
+    plan: Plan,
+) -> anyhow::Result<Vec<Row>> {
+    if plan.down * plan.cycles > plan.edges {
+        bail!(
+            "cannot take {} groups of {} down among {} edges",
+            plan.cycles,
+            plan.down,
+            plan.edges
+        );
+    }
+    let scratch = Scratch::new("propagation")?;
+    let (old, new) = (Origin::start("old").await?, Origin::start("new").await?);
+    let mut edges = Vec::with_capacity(plan.edges);
+    for i in 0..plan.edges {
+        let kv: Arc<dyn KvBackend> =
+            Arc::new(SqliteKv::open(&scratch.0.join(format!("edge-{i}.sqlite")))?);
+        let running = RunningEdge::start(
+            runtime.clone(),
+            edge_setup(kv.clone(), &old, &new)?,
+            "127.0.0.1:0".parse()?,
+        )
+        .await?;
+        edges.push(BenchEdge {
+            addr: running.addr,
+            kv,
+            running: Some(running),
+        });
+    }
+    let control = Control::start(rollout_bin, &scratch.0).await?;
+    for e in &edges {
+        control
+            .call(
+                reqwest::Method::POST,
+                "/v1/edges",
+                ADMIN,
+                Some(json!({"url": format!("http://{}", e.addr)})),
+            )
+            .await?;
+    }
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let all: Vec<SocketAddr> = edges.iter().map(|e| e.addr).collect();
+    let mut version = control
+        .commit(json!({"expected_version": 0, "reason": "bench start",
+            "config": one_route(&old, &new, 0.0)}))
+        .await?;
+    probe(&http, &all, version, Instant::now()).await?;
+
+    let mut rows = Vec::new();
+    let n = plan.edges;
+    let mut s = pushes(&control, &http, &all, &mut version, plan.pushes).await?;
+    let ack = Spread::of(&mut s.ack).context("no pushes")?;
+    let probed = Spread::of(&mut s.probe).context("no pushes")?;
+    let api = Spread::of(&mut s.api).context("no pushes")?;
+    rows.push(Row::budget(
+        SECTION,
+        format!("push to {n} edges: API call → last ACK ({} pushes)", ack.n),
+        spread(&ack),
+        "≤ 200 ms p50, ≤ 1 s p99",
+        ack.p50 <= 0.2 && ack.p99 <= 1.0,
+    ));
+    rows.push(Row::budget(
+        SECTION,
+        format!("push to {n} edges: API call → a request through every edge shows it"),
+        spread(&probed),
+        "well under 1 s (rollback)",
+        probed.p99 < 1.0,
+    ));
+    rows.push(Row::info(
+        SECTION,
+        "the API call itself (validate, sign, commit with fsync)",
+        spread(&api),
+    ));
+
+    let up_count = n - plan.down;
+    let mut while_down = Samples {
+        ack: Vec::new(),
+        probe: Vec::new(),
+        api: Vec::new(),
+    };
+    let mut reconcile_ack = Vec::new();
+    let mut reconcile_probe = Vec::new();
+    for cycle in 0..plan.cycles {
+        let group: Vec<usize> = (cycle * plan.down..(cycle + 1) * plan.down).collect();
+        for &i in &group {
+            edges[i].running = None;
+        }
+        // Let the aborted serve tasks close their listeners and connections.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let up: Vec<SocketAddr> = edges
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !group.contains(i))
+            .map(|(_, e)| e.addr)
+            .collect();
+        let mut s = pushes(&control, &http, &up, &mut version, plan.pushes_while_down).await?;
+        while_down.ack.append(&mut s.ack);
+        while_down.probe.append(&mut s.probe);
+
+        let back = now_ms();
+        let since = Instant::now();
+        for &i in &group {
+            let e = &mut edges[i];
+            let kv = e.kv.clone();
+            let make = || edge_setup(kv.clone(), &old, &new);
+            e.running = Some(restart(runtime, make, e.addr).await?);
+        }
+        let addrs: Vec<SocketAddr> = group.iter().map(|&i| edges[i].addr).collect();
+        reconcile_probe.push(probe(&http, &addrs, version, since).await?.as_secs_f64());
+        let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+        let (_, each) = control.acked(&urls, version).await?;
+        reconcile_ack.extend(each.iter().map(|t| (t - back).max(0.0) / 1e3));
+    }
+    if plan.cycles > 0 {
+        let down = plan.down;
+        let ack = Spread::of(&mut while_down.ack).context("no pushes")?;
+        let probed = Spread::of(&mut while_down.probe).context("no pushes")?;
+        rows.push(Row::budget(
+            SECTION,
+            format!(
+                "{down} of {n} edges down: API call → last ACK of the other {up_count} ({} pushes)",
+                ack.n
+            ),
+            spread(&ack),
+            "≤ 200 ms p50, ≤ 1 s p99",
+            ack.p50 <= 0.2 && ack.p99 <= 1.0,
+        ));
+        rows.push(Row::info(
+            SECTION,
+            format!("{down} of {n} edges down: API call → a request through each of the other {up_count} shows it"),
+            spread(&probed),
+        ));
+        let rack = Spread::of(&mut reconcile_ack).context("no edges")?;
+        let rprobe = Spread::of(&mut reconcile_probe).context("no cycles")?;
+        rows.push(Row::info(
+            SECTION,
+            format!(
+                "reconcile: edge back up → its ACK of the current version ({} edges over {} cycles; control defaults: reconcile every 500 ms, failing edges back off up to 5 s)",
+                rack.n, plan.cycles
+            ),
+            format!("{} · max {}", spread(&rack), secs(rack.max)),
+        ));
+        rows.push(Row::info(
+            SECTION,
+            format!("reconcile: edges back up → a request through all {down} shows the current version ({} cycles)", rprobe.n),
+            spread(&rprobe),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Serves the edge `make` builds on `addr` again, retrying while the old
+/// socket lets go.
+async fn restart(
+    runtime: &Arc<Runtime>,
+    make: impl Fn() -> anyhow::Result<Edge>,
+    addr: SocketAddr,
+) -> anyhow::Result<RunningEdge> {
+    let start = Instant::now();
+    loop {
+        match RunningEdge::start(runtime.clone(), make()?, addr).await {
+            Ok(r) => return Ok(r),
+            Err(_) if start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e.context(format!("restarting the edge on {addr}"))),
+        }
+    }
+}
