@@ -246,6 +246,19 @@ fn added(s: f64) -> String {
     }
 }
 
+/// Edge's added latency over nginx's; `None` when nginx added none (a
+/// ratio would mean nothing: noise decides its sign).
+fn ratio(edge: f64, nginx: f64) -> Option<f64> {
+    (nginx > 0.0).then(|| edge / nginx)
+}
+
+fn shown(ratio: Option<f64>) -> String {
+    ratio.map_or_else(
+        || " (no ratio: nginx added none)".to_owned(),
+        |r| format!(" = {r:.2}×"),
+    )
+}
+
 fn median(runs: &[WrkRun], f: impl Fn(&WrkRun) -> f64) -> f64 {
     let mut v: Vec<f64> = runs.iter().map(f).collect();
     percentile(&mut v, 0.5).unwrap_or(f64::NAN)
@@ -312,15 +325,6 @@ pub async fn run(host_bin: &Path, component: &Path, plan: &Plan) -> anyhow::Resu
                 format!("{rps:.0} rps · p50 {} · p99 {}", secs(a), secs(b)),
             ));
         }
-        let ratio = |edge: f64, nginx: f64| {
-            if nginx > 0.0 {
-                edge / nginx
-            } else if edge <= 0.0 {
-                0.0
-            } else {
-                f64::INFINITY
-            }
-        };
         let (edge50, nginx50) = (p50[1] - p50[0], p50[2] - p50[0]);
         let (edge99, nginx99) = (p99[1] - p99[0], p99[2] - p99[0]);
         let r50 = ratio(edge50, nginx50);
@@ -328,15 +332,16 @@ pub async fn run(host_bin: &Path, component: &Path, plan: &Plan) -> anyhow::Resu
             SECTION,
             format!("added latency, edge vs nginx ({label})"),
             format!(
-                "p50: {} vs {} = {r50:.2}× · p99: {} vs {} = {:.2}×",
+                "p50: {} vs {}{} · p99: {} vs {}{}",
                 added(edge50),
                 added(nginx50),
+                shown(r50),
                 added(edge99),
                 added(nginx99),
-                ratio(edge99, nginx99)
+                shown(ratio(edge99, nginx99))
             ),
             "≤ 1.5× nginx's",
-            r50 <= 1.5,
+            r50.is_some_and(|r| r <= 1.5),
         ));
     }
     drop(nginx);
