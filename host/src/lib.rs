@@ -456,6 +456,70 @@ pub async fn serve(
     }
 }
 
+/// Serves on `addr` with one thread per core: each thread runs its own
+/// single-threaded runtime and accepts on its own `SO_REUSEPORT` listener,
+/// so a request, its outbound connection and its body streams never wake
+/// another thread. Returns the bound address (port 0 picks one) once every
+/// thread listens; the threads serve until the process exits.
+pub fn serve_per_core(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    addr: SocketAddr,
+    threads: usize,
+) -> anyhow::Result<SocketAddr> {
+    let mut addr = addr;
+    for i in 0..threads.max(1) {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (runtime, edge) = (runtime.clone(), edge.clone());
+        std::thread::Builder::new()
+            .name(format!("rollout-edge-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::from(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match reuseport_listener(addr) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(listener.local_addr().map_err(Into::into));
+                    if let Err(e) = serve(runtime, edge, listener).await {
+                        tracing::error!("edge thread {i} stopped: {e:#}");
+                    }
+                });
+            })?;
+        // The first thread resolves port 0; the others bind the same port.
+        addr = ready_rx
+            .recv()
+            .context("an edge thread exited before listening")??;
+    }
+    Ok(addr)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(socket.listen(1024)?)
+}
+
 /// An edge serving in the background; stops when dropped.
 #[derive(Debug)]
 pub struct RunningEdge {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Parser;
 use rollout_host::{AllowList, COMPONENT_PATH, Edge, KvBackend, MemoryKv, Runtime, SqliteKv};
 
@@ -31,6 +31,9 @@ struct Args {
     /// An origin outbound requests may go to, scheme://host:port, or * for any (repeatable).
     #[arg(long = "allow-outbound", value_name = "ORIGIN")]
     allow_outbound: Vec<String>,
+    /// Serving threads, each with its own runtime and listener; 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
@@ -46,7 +49,7 @@ fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
     Ok(vars)
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -62,18 +65,17 @@ async fn main() -> anyhow::Result<()> {
         None => Arc::new(MemoryKv::default()),
     };
     let runtime = Arc::new(Runtime::load(&args.component)?);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    println!("rollout-host listening on http://{addr}");
     let edge = Arc::new(Edge {
         kv,
         variables,
         allow,
     });
-    tokio::select! {
-        served = rollout_host::serve(runtime, edge, listener) => served,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let addr = rollout_host::serve_per_core(runtime, edge, args.listen, threads)?;
+    println!("rollout-host listening on http://{addr}");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }
