@@ -152,8 +152,9 @@ pub async fn start_edge(
     component: &Path,
     old: &Origin,
     new: &Origin,
+    per_core: bool,
 ) -> anyhow::Result<Child> {
-    let args = vec![
+    let mut args = vec![
         "--component".to_owned(),
         component.display().to_string(),
         "--listen".to_owned(),
@@ -167,6 +168,9 @@ pub async fn start_edge(
         "--allow-outbound".to_owned(),
         new.url(),
     ];
+    if per_core {
+        args.push("--per-core".to_owned());
+    }
     spawn_listening(host_bin, &args).await
 }
 
@@ -269,8 +273,10 @@ pub async fn run(host_bin: &Path, component: &Path, plan: &Plan) -> anyhow::Resu
     let scratch = Scratch::new("hop")?;
     let client = rollout_tests::client();
     let (old, new) = (Origin::start("old").await?, Origin::start("new").await?);
-    let edge = start_edge(host_bin, component, &old, &new).await?;
+    let edge = start_edge(host_bin, component, &old, &new, false).await?;
     apply_split(&client, &edge, &old, &new).await?;
+    let per_core = start_edge(host_bin, component, &old, &new, true).await?;
+    apply_split(&client, &per_core, &old, &new).await?;
 
     let port = free_port()?;
     let conf = scratch.0.join("nginx.conf");
@@ -288,6 +294,10 @@ pub async fn run(host_bin: &Path, component: &Path, plan: &Plan) -> anyhow::Resu
         (
             "through nginx split_clients",
             format!("http://127.0.0.1:{port}"),
+        ),
+        (
+            "through rollout-host --per-core + component",
+            format!("http://{}", per_core.addr),
         ),
     ];
     for (_, url) in &paths {
@@ -325,24 +335,26 @@ pub async fn run(host_bin: &Path, component: &Path, plan: &Plan) -> anyhow::Resu
                 format!("{rps:.0} rps · p50 {} · p99 {}", secs(a), secs(b)),
             ));
         }
-        let (edge50, nginx50) = (p50[1] - p50[0], p50[2] - p50[0]);
-        let (edge99, nginx99) = (p99[1] - p99[0], p99[2] - p99[0]);
-        let r50 = ratio(edge50, nginx50);
-        rows.push(Row::budget(
-            SECTION,
-            format!("added latency, edge vs nginx ({label})"),
-            format!(
-                "p50: {} vs {}{} · p99: {} vs {}{}",
-                added(edge50),
-                added(nginx50),
-                shown(r50),
-                added(edge99),
-                added(nginx99),
-                shown(ratio(edge99, nginx99))
-            ),
-            "≤ 1.5× nginx's",
-            r50.is_some_and(|r| r <= 1.5),
-        ));
+        let (nginx50, nginx99) = (p50[2] - p50[0], p99[2] - p99[0]);
+        for (edge, variant) in [(1, "edge"), (3, "edge --per-core")] {
+            let (edge50, edge99) = (p50[edge] - p50[0], p99[edge] - p99[0]);
+            let r50 = ratio(edge50, nginx50);
+            rows.push(Row::budget(
+                SECTION,
+                format!("added latency, {variant} vs nginx ({label})"),
+                format!(
+                    "p50: {} vs {}{} · p99: {} vs {}{}",
+                    added(edge50),
+                    added(nginx50),
+                    shown(r50),
+                    added(edge99),
+                    added(nginx99),
+                    shown(ratio(edge99, nginx99))
+                ),
+                "≤ 1.5× nginx's",
+                r50.is_some_and(|r| r <= 1.5),
+            ));
+        }
     }
     drop(nginx);
     Ok(rows)

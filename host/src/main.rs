@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Parser;
 use rollout_host::{AllowList, COMPONENT_PATH, Edge, KvBackend, MemoryKv, Runtime, SqliteKv};
 
@@ -31,9 +31,11 @@ struct Args {
     /// An origin outbound requests may go to, scheme://host:port, or * for any (repeatable).
     #[arg(long = "allow-outbound", value_name = "ORIGIN")]
     allow_outbound: Vec<String>,
-    /// Serving threads, each with its own runtime and listener; 0: one per core.
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// One single-threaded runtime and SO_REUSEPORT listener per core,
+    /// instead of one runtime shared by all cores: more requests per second
+    /// under load, more latency per request when idle (see BENCHMARKS.md).
+    #[arg(long)]
+    per_core: bool,
 }
 
 fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
@@ -49,8 +51,7 @@ fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
     Ok(vars)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -70,12 +71,30 @@ async fn main() -> anyhow::Result<()> {
         variables,
         allow,
     });
-    let threads = match args.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let addr = rollout_host::serve_per_core(runtime, edge, args.listen, threads)?;
-    println!("rollout-host listening on http://{addr}");
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    if args.per_core {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let addr = rollout_host::serve_per_core(runtime, edge, args.listen, threads)?;
+        tracing::info!("serving on {threads} threads, one runtime and listener each");
+        println!("rollout-host listening on http://{addr}");
+        let signals = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return Ok(signals.block_on(tokio::signal::ctrl_c())?);
+    }
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        println!(
+            "rollout-host listening on http://{}",
+            listener.local_addr()?
+        );
+        tokio::select! {
+            served = rollout_host::serve(runtime, edge, listener) => served,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
 }
