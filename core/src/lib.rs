@@ -51,6 +51,7 @@ pub mod config;
 mod decide;
 pub mod edge;
 mod envelope;
+mod facts;
 pub mod http;
 mod weight;
 
@@ -63,4 +64,5 @@ pub use envelope::{
     Admission, Applied, Digest, Envelope, EnvelopeDoc, EnvelopeError, MAX_ENVELOPE_BYTES,
     PublicKey, SIGNATURE_HEADER, SecretKey, admit,
 };
+pub use facts::{Facts, InvalidMint};
 pub use weight::{InvalidWeight, Weight};

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use rollout_core::{Config, Decision, Request, decide};
+use rollout_core::{Config, Decision, Facts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -27,24 +27,6 @@ struct Case {
     request: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expect: Option<Expect>,
-}
-
-/// Request facts as the file (and the JS `route()`) spell them.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Facts {
-    method: String,
-    host: String,
-    path: String,
-    #[serde(default)]
-    query: String,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-    #[serde(default)]
-    client_ip: Option<String>,
-    /// 32 hex digits: the random bytes a minted cookie id comes from.
-    #[serde(default)]
-    mint: Option<String>,
 }
 
 /// The decision fields every build must agree on.
@@ -92,26 +74,10 @@ fn config(file: &CaseFile) -> Config {
 fn decide_case(config: &Config, case: &Case) -> Expect {
     let facts: Facts = serde_json::from_value(case.request.clone())
         .unwrap_or_else(|e| panic!("{}: request: {e}", case.name));
-    let headers: Vec<(&str, &str)> = facts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let mint = facts.mint.as_deref().map(|m| {
-        let mut bytes = [0u8; 16];
-        hex::decode_to_slice(m, &mut bytes).unwrap_or_else(|e| panic!("{}: mint: {e}", case.name));
-        bytes
-    });
-    let request = Request {
-        method: &facts.method,
-        host: &facts.host,
-        path: &facts.path,
-        query: &facts.query,
-        headers: &headers,
-        client_ip: facts.client_ip.as_deref(),
-        mint,
-    };
-    Expect::of(&decide(config, &request))
+    let decision = facts
+        .decide(config)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    Expect::of(&decision)
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use rollout_core::edge::{Active, PushReply};
 use rollout_core::http::{self, EdgeHeaders, Hop};
-use rollout_core::{Applied, Arm, Config, Decision, MAX_ENVELOPE_BYTES, Origin, Reason, decide};
+use rollout_core::{Applied, Arm, Config, Decision, MAX_ENVELOPE_BYTES, Origin, Reason};
 use serde::{Deserialize, Serialize};
 
 /// A header list as JavaScript holds it: `[[name, value], ...]`.
@@ -36,31 +36,9 @@ pub enum InputError {
     BootstrapOrigin(String),
 }
 
-/// What an edge knows about a request: the JSON form of
+/// What an edge knows about a request: core's JSON form of
 /// [`rollout_core::Request`], shared with `core/tests/vectors/decisions.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Facts {
-    /// Method, e.g. `GET`.
-    pub method: String,
-    /// Host the client asked for, port allowed.
-    pub host: String,
-    /// Path, starting with `/`.
-    pub path: String,
-    /// Query string without `?`.
-    #[serde(default)]
-    pub query: String,
-    /// Request headers as pairs.
-    #[serde(default)]
-    pub headers: HeaderList,
-    /// The client address.
-    #[serde(default, alias = "clientIp")]
-    pub client_ip: Option<String>,
-    /// 32 hex digits of randomness for a minted sticky id; absent means no
-    /// cookie can be minted. Core has no randomness, so the caller brings it.
-    #[serde(default)]
-    pub mint: Option<String>,
-}
+pub use rollout_core::Facts;
 
 /// `old` or `new`, as JSON spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,31 +168,8 @@ fn owned(pairs: Vec<(&'static str, String)>) -> HeaderList {
 
 /// Decides a request under `active`.
 pub fn route(active: &Active, facts: &Facts) -> Result<Outcome, InputError> {
-    let mint = facts
-        .mint
-        .as_deref()
-        .map(|m| {
-            let mut bytes = [0u8; 16];
-            hex::decode_to_slice(m, &mut bytes).map_err(|_| InputError::Mint)?;
-            Ok(bytes)
-        })
-        .transpose()?;
-    let headers: Vec<(&str, &str)> = facts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let request = rollout_core::Request {
-        method: &facts.method,
-        host: &facts.host,
-        path: &facts.path,
-        query: &facts.query,
-        headers: &headers,
-        client_ip: facts.client_ip.as_deref(),
-        mint,
-    };
     let config: &Config = &active.config;
-    let decision = decide(config, &request);
+    let decision = facts.decide(config).map_err(|_| InputError::Mint)?;
     Ok(Outcome::of(
         &decision,
         active.applied.version,
