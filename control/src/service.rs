@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use rollout_core::config::Patch;
 use rollout_core::{Config, ConfigDoc, Digest, Envelope, EnvelopeDoc, SecretKey};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -323,70 +324,6 @@ async fn history(
     Ok(Json(json!({"versions": versions, "next_before": next})))
 }
 
-/// A change to the current config.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Patch {
-    /// Set a route's new weight, in percent.
-    SetWeight {
-        /// Route id.
-        route: String,
-        /// Percentage.
-        percent: f64,
-    },
-    /// Set a flag's percentage.
-    SetFlag {
-        /// Route id.
-        route: String,
-        /// Flag name.
-        flag: String,
-        /// Percentage.
-        percent: f64,
-    },
-    /// Turn a flag fully on (from anything below 100 %) or fully off.
-    ToggleFlag {
-        /// Route id.
-        route: String,
-        /// Flag name.
-        flag: String,
-    },
-}
-
-impl Patch {
-    fn apply(&self, doc: &mut ConfigDoc) -> Result<(), String> {
-        let route_id = match self {
-            Patch::SetWeight { route, .. }
-            | Patch::SetFlag { route, .. }
-            | Patch::ToggleFlag { route, .. } => route,
-        };
-        let route = doc
-            .routes
-            .iter_mut()
-            .find(|r| r.id == *route_id)
-            .ok_or_else(|| format!("no route {route_id:?} in the current config"))?;
-        match self {
-            Patch::SetWeight { percent, .. } => route.new_weight = *percent,
-            Patch::SetFlag { flag, percent, .. } => {
-                let f = route
-                    .flags
-                    .iter_mut()
-                    .find(|f| f.name == *flag)
-                    .ok_or_else(|| format!("no flag {flag:?} on route {route_id:?}"))?;
-                f.percent = *percent;
-            }
-            Patch::ToggleFlag { flag, .. } => {
-                let f = route
-                    .flags
-                    .iter_mut()
-                    .find(|f| f.name == *flag)
-                    .ok_or_else(|| format!("no flag {flag:?} on route {route_id:?}"))?;
-                f.percent = if f.percent >= 100.0 { 0.0 } else { 100.0 };
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A request for a new version.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct CreateRequest {
@@ -468,20 +405,7 @@ async fn create(
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
     let (action, reason) = match (&req.config, &req.patch) {
         (Some(_), None) => ("push", "push".to_owned()),
-        (None, Some(p)) => (
-            "patch",
-            match p {
-                Patch::SetWeight { route, percent } => {
-                    format!("set {route} new weight to {percent} %")
-                }
-                Patch::SetFlag {
-                    route,
-                    flag,
-                    percent,
-                } => format!("set flag {flag} on {route} to {percent} %"),
-                Patch::ToggleFlag { route, flag } => format!("toggle flag {flag} on {route}"),
-            },
-        ),
+        (None, Some(p)) => ("patch", p.to_string()),
         _ => {
             return Err(ApiError::bad_request(
                 "give exactly one of config and patch",
@@ -500,7 +424,7 @@ async fn create(
             (None, Some(patch)) => {
                 let parent = parent.ok_or_else(|| anyhow::anyhow!("no current config to patch"))?;
                 let mut doc = config_of(parent)?;
-                patch.apply(&mut doc).map_err(anyhow::Error::msg)?;
+                patch.apply(&mut doc)?;
                 Ok(doc)
             }
             (None, None) => anyhow::bail!("give exactly one of config and patch"),
@@ -831,45 +755,6 @@ mod tests {
             edge_state(&base, 0, None, 0, 0).0,
             "ACK",
             "nothing to hold yet"
-        );
-    }
-
-    #[test]
-    fn patches_change_only_what_they_name() {
-        let mut doc: ConfigDoc = serde_json::from_value(json!({
-            "schema": 1,
-            "routes": [{"id": "web", "old": "http://o.example", "new": "http://n.example",
-                        "new_weight": 0, "flags": [{"name": "beta", "percent": 5}]}]
-        }))
-        .expect("doc");
-        Patch::SetWeight {
-            route: "web".into(),
-            percent: 10.0,
-        }
-        .apply(&mut doc)
-        .expect("applies");
-        assert_eq!(doc.routes[0].new_weight, 10.0);
-        Patch::ToggleFlag {
-            route: "web".into(),
-            flag: "beta".into(),
-        }
-        .apply(&mut doc)
-        .expect("applies");
-        assert_eq!(doc.routes[0].flags[0].percent, 100.0);
-        Patch::ToggleFlag {
-            route: "web".into(),
-            flag: "beta".into(),
-        }
-        .apply(&mut doc)
-        .expect("applies");
-        assert_eq!(doc.routes[0].flags[0].percent, 0.0);
-        assert!(
-            Patch::SetWeight {
-                route: "api".into(),
-                percent: 1.0
-            }
-            .apply(&mut doc)
-            .is_err()
         );
     }
 }

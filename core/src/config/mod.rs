@@ -6,6 +6,7 @@
 
 mod error;
 mod origin;
+mod patch;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Problem};
 pub use origin::{Origin, Scheme};
+pub use patch::{Patch, PatchError};
 pub use wire::{ConfigDoc, FailoverDoc, FlagDoc, MatchDoc, OverrideDoc, RouteDoc};
 
 use crate::weight::Weight;
