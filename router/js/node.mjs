@@ -67,14 +67,38 @@ function clientIp(socket) {
   return ip.startsWith("::ffff:") ? ip.slice(7) : ip;
 }
 
+// A Host value that is an authority and nothing more: a name or address and an
+// optional port. Anything else (a "/", "?", "#", "@", space...) would let the
+// Host header rewrite the path or query of the URL the handler routes by.
+const AUTHORITY = /^(?:[A-Za-z0-9\-._~]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+function refuse(res, status, message) {
+  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", connection: "close" });
+  res.end(`rollout edge: ${message}\n`);
+}
+
+/**
+ * The URL the handler sees: the authority from Host (checked to be one), the
+ * path and query from the request target alone. Null when either is not
+ * what HTTP allows here.
+ */
+export function requestUrl(host, target) {
+  if (!AUTHORITY.test(host)) return null;
+  // Origin-form only ("/path?query"); "*" and absolute-form are refused.
+  if (!target.startsWith("/")) return null;
+  return `http://${host}${target}`;
+}
+
 /** An http.Server that hands every request to the edge with `env`. */
 export function createServer(env) {
   return http.createServer(async (req, res) => {
     try {
+      const url = requestUrl(req.headers.host ?? "localhost", req.url ?? "");
+      if (url === null) return refuse(res, 400, "bad Host header or request target");
       const headers = new Headers();
       for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
       const bodyless = req.method === "GET" || req.method === "HEAD";
-      const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
+      const request = new Request(url, {
         method: req.method,
         headers,
         body: bodyless ? undefined : Readable.toWeb(req),

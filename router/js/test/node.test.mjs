@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -18,6 +19,8 @@ const stateDir = mkdtempSync(join(tmpdir(), "rollout-node-edge-"));
 let oldOrigin;
 let newOrigin;
 let edge;
+// Every request target either origin received, in order.
+const seen = [];
 
 async function startEdge() {
   const server = createServer({
@@ -31,7 +34,9 @@ async function startEdge() {
 
 before(async () => {
   const o = origin("old");
+  o.on("request", (req) => seen.push(req.url));
   const n = origin("new");
+  n.on("request", (req) => seen.push(req.url));
   servers.push(o, n);
   oldOrigin = `http://127.0.0.1:${await listen(o)}`;
   newOrigin = `http://127.0.0.1:${await listen(n)}`;
@@ -95,4 +100,42 @@ test("the applied config survives a restart of the edge (file KV)", async () => 
   assert.equal((await res.json()).origin, "new");
   const replay = await fetch(second + ADMIN);
   assert.equal((await replay.json()).version, 2);
+});
+
+/** Sends `raw` bytes on a fresh connection and resolves with everything the edge sent back. */
+function rawRequest(base, raw) {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    // Written without a half-close: every request says Connection: close,
+    // so the edge closes when it has answered.
+    const socket = net.connect(Number(port), hostname, () => socket.write(raw));
+    const chunks = [];
+    socket.on("data", (c) => chunks.push(c));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(Buffer.concat(chunks).toString("latin1")));
+  });
+}
+
+test("the Host header cannot rewrite the path the origin gets or reach the admin endpoint", async () => {
+  const cases = [
+    // Host used to become part of the URL: the origin got /admin/secret?/public.
+    "GET /public HTTP/1.1\r\nHost: x/admin/secret?\r\nConnection: close\r\n\r\n",
+    // ...and this one was answered by the admin endpoint with what is applied.
+    "GET /public HTTP/1.1\r\nHost: x/.well-known/rollout/config?\r\nConnection: close\r\n\r\n",
+    "GET /public HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n",
+    "GET http://evil.example/admin HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    "OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+  ];
+  for (const raw of cases) {
+    const before = seen.length;
+    const reply = await rawRequest(edge, raw);
+    assert.match(reply, /^HTTP\/1\.1 400 /, raw);
+    assert.doesNotMatch(reply, /"version"|"origin"/, `neither the admin endpoint nor an origin answered: ${raw}`);
+    assert.deepEqual(seen.slice(before), [], `the origin received nothing for ${raw}`);
+  }
+  // The same target with a plain Host reaches the origin exactly as sent.
+  const before = seen.length;
+  const reply = await rawRequest(edge, `GET /public?x=1 HTTP/1.1\r\nHost: ${new URL(edge).host}\r\nConnection: close\r\n\r\n`);
+  assert.match(reply, /^HTTP\/1\.1 200 /);
+  assert.deepEqual(seen.slice(before), ["/public?x=1"]);
 });
