@@ -1,0 +1,436 @@
+//! rollout-api: the control service's HTTP API as types.
+//!
+//! Every request and reply of `rollout serve` is a type here, shared by the
+//! service, the `rollout` CLI, tests and fuzz targets. The crate has no
+//! server or client dependencies: it is serde shapes, the limits on what a
+//! caller may send, and the few rules both sides must read alike (whether an
+//! edge holds the committed version, what an edge's state is called).
+//!
+//! Wire types become domain types at the boundary: a [`CreateVersion`] has
+//! exactly one [`Change`], a [`Reason`] is never over [`MAX_REASON_BYTES`],
+//! and [`from_json`] names the field of any error.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod text;
+mod version;
+
+use rollout_core::config::Patch;
+use rollout_core::{Applied, ConfigDoc, Digest};
+use serde::{Deserialize, Serialize};
+
+pub use text::{Actor, InvalidText, MAX_ACTOR_BYTES, MAX_REASON_BYTES, Reason, clip, shorten};
+pub use version::Version;
+
+/// Largest request body the API reads, in bytes: room for a config at
+/// rollout-core's limit written out by hand (indentation, key order).
+pub const MAX_REQUEST_BYTES: usize = 2 * rollout_core::config::MAX_CONFIG_BYTES;
+
+/// The API's paths.
+pub mod path {
+    /// `GET`: the committed version with its config.
+    pub const CURRENT: &str = "/v1/current";
+    /// `GET`: a history page; `POST`: a new version.
+    pub const VERSIONS: &str = "/v1/versions";
+    /// `GET ?time=`: the version live at a time.
+    pub const AT: &str = "/v1/at";
+    /// `POST`: restore an earlier config as a new version.
+    pub const ROLLBACK: &str = "/v1/rollback";
+    /// `GET`: every edge against the committed version.
+    pub const STATUS: &str = "/v1/status";
+    /// `GET`, `POST`, `DELETE ?url=`: registered edges.
+    pub const EDGES: &str = "/v1/edges";
+    /// `GET`: who did what.
+    pub const AUDIT: &str = "/v1/audit";
+    /// `GET`: Prometheus text.
+    pub const METRICS: &str = "/metrics";
+    /// `GET`: liveness.
+    pub const HEALTHZ: &str = "/healthz";
+
+    /// `GET`: one version.
+    pub fn version(n: super::Version) -> String {
+        format!("{VERSIONS}/{n}")
+    }
+}
+
+/// A request body that does not have the expected shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct RequestError {
+    /// Where: `config.routes[0].new_weight`, `reason`, or `request` for the whole.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+/// Parses a JSON request body, naming the field of any error.
+pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RequestError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        // "." is the root, "?" means the input ended before any value.
+        let path = if path == "." || path == "?" {
+            "request".to_owned()
+        } else {
+            path
+        };
+        RequestError {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    de.end().map_err(|e| RequestError {
+        path: "request".to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(value)
+}
+
+/// Whether an edge that reports holding `held` holds `committed`: the same
+/// version with the same digest. A version number alone is not enough: a
+/// break-glass push can give an edge another body under the same number.
+pub fn holds(held: Option<Applied>, committed: Applied) -> bool {
+    held == Some(committed)
+}
+
+/// An edge's state against the committed version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EdgeState {
+    /// It holds the committed version (or nothing is committed yet).
+    #[serde(rename = "ACK")]
+    Ack,
+    /// It refused the committed version; `error` says why.
+    #[serde(rename = "NACK")]
+    Nack,
+    /// It is behind and being pushed again.
+    #[serde(rename = "STALE")]
+    Stale,
+    /// It has not answered for longer than the service's `--unreachable-after`.
+    #[serde(rename = "UNREACHABLE")]
+    Unreachable,
+}
+
+impl EdgeState {
+    /// The name the API and the CLI show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeState::Ack => "ACK",
+            EdgeState::Nack => "NACK",
+            EdgeState::Stale => "STALE",
+            EdgeState::Unreachable => "UNREACHABLE",
+        }
+    }
+}
+
+impl std::fmt::Display for EdgeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a new version changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A whole config document.
+    Config(ConfigDoc),
+    /// A change to the current config.
+    Patch(Patch),
+}
+
+/// `POST /v1/versions`: a new version, if `expected_version` is still current.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "CreateVersionWire", into = "CreateVersionWire")]
+pub struct CreateVersion {
+    /// The version the author expects to be current ([`Version::NONE`]: none yet).
+    pub expected_version: Version,
+    /// Why; recorded in the envelope and the audit log.
+    pub reason: Option<Reason>,
+    /// The change.
+    pub change: Change,
+}
+
+/// `Ok` with the one of `a` and `b` that is given, or `Err(both_or_neither)`.
+fn one_of<A, B, T>(
+    (a, from_a): (Option<A>, impl FnOnce(A) -> T),
+    (b, from_b): (Option<B>, impl FnOnce(B) -> T),
+    both_or_neither: &'static str,
+) -> Result<T, &'static str> {
+    match (a, b) {
+        (Some(a), None) => Ok(from_a(a)),
+        (None, Some(b)) => Ok(from_b(b)),
+        _ => Err(both_or_neither),
+    }
+}
+
+// Missing `Option` fields read as `None`; `expected_version` is required.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVersionWire {
+    expected_version: Version,
+    reason: Option<Reason>,
+    config: Option<ConfigDoc>,
+    patch: Option<Patch>,
+}
+
+impl TryFrom<CreateVersionWire> for CreateVersion {
+    type Error = &'static str;
+
+    fn try_from(w: CreateVersionWire) -> Result<CreateVersion, &'static str> {
+        let config = (w.config, Change::Config);
+        let patch = (w.patch, Change::Patch);
+        Ok(CreateVersion {
+            expected_version: w.expected_version,
+            reason: w.reason,
+            change: one_of(config, patch, "give exactly one of config and patch")?,
+        })
+    }
+}
+
+impl From<CreateVersion> for CreateVersionWire {
+    fn from(c: CreateVersion) -> CreateVersionWire {
+        let (config, patch) = match c.change {
+            Change::Config(doc) => (Some(doc), None),
+            Change::Patch(p) => (None, Some(p)),
+        };
+        CreateVersionWire {
+            expected_version: c.expected_version,
+            reason: c.reason,
+            config,
+            patch,
+        }
+    }
+}
+
+/// Which earlier config a rollback restores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTarget {
+    /// This version's.
+    To(Version),
+    /// The one live at this time (RFC 3339).
+    At(String),
+}
+
+/// `POST /v1/rollback`: an earlier config as a new, higher version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RollbackWire", into = "RollbackWire")]
+pub struct RollbackRequest {
+    /// The version the author expects to be current.
+    pub expected_version: Version,
+    /// What to restore.
+    pub target: RollbackTarget,
+    /// Why.
+    pub reason: Option<Reason>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackWire {
+    to: Option<Version>,
+    at: Option<String>,
+    expected_version: Version,
+    reason: Option<Reason>,
+}
+
+impl TryFrom<RollbackWire> for RollbackRequest {
+    type Error = &'static str;
+
+    fn try_from(w: RollbackWire) -> Result<RollbackRequest, &'static str> {
+        let (to, at) = ((w.to, RollbackTarget::To), (w.at, RollbackTarget::At));
+        Ok(RollbackRequest {
+            target: one_of(to, at, "give exactly one of to and at")?,
+            expected_version: w.expected_version,
+            reason: w.reason,
+        })
+    }
+}
+
+impl From<RollbackRequest> for RollbackWire {
+    fn from(r: RollbackRequest) -> RollbackWire {
+        let (to, at) = match r.target {
+            RollbackTarget::At(t) => (None, Some(t)),
+            RollbackTarget::To(v) => (Some(v), None),
+        };
+        RollbackWire {
+            to,
+            at,
+            expected_version: r.expected_version,
+            reason: r.reason,
+        }
+    }
+}
+
+/// A version as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// Version number.
+    pub version: Version,
+    /// Digest of the signed envelope body.
+    pub digest: Digest,
+    /// Digest of the previous version's body.
+    pub parent: Option<Digest>,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When, RFC 3339.
+    pub issued_at: String,
+    /// Commit to last ACK, ms, once every edge acknowledged it.
+    #[serde(default)]
+    pub converged_ms: Option<f64>,
+    /// The config document (absent in history pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigDoc>,
+}
+
+/// `GET /v1/versions` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// Only versions below this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Version>,
+    /// Page size (1 to 1000; default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/versions`: a page of history, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The versions, without their configs.
+    pub versions: Vec<VersionView>,
+    /// `before` for the next page, when there may be one.
+    pub next_before: Option<Version>,
+}
+
+/// `GET /v1/at` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AtQuery {
+    /// RFC 3339, or a duration before now (`10m ago`).
+    pub time: String,
+}
+
+/// One edge as `GET /v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeStatus {
+    /// Base URL.
+    pub url: String,
+    /// Its state against the committed version.
+    pub state: EdgeState,
+    /// The version it last acknowledged, or reported holding.
+    pub acked_version: Version,
+    /// The version last pushed to it.
+    pub sent_version: Version,
+    /// Versions behind the committed one.
+    pub lag: u64,
+    /// Why it refused, or why it cannot be reached.
+    pub error: Option<String>,
+    /// Last answer, RFC 3339.
+    pub last_contact: Option<String>,
+    /// Duration of its last successful push, ms.
+    pub push_latency_ms: Option<f64>,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The committed version ([`Version::NONE`]: none).
+    pub version: Version,
+    /// Its digest.
+    pub digest: Option<Digest>,
+    /// When it was committed.
+    pub issued_at: Option<String>,
+    /// Commit to last ACK, ms, once every edge holds it.
+    pub converged_ms: Option<f64>,
+    /// Every edge.
+    pub edges: Vec<EdgeStatus>,
+}
+
+impl StatusView {
+    /// How many edges hold the committed version.
+    pub fn acked(&self) -> usize {
+        self.edges
+            .iter()
+            .filter(|e| e.state == EdgeState::Ack)
+            .count()
+    }
+
+    /// Whether the committed version is at least `min` and every edge holds it.
+    pub fn converged_at(&self, min: Version) -> bool {
+        self.version >= min && self.acked() == self.edges.len()
+    }
+
+    /// The first edge that refused the committed version.
+    pub fn refusal(&self) -> Option<&EdgeStatus> {
+        self.edges.iter().find(|e| e.state == EdgeState::Nack)
+    }
+}
+
+/// `POST /v1/edges` body and `DELETE /v1/edges` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeRequest {
+    /// The edge's base URL, e.g. `http://127.0.0.1:3000`.
+    pub url: String,
+}
+
+/// `GET /v1/edges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeList {
+    /// Base URLs, in registration order.
+    pub edges: Vec<String>,
+}
+
+/// `POST /v1/edges`: 201 when added, 200 when it was already registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeAdded {
+    /// The URL as registered (trimmed).
+    pub url: String,
+    /// False when it was already registered.
+    pub added: bool,
+}
+
+/// `DELETE /v1/edges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeRemoved {
+    /// The URL.
+    pub url: String,
+    /// Always true (an unknown edge is a 404).
+    pub removed: bool,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, RFC 3339.
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What (`push`, `patch`, `rollback`, `edge add`...).
+    pub action: String,
+    /// The version and reason, or the edge.
+    pub detail: String,
+}
+
+/// `GET /v1/audit`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The entries.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// Every error reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// On 400, the field at fault (`routes[0].new_weight`, `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// On 409, the version that is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<Version>,
+}
+
+#[cfg(test)]
+mod tests;
