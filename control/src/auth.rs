@@ -7,6 +7,7 @@
 //! in memory, and a presented token is compared with every one of them in
 //! constant time.
 
+use rollout_api::Actor;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -39,8 +40,8 @@ impl std::str::FromStr for Role {
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The token's name.
-    pub name: String,
+    /// The token's name: the actor of what it does.
+    pub name: Actor,
     /// Its role.
     pub role: Role,
 }
@@ -65,7 +66,7 @@ pub enum Denied {
     #[error("{name} has role {have:?}; this needs {need:?}")]
     Forbidden {
         /// The token's name.
-        name: String,
+        name: Actor,
         /// Its role.
         have: Role,
         /// The role needed.
@@ -87,6 +88,13 @@ impl Tokens {
                 return Err(format!("line {}: expected ROLE NAME TOKEN", i + 1));
             };
             let role: Role = role.parse().map_err(|e| format!("line {}: {e}", i + 1))?;
+            let name: Actor = name.parse().map_err(|e| {
+                format!(
+                    "line {}: name {:?}: {e}",
+                    i + 1,
+                    rollout_api::shorten(name, 40)
+                )
+            })?;
             let digest = match token.strip_prefix("sha256:") {
                 Some(hex_digest) => {
                     let mut d = [0u8; 32];
@@ -99,10 +107,7 @@ impl Tokens {
             };
             out.push(Entry {
                 digest,
-                caller: Caller {
-                    name: name.to_owned(),
-                    role,
-                },
+                caller: Caller { name, role },
             });
         }
         if out.is_empty() {
@@ -150,7 +155,7 @@ mod tests {
         .expect("parses");
         let ok = |h: &str, need| tokens.check(Some(h), need);
         assert_eq!(
-            ok("Bearer s3cret", Role::Admin).map(|c| c.name),
+            ok("Bearer s3cret", Role::Admin).map(|c| c.name.to_string()),
             Ok("ops".into())
         );
         assert_eq!(
@@ -171,5 +176,13 @@ mod tests {
         assert_eq!(tokens.check(None, Role::Read), Err(Denied::Unauthenticated));
         assert!(Tokens::parse("boss x y").is_err());
         assert!(Tokens::parse("").is_err());
+        let long = format!(
+            "read {} t0ken",
+            "n".repeat(rollout_api::MAX_ACTOR_BYTES + 1)
+        );
+        assert!(
+            Tokens::parse(&long).is_err_and(|e| e.contains("over the limit")),
+            "a token name becomes the actor of versions: it is bounded"
+        );
     }
 }

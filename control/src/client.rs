@@ -1,6 +1,11 @@
-//! The CLI's side of the API, and the exit codes it ends with.
+//! The CLI's side of the API, typed, and the exit codes it ends with.
 
-use serde_json::Value;
+use rollout_api::{
+    AtQuery, AuditPage, CreateVersion, EdgeAdded, EdgeList, EdgeRemoved, EdgeRequest, ErrorBody,
+    HistoryPage, HistoryQuery, RollbackRequest, StatusView, Version, VersionView, path, shorten,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Exit codes of the `rollout` CLI (documented in `rollout --help` and the README).
 pub mod exit {
@@ -21,6 +26,10 @@ pub mod exit {
     /// No such version, edge or time.
     pub const NOT_FOUND: u8 = 7;
 }
+
+/// Largest reply the CLI reads from the control service: a history page of
+/// 1 000 versions with reasons at their limit fits several times over.
+pub const MAX_API_REPLY_BYTES: usize = 16 * 1024 * 1024;
 
 /// A command that failed, with its exit code.
 #[derive(Debug)]
@@ -69,37 +78,43 @@ impl Api {
     }
 
     /// Calls the API; a non-2xx answer becomes a [`Fail`] with the matching exit code.
-    pub async fn call(
+    async fn call<T: DeserializeOwned>(
         &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, Fail> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| {
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, Fail> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let unreachable = |e: reqwest::Error| {
             Fail::new(
                 exit::FAILED,
                 format!("cannot reach the control service at {}: {e}", self.base),
             )
-        })?;
+        };
+        let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if (200..300).contains(&status) {
-            return Ok(json);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > MAX_API_REPLY_BYTES {
+                return Err(Fail::new(
+                    exit::FAILED,
+                    format!("{what}: reply over {MAX_API_REPLY_BYTES} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
         }
-        let message = json
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| json.to_string(), str::to_owned);
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body)
+                .map_err(|e| Fail::new(exit::FAILED, format!("{what}: unexpected reply: {e}")));
+        }
+        let message = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => e.error,
+            Err(_) => shorten(&String::from_utf8_lossy(&body), 300).into_owned(),
+        };
         let code = match status {
-            400 | 422 => exit::INVALID,
+            400 | 413 | 422 => exit::INVALID,
             401 | 403 => exit::DENIED,
             404 => exit::NOT_FOUND,
             409 => exit::CONFLICT,
@@ -108,22 +123,90 @@ impl Api {
         Err(Fail::new(code, format!("{status}: {message}")))
     }
 
-    /// GET.
-    pub async fn get(&self, path: &str) -> Result<Value, Fail> {
-        self.call(reqwest::Method::GET, path, None).await
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base))
     }
 
-    /// POST a JSON body.
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Fail> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
+    fn post(&self, path: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base)).json(body)
     }
 
-    /// The current version number (0 when none was issued).
-    pub async fn current_version(&self) -> Result<u64, Fail> {
-        match self.get("/v1/current").await {
-            Ok(v) => Ok(v["version"].as_u64().unwrap_or(0)),
-            Err(f) if f.code == exit::NOT_FOUND => Ok(0),
+    /// The committed version, if there is one.
+    pub async fn current(&self) -> Result<Option<VersionView>, Fail> {
+        match self.call(self.get(path::CURRENT), "current version").await {
+            Ok(v) => Ok(Some(v)),
+            Err(f) if f.code == exit::NOT_FOUND => Ok(None),
             Err(f) => Err(f),
         }
+    }
+
+    /// The committed version number ([`Version::NONE`] when none was issued).
+    pub async fn current_version(&self) -> Result<Version, Fail> {
+        Ok(self.current().await?.map_or(Version::NONE, |v| v.version))
+    }
+
+    /// Version `n`, with its config.
+    pub async fn version(&self, n: Version) -> Result<VersionView, Fail> {
+        self.call(self.get(&path::version(n)), "version").await
+    }
+
+    /// The version live at `time` (RFC 3339).
+    pub async fn at(&self, time: &str) -> Result<VersionView, Fail> {
+        let q = AtQuery {
+            time: time.to_owned(),
+        };
+        self.call(self.get(path::AT).query(&q), "version at").await
+    }
+
+    /// A page of history.
+    pub async fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, Fail> {
+        self.call(self.get(path::VERSIONS).query(q), "history")
+            .await
+    }
+
+    /// Commits a new version.
+    pub async fn create(&self, req: &CreateVersion) -> Result<VersionView, Fail> {
+        self.call(self.post(path::VERSIONS, req), "new version")
+            .await
+    }
+
+    /// Restores an earlier config as a new version.
+    pub async fn rollback(&self, req: &RollbackRequest) -> Result<VersionView, Fail> {
+        self.call(self.post(path::ROLLBACK, req), "rollback").await
+    }
+
+    /// Every edge against the committed version.
+    pub async fn status(&self) -> Result<StatusView, Fail> {
+        self.call(self.get(path::STATUS), "status").await
+    }
+
+    /// Registered edges.
+    pub async fn edges(&self) -> Result<EdgeList, Fail> {
+        self.call(self.get(path::EDGES), "edges").await
+    }
+
+    /// Registers an edge.
+    pub async fn add_edge(&self, url: &str) -> Result<EdgeAdded, Fail> {
+        let req = EdgeRequest {
+            url: url.to_owned(),
+        };
+        self.call(self.post(path::EDGES, &req), "edge add").await
+    }
+
+    /// Forgets an edge.
+    pub async fn remove_edge(&self, url: &str) -> Result<EdgeRemoved, Fail> {
+        let req = EdgeRequest {
+            url: url.to_owned(),
+        };
+        let builder = self
+            .http
+            .delete(format!("{}{}", self.base, path::EDGES))
+            .query(&req);
+        self.call(builder, "edge remove").await
+    }
+
+    /// Who did what, newest first.
+    pub async fn audit(&self) -> Result<AuditPage, Fail> {
+        self.call(self.get(path::AUDIT), "audit").await
     }
 }

@@ -58,62 +58,33 @@ impl Metrics {
 
     /// The exposition text.
     pub fn render(&self, g: &Gauges) -> String {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (pushes, acks, nacks, fails) = (
+            load(&self.pushes),
+            load(&self.acks),
+            load(&self.nacks),
+            load(&self.failures),
+        );
+        let (edges, acked) = (g.edges as u64, g.edges_acked as u64);
+        // A table, one metric a line.
+        #[rustfmt::skip]
+        let plain = [
+            ("rollout_version", "gauge", "The committed config version.", g.version),
+            ("rollout_versions_total", "counter", "Config versions issued.", g.versions),
+            ("rollout_edges", "gauge", "Registered edges.", edges),
+            ("rollout_edges_acked", "gauge", "Edges holding the committed version.", acked),
+            ("rollout_pushes_total", "counter", "PUTs to edges, retries included.", pushes),
+            ("rollout_push_acks_total", "counter", "Pushes an edge acknowledged.", acks),
+            ("rollout_push_nacks_total", "counter", "Pushes an edge refused.", nacks),
+            ("rollout_push_failures_total", "counter", "Pushes never answered.", fails),
+        ];
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        for (name, kind, help, value) in plain {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        metric(
-            "rollout_version",
-            "gauge",
-            "The committed config version.",
-            g.version.to_string(),
-        );
-        metric(
-            "rollout_versions_total",
-            "counter",
-            "Config versions issued.",
-            g.versions.to_string(),
-        );
-        metric(
-            "rollout_edges",
-            "gauge",
-            "Registered edges.",
-            g.edges.to_string(),
-        );
-        metric(
-            "rollout_edges_acked",
-            "gauge",
-            "Edges that acknowledged the committed version.",
-            g.edges_acked.to_string(),
-        );
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        metric(
-            "rollout_pushes_total",
-            "counter",
-            "Pushes sent to edges, retries included.",
-            load(&self.pushes),
-        );
-        metric(
-            "rollout_push_acks_total",
-            "counter",
-            "Pushes an edge acknowledged.",
-            load(&self.acks),
-        );
-        metric(
-            "rollout_push_nacks_total",
-            "counter",
-            "Pushes an edge refused.",
-            load(&self.nacks),
-        );
-        metric(
-            "rollout_push_failures_total",
-            "counter",
-            "Pushes that got no answer after every retry.",
-            load(&self.failures),
-        );
+        }
         let h = self.convergence.lock().unwrap_or_else(|p| p.into_inner());
         let name = "rollout_convergence_seconds";
         let _ = writeln!(

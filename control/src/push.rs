@@ -1,21 +1,25 @@
 //! Fan-out and reconciliation: every registered edge is brought to the
 //! committed version and kept there.
 //!
-//! After a commit the service wakes the reconciler, which PUTs the committed
-//! envelope to every edge that does not hold it, all at once. The same loop
-//! runs on a timer, so an edge that was down, or a fan-out cut short by a
-//! crash, is brought up to date without a new version. Only committed rows
-//! are ever sent: the reconciler reads what to push from the store.
+//! After a commit the reconciler PUTs the committed envelope to every edge
+//! that does not hold it, all at once, whatever state the edge was in: a
+//! push of an older version still under way is stopped, and the backoff of
+//! a failing edge applies only to retries of the version it failed on. The
+//! same loop runs on a timer, so an edge that was down, or a fan-out cut
+//! short by a crash, is brought up to date without a new version. Only
+//! committed rows are ever sent: the reconciler reads what to push from the
+//! store.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rollout_core::edge::{ADMIN_PATH, AppliedReply, PushReply, PushStatus};
+use rollout_api::{Version, holds, shorten};
 
-use crate::service::App;
-use crate::store::{VersionRow, now_ms};
+use crate::edge_client::{Answer, EdgeClient, Retries, Signed};
+use crate::metrics::Metrics;
+use crate::store::{EdgeId, EdgeRow, Store, VersionRow, now_ms};
 
 /// Fan-out settings.
 #[derive(Debug, Clone)]
@@ -49,36 +53,128 @@ impl Default for PushOptions {
     }
 }
 
-/// Per-edge bookkeeping that need not survive a restart.
-#[derive(Debug, Default)]
-pub struct Pusher {
-    wake: tokio::sync::Notify,
-    state: Mutex<PushState>,
-    http: reqwest::Client,
+impl From<&VersionRow> for Signed {
+    fn from(row: &VersionRow) -> Signed {
+        Signed {
+            version: row.version,
+            digest: row.digest,
+            body: row.body.clone(),
+            signature: row.signature.clone(),
+        }
+    }
 }
 
+/// The fan-out: pushes, retries, verification, convergence times.
+#[derive(Debug)]
+pub struct Fanout {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    edges: EdgeClient,
+    opts: PushOptions,
+    wake: tokio::sync::Notify,
+    state: Mutex<PushState>,
+    /// When this process committed each version not yet converged.
+    commits: Mutex<HashMap<Version, Instant>>,
+}
+
+/// A push under way to one edge.
+#[derive(Debug)]
+struct InFlight {
+    version: Version,
+    /// Tells this push from a later one to the same edge.
+    id: u64,
+    task: tokio::task::AbortHandle,
+}
+
+/// Retries of one version to one edge wait until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    version: Version,
+    until: Instant,
+    fails: u32,
+}
+
+/// What follows a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// It holds the version.
+    Done,
+    /// It refused: retry this version after the longest backoff.
+    Refused,
+    /// It did not answer: retry this version after a growing backoff.
+    Silent,
+}
+
+/// Per-edge bookkeeping that need not survive a restart.
 #[derive(Debug, Default)]
 struct PushState {
-    in_flight: HashSet<i64>,
-    /// Edges to leave alone until then, and how many rounds failed in a row.
-    backoff: HashMap<i64, (Instant, u32)>,
+    in_flight: HashMap<EdgeId, InFlight>,
+    backoff: HashMap<EdgeId, Backoff>,
     /// Edges whose ACK was seen by this process. After a restart every edge
     /// is pushed once, whatever the store says, so an edge that lost its
     /// state is caught.
-    confirmed: HashSet<(i64, u64)>,
+    confirmed: HashSet<(EdgeId, Version)>,
+    next_id: u64,
 }
 
-impl Pusher {
-    /// A pusher with its own HTTP client.
-    pub fn new() -> Pusher {
-        Pusher {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .pool_max_idle_per_host(4)
-                .build()
-                .unwrap_or_default(),
-            ..Pusher::default()
+/// What a round does with one edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Nothing: it holds the version, it is being pushed it, or its retry
+    /// of this version is not due.
+    Leave,
+    /// Push the committed version now.
+    Push,
+}
+
+impl PushState {
+    /// The rule of a round for one edge against the committed `version`.
+    fn step(&self, edge: EdgeId, holds: bool, version: Version, now: Instant) -> Step {
+        if holds && self.confirmed.contains(&(edge, version)) {
+            return Step::Leave;
         }
+        if self
+            .in_flight
+            .get(&edge)
+            .is_some_and(|f| f.version == version)
+        {
+            return Step::Leave;
+        }
+        // A backoff holds back only retries of the version that failed: a
+        // new commit (a rollback above all) goes out at once.
+        if self
+            .backoff
+            .get(&edge)
+            .is_some_and(|b| b.version == version && b.until > now)
+        {
+            return Step::Leave;
+        }
+        Step::Push
+    }
+}
+
+impl Fanout {
+    /// A fan-out over `store`'s edges.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        opts: PushOptions,
+    ) -> Result<Fanout, reqwest::Error> {
+        Ok(Fanout {
+            store,
+            metrics,
+            edges: EdgeClient::new(opts.timeout)?,
+            opts,
+            wake: tokio::sync::Notify::new(),
+            state: Mutex::default(),
+            commits: Mutex::default(),
+        })
+    }
+
+    /// A version was just committed: note when, and push it now.
+    pub fn committed(&self, version: Version) {
+        lock(&self.commits).insert(version, Instant::now());
+        self.wake();
     }
 
     /// Starts a round now (after a commit, or when an edge is added).
@@ -86,212 +182,211 @@ impl Pusher {
         self.wake.notify_one();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PushState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Forgets what is known of an edge that was removed.
+    pub fn forget(&self, edge: EdgeId) {
+        let mut state = lock(&self.state);
+        if let Some(f) = state.in_flight.remove(&edge) {
+            f.task.abort();
+        }
+        state.backoff.remove(&edge);
+        state.confirmed.retain(|(e, _)| *e != edge);
     }
-}
 
-/// Runs reconciliation rounds until the task is dropped.
-pub async fn run(app: Arc<App>) {
-    let mut verified = Instant::now();
-    loop {
-        if let Err(e) = round(&app) {
-            tracing::warn!("reconcile round failed: {e}");
-        }
-        if verified.elapsed() >= app.push.verify_every {
-            verified = Instant::now();
-            tokio::spawn(verify(app.clone()));
-        }
-        tokio::select! {
-            () = app.pusher.wake.notified() => {}
-            () = tokio::time::sleep(app.push.reconcile_every) => {}
+    /// Runs reconciliation rounds until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut verified = Instant::now();
+        loop {
+            if let Err(e) = self.round() {
+                tracing::warn!("reconcile round failed: {e}");
+            }
+            if verified.elapsed() >= self.opts.verify_every {
+                verified = Instant::now();
+                tokio::spawn(self.clone().verify());
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.opts.reconcile_every) => {}
+            }
         }
     }
-}
 
-/// One round: start a push to every edge that lags and is not waiting.
-fn round(app: &Arc<App>) -> anyhow::Result<()> {
-    let Some(current) = app.store.current()? else {
-        return Ok(());
-    };
-    let current = Arc::new(current);
-    let edges = app.store.edges()?;
-    let now = Instant::now();
-    let mut state = app.pusher.lock();
-    for edge in edges {
-        let holds = edge.acked_version == current.version
-            && edge.acked_digest.as_deref() == Some(current.digest.as_str());
-        if holds && state.confirmed.contains(&(edge.id, current.version)) {
-            continue;
+    /// One round: start a push to every edge that lags and is not waiting.
+    fn round(self: &Arc<Self>) -> rusqlite::Result<()> {
+        let Some(current) = self.store.current()? else {
+            return Ok(());
+        };
+        let signed = Arc::new(Signed::from(&current));
+        let edges = self.store.edges()?;
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        for edge in edges {
+            let held = holds(edge.acked, current.applied());
+            if state.step(edge.id, held, current.version, now) == Step::Leave {
+                continue;
+            }
+            // An older version still under way is superseded.
+            if let Some(older) = state.in_flight.remove(&edge.id) {
+                older.task.abort();
+            }
+            state.next_id += 1;
+            let id = state.next_id;
+            let (me, signed, edge_id) = (self.clone(), signed.clone(), edge.id);
+            let task = tokio::spawn(async move { me.push_one(edge, id, &signed).await });
+            state.in_flight.insert(
+                edge_id,
+                InFlight {
+                    version: current.version,
+                    id,
+                    task: task.abort_handle(),
+                },
+            );
         }
-        if state.in_flight.contains(&edge.id) {
-            continue;
-        }
-        if state
-            .backoff
-            .get(&edge.id)
-            .is_some_and(|(until, _)| *until > now)
+        Ok(())
+    }
+
+    /// Pushes `signed` to one edge and records what came of it.
+    async fn push_one(&self, edge: EdgeRow, id: u64, signed: &Signed) {
+        record(self.store.record_sent(edge.id, signed.version));
+        let retries = Retries {
+            count: self.opts.retries,
+            backoff: self.opts.backoff,
+        };
+        let pushed = self.edges.push(&edge.url, signed, retries).await;
+        self.metrics
+            .pushes
+            .fetch_add(u64::from(pushed.attempts), Ordering::Relaxed);
+        let version = signed.version;
+        let next = match pushed.answer {
+            Answer::Ack { held, latency_ms } => {
+                self.metrics.acks.fetch_add(1, Ordering::Relaxed);
+                record(self.store.record_ack(edge.id, held, latency_ms));
+                Next::Done
+            }
+            Answer::Nack { held, error } => {
+                self.metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "{} refused version {version}: {}",
+                    edge.url,
+                    shorten(&error, 200)
+                );
+                record(self.store.record_nack(edge.id, version, held, &error));
+                Next::Refused
+            }
+            Answer::NoAnswer(error) => {
+                self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("{}: no answer to version {version}: {error}", edge.url);
+                record(self.store.record_failure(edge.id, &error));
+                Next::Silent
+            }
+        };
         {
-            continue;
+            let mut state = lock(&self.state);
+            if state.in_flight.get(&edge.id).is_some_and(|f| f.id == id) {
+                state.in_flight.remove(&edge.id);
+            }
+            if next == Next::Done {
+                state.backoff.remove(&edge.id);
+                state.confirmed.insert((edge.id, version));
+            } else {
+                let fails = state
+                    .backoff
+                    .get(&edge.id)
+                    .filter(|b| b.version == version)
+                    .map_or(0, |b| b.fails)
+                    + 1;
+                let wait = match next {
+                    // A refusal will not change by asking again soon.
+                    Next::Refused => self.opts.max_backoff,
+                    // A silent edge may be back any moment: retry soon, then
+                    // less and less often.
+                    _ => (self.opts.reconcile_every * 2u32.saturating_pow(fails.min(8)))
+                        .min(self.opts.max_backoff),
+                };
+                let until = Instant::now() + wait;
+                state.backoff.insert(
+                    edge.id,
+                    Backoff {
+                        version,
+                        until,
+                        fails,
+                    },
+                );
+            }
         }
-        state.in_flight.insert(edge.id);
-        let (app, current) = (app.clone(), current.clone());
-        tokio::spawn(async move {
-            let outcome = push_edge(&app, edge.id, &edge.url, &current).await;
-            let mut state = app.pusher.lock();
-            state.in_flight.remove(&edge.id);
-            match outcome {
-                Outcome::Ack => {
-                    state.backoff.remove(&edge.id);
-                    state.confirmed.insert((edge.id, current.version));
+        if next == Next::Done {
+            self.converged(version);
+        }
+    }
+
+    /// Asks every edge believed to hold the committed version what it holds,
+    /// and forgets the belief where it is wrong, so the next round pushes again.
+    async fn verify(self: Arc<Self>) {
+        let (Ok(Some(current)), Ok(edges)) = (self.store.current(), self.store.edges()) else {
+            return;
+        };
+        let checks = edges.into_iter().filter(|e| {
+            let state = lock(&self.state);
+            state.confirmed.contains(&(e.id, current.version))
+                && !state.in_flight.contains_key(&e.id)
+        });
+        let checks = checks.map(|edge| {
+            let me = self.clone();
+            let committed = current.applied();
+            async move {
+                // Silence is for the push path to judge, at the next version.
+                let Ok(held) = me.edges.held(&edge.url).await else {
+                    return;
+                };
+                if holds(held, committed) {
+                    return;
                 }
-                Outcome::Nack | Outcome::NoAnswer => {
-                    let fails = state.backoff.get(&edge.id).map_or(0, |b| b.1) + 1;
-                    // A refusal will not change by asking again soon; a
-                    // silent edge may be back any moment.
-                    let wait = match outcome {
-                        Outcome::Nack => app.push.max_backoff,
-                        _ => (app.push.reconcile_every * 2u32.saturating_pow(fails.min(8)))
-                            .min(app.push.max_backoff),
-                    };
-                    state
-                        .backoff
-                        .insert(edge.id, (Instant::now() + wait, fails));
-                }
+                tracing::warn!(
+                    "{} holds version {} instead of {}: pushing again",
+                    edge.url,
+                    held.map_or(0, |h| h.version),
+                    committed.version
+                );
+                record(me.store.record_held(edge.id, held));
+                lock(&me.state)
+                    .confirmed
+                    .remove(&(edge.id, Version::new(committed.version)));
+                me.wake();
             }
         });
+        futures_util::future::join_all(checks).await;
     }
-    Ok(())
-}
 
-/// Asks every edge believed to hold the committed version what it holds,
-/// and forgets the belief where it is wrong, so the next round pushes again.
-async fn verify(app: Arc<App>) {
-    let (Ok(Some(current)), Ok(edges)) = (app.store.current(), app.store.edges()) else {
-        return;
-    };
-    let checks = edges.into_iter().filter(|e| {
-        let state = app.pusher.lock();
-        state.confirmed.contains(&(e.id, current.version)) && !state.in_flight.contains(&e.id)
-    });
-    let checks = checks.map(|edge| {
-        let (app, digest) = (app.clone(), current.digest.clone());
-        async move {
-            let url = format!("{}{ADMIN_PATH}", edge.url.trim_end_matches('/'));
-            let sent = app
-                .pusher
-                .http
-                .get(&url)
-                .timeout(app.push.timeout)
-                .send()
-                .await;
-            let Ok(held) = (match sent {
-                Ok(r) => r.json::<AppliedReply>().await,
-                Err(e) => Err(e),
-            }) else {
-                // Silence is for the push path to judge, at the next version.
-                return;
-            };
-            let held_digest = held.digest.map(|d| d.to_string());
-            if held.version == current.version && held_digest.as_deref() == Some(digest.as_str()) {
-                return;
-            }
-            tracing::warn!(
-                "{} holds version {} instead of {}: pushing again",
-                edge.url,
-                held.version,
-                current.version
-            );
-            record(
-                app.store
-                    .record_held(edge.id, held.version, held_digest.as_deref()),
-            );
-            app.pusher
-                .lock()
-                .confirmed
-                .remove(&(edge.id, current.version));
-            app.pusher.wake();
-        }
-    });
-    futures_util::future::join_all(checks).await;
-}
-
-enum Outcome {
-    Ack,
-    Nack,
-    NoAnswer,
-}
-
-/// Pushes `version` to one edge, retrying when it gets no answer.
-async fn push_edge(app: &App, edge: i64, url: &str, version: &VersionRow) -> Outcome {
-    if let Err(e) = app.store.record_sent(edge, version.version) {
-        tracing::warn!("recording a push to {url}: {e}");
-    }
-    let target = format!("{}{ADMIN_PATH}", url.trim_end_matches('/'));
-    let mut last_error = String::new();
-    for attempt in 0..=app.push.retries {
-        if attempt > 0 {
-            tokio::time::sleep(app.push.backoff * 2u32.pow(attempt - 1)).await;
-        }
-        app.metrics.pushes.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let sent = app
-            .pusher
-            .http
-            .put(&target)
-            .timeout(app.push.timeout)
-            .header(rollout_core::SIGNATURE_HEADER, &version.signature)
-            .header("content-type", "application/json")
-            .body(version.body.clone())
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(resp) => resp,
-            Err(e) => {
-                last_error = describe(&e);
-                continue;
-            }
+    /// Records the commit-to-last-ACK time once every edge holds `version`.
+    fn converged(&self, version: Version) {
+        let (Ok(Some(row)), Ok(edges)) = (self.store.version(version), self.store.edges()) else {
+            return;
         };
-        let status = resp.status().as_u16();
-        let reply = match resp.bytes().await {
-            Ok(b) => serde_json::from_slice::<PushReply>(&b).ok(),
-            Err(e) => {
-                last_error = describe(&e);
-                continue;
-            }
-        };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match reply {
-            Some(r) if r.status == PushStatus::Ack && r.version == version.version => {
-                app.metrics.acks.fetch_add(1, Ordering::Relaxed);
-                record(
-                    app.store
-                        .record_ack(edge, version.version, &version.digest, latency_ms),
-                );
-                converged(app, version);
-                return Outcome::Ack;
-            }
-            Some(r) => {
-                app.metrics.nacks.fetch_add(1, Ordering::Relaxed);
-                let error = r.error.unwrap_or_else(|| {
-                    format!("edge answered {status} holding version {}", r.version)
-                });
-                tracing::warn!("{url} refused version {}: {error}", version.version);
-                let digest = r.digest.map(|d| d.to_string());
-                let holds = (r.version, digest.as_deref());
-                record(app.store.record_nack(edge, version.version, holds, &error));
-                return Outcome::Nack;
-            }
-            None => last_error = format!("HTTP {status} without a push reply"),
+        let all = !edges.is_empty() && edges.iter().all(|e| holds(e.acked, row.applied()));
+        if !all {
+            return;
+        }
+        // The commit's own clock when this process made it; the wall clock
+        // otherwise (a version committed before a restart).
+        let since = lock(&self.commits).get(&version).copied();
+        let ms = since.map_or_else(
+            || (now_ms() - row.issued_ms).max(0) as f64,
+            |at| at.elapsed().as_secs_f64() * 1000.0,
+        );
+        if let Ok(true) = self.store.record_convergence(version, edges.len(), ms) {
+            self.metrics.observe_convergence(ms / 1000.0);
+            lock(&self.commits).retain(|v, _| *v > version);
+            tracing::info!(
+                "version {version} on all {} edges {ms:.1} ms after commit",
+                edges.len()
+            );
         }
     }
-    app.metrics.failures.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(
-        "{url}: no answer to version {}: {last_error}",
-        version.version
-    );
-    record(app.store.record_failure(edge, &last_error));
-    Outcome::NoAnswer
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the state whole; a panic elsewhere
+    // does not make it unusable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn record(result: rusqlite::Result<()>) {
@@ -300,51 +395,36 @@ fn record(result: rusqlite::Result<()>) {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "connection refused or unreachable".to_owned()
-    } else {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            text = format!("{text}: {s}");
-            source = s.source();
-        }
-        text
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Records the commit-to-last-ACK time once every edge holds `version`.
-fn converged(app: &App, version: &VersionRow) {
-    let Ok(edges) = app.store.edges() else {
-        return;
-    };
-    let all = !edges.is_empty()
-        && edges.iter().all(|e| {
-            e.acked_version == version.version
-                && e.acked_digest.as_deref() == Some(version.digest.as_str())
-        });
-    if !all {
-        return;
-    }
-    // The commit's own clock when this process made it; the wall clock
-    // otherwise (a version committed before a restart).
-    let ms = app.committed_at(version.version).map_or_else(
-        || (now_ms() - version.issued_ms).max(0) as f64,
-        |at| at.elapsed().as_secs_f64() * 1000.0,
-    );
-    if let Ok(true) = app
-        .store
-        .record_convergence(version.version, edges.len(), ms)
-    {
-        app.metrics.observe_convergence(ms / 1000.0);
-        app.forget_commits_up_to(version.version);
-        tracing::info!(
-            "version {} on all {} edges {ms:.1} ms after commit",
-            version.version,
-            edges.len()
+    #[test]
+    fn a_backoff_holds_back_only_retries_of_the_version_that_failed() {
+        let now = Instant::now();
+        let (v1, v2) = (Version::new(1), Version::new(2));
+        let mut state = PushState::default();
+        state.backoff.insert(
+            7,
+            Backoff {
+                version: v1,
+                until: now + Duration::from_secs(5),
+                fails: 3,
+            },
+        );
+        assert_eq!(state.step(7, false, v1, now), Step::Leave, "v1 waits");
+        assert_eq!(state.step(7, false, v2, now), Step::Push, "v2 goes now");
+        assert_eq!(
+            state.step(7, false, v1, now + Duration::from_secs(6)),
+            Step::Push,
+            "v1 once the backoff is over"
+        );
+        state.confirmed.insert((7, v2));
+        assert_eq!(state.step(7, true, v2, now), Step::Leave, "it holds v2");
+        assert_eq!(
+            state.step(7, false, v2, now),
+            Step::Push,
+            "it said it held v2 but no longer does"
         );
     }
 }

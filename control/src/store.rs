@@ -9,6 +9,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
+use bytes::Bytes;
+use rollout_api::Version;
+use rollout_core::{Applied, Digest};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 const SCHEMA: &str = "
@@ -64,13 +67,13 @@ CREATE TABLE IF NOT EXISTS audit (
 #[derive(Debug, Clone)]
 pub struct VersionRow {
     /// Version number.
-    pub version: u64,
+    pub version: Version,
     /// Digest of the previous envelope body.
-    pub parent: Option<String>,
+    pub parent: Option<Digest>,
     /// Digest of `body`.
-    pub digest: String,
-    /// The signed envelope body.
-    pub body: Vec<u8>,
+    pub digest: Digest,
+    /// The signed envelope body (cheap to clone for every edge).
+    pub body: Bytes,
     /// The `rollout-signature` header value.
     pub signature: String,
     /// Who issued it.
@@ -83,49 +86,89 @@ pub struct VersionRow {
     pub issued_ms: i64,
 }
 
+impl VersionRow {
+    /// What an edge holds once it applied this version.
+    pub fn applied(&self) -> Applied {
+        Applied {
+            version: self.version.get(),
+            digest: self.digest,
+        }
+    }
+}
+
+/// A registered edge's row id.
+pub type EdgeId = i64;
+
 /// A registered edge and what is known about it.
 #[derive(Debug, Clone)]
 pub struct EdgeRow {
     /// Row id.
-    pub id: i64,
+    pub id: EdgeId,
     /// Base URL, e.g. `http://127.0.0.1:3000`.
     pub url: String,
     /// Last version pushed to it.
-    pub sent_version: u64,
-    /// Last version it acknowledged.
-    pub acked_version: u64,
-    /// Digest of that version.
-    pub acked_digest: Option<String>,
-    /// Highest version it ever reported holding.
-    pub reported_version: u64,
+    pub sent_version: Version,
+    /// What it holds, as far as the service knows: the version it last
+    /// acknowledged, or reported holding when it refused one or was asked.
+    pub acked: Option<Applied>,
     /// Version it refused, and why.
-    pub nack: Option<(u64, String)>,
-    /// Last transport error.
-    pub last_error: Option<String>,
-    /// Since when pushes to it fail to get an answer.
-    pub failing_since_ms: Option<i64>,
+    pub nack: Option<(Version, String)>,
+    /// Whether pushes to it get no answer, since when and why.
+    pub silent: Option<Silence>,
     /// Last time it answered.
     pub last_contact_ms: Option<i64>,
     /// Duration of the last successful push, ms.
     pub latency_ms: Option<f64>,
+    /// Highest version it ever reported holding.
+    pub reported_version: Version,
+}
+
+impl EdgeRow {
+    /// The version it holds ([`Version::NONE`]: nothing known).
+    pub fn held_version(&self) -> Version {
+        self.acked
+            .map_or(Version::NONE, |a| Version::new(a.version))
+    }
+}
+
+/// Pushes to an edge that get no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    /// The first unanswered push, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// The last transport error.
+    pub error: String,
+}
+
+/// One audit entry as stored.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Details.
+    pub detail: String,
 }
 
 /// Why a commit did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum CommitError {
+pub enum CommitError<E> {
     /// The caller expected another current version.
-    #[error("expected version {expected}, current is {current}")]
+    #[error("expected version {expected}, but the current version is {current}")]
     Conflict {
         /// What the caller expected.
-        expected: u64,
+        expected: Version,
         /// What is current.
-        current: u64,
+        current: Version,
     },
-    /// The new version was refused before it was written.
-    #[error("{0}")]
-    Refused(#[source] anyhow::Error),
+    /// The builder refused the new version before anything was written.
+    #[error(transparent)]
+    Refused(E),
     /// The store failed.
-    #[error("store: {0}")]
+    #[error("the store failed")]
     Store(#[from] rusqlite::Error),
 }
 
@@ -137,7 +180,7 @@ pub struct NewVersion {
     /// Its signature header value.
     pub signature: String,
     /// Its digest.
-    pub digest: String,
+    pub digest: Digest,
     /// Who.
     pub actor: String,
     /// Why.
@@ -158,17 +201,57 @@ pub struct Store {
 const VERSION_COLUMNS: &str =
     "version, parent, digest, body, signature, actor, reason, issued_at, issued_ms";
 
+/// A digest column, refusing what is not one.
+fn digest_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Digest>> {
+    let Some(text) = r.get::<_, Option<String>>(i)? else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn version_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Version> {
+    Ok(Version::new(r.get::<_, i64>(i)?.max(0) as u64))
+}
+
+fn sql(v: Version) -> i64 {
+    // Versions are numbered from 1 by this service, so they fit.
+    v.get().min(i64::MAX as u64) as i64
+}
+
 fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    let digest = digest_at(r, 2)?.ok_or(rusqlite::Error::InvalidColumnType(
+        2,
+        "digest".into(),
+        rusqlite::types::Type::Null,
+    ))?;
     Ok(VersionRow {
-        version: r.get::<_, i64>(0)? as u64,
-        parent: r.get(1)?,
-        digest: r.get(2)?,
-        body: r.get(3)?,
+        version: version_at(r, 0)?,
+        parent: digest_at(r, 1)?,
+        digest,
+        body: Bytes::from(r.get::<_, Vec<u8>>(3)?),
         signature: r.get(4)?,
         actor: r.get(5)?,
         reason: r.get(6)?,
         issued_at: r.get(7)?,
         issued_ms: r.get(8)?,
+    })
+}
+
+/// What an edge holds as its version and digest columns.
+fn held_columns(held: Option<Applied>) -> (i64, Option<String>) {
+    match held {
+        Some(h) => (sql(Version::new(h.version)), Some(h.digest.to_string())),
+        None => (0, None),
+    }
+}
+
+/// What an edge holds, from its version and digest columns.
+fn held(version: Version, digest: Option<Digest>) -> Option<Applied> {
+    digest.filter(|_| !version.is_none()).map(|digest| Applied {
+        version: version.get(),
+        digest,
     })
 }
 
@@ -212,11 +295,11 @@ impl Store {
     }
 
     /// Version `n`.
-    pub fn version(&self, n: u64) -> rusqlite::Result<Option<VersionRow>> {
+    pub fn version(&self, n: Version) -> rusqlite::Result<Option<VersionRow>> {
         self.conn()
             .query_row(
                 &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE version = ?1"),
-                [n as i64],
+                [sql(n)],
                 version_row,
             )
             .optional()
@@ -237,13 +320,17 @@ impl Store {
     }
 
     /// Up to `limit` versions below `before` (all when `None`), newest first.
-    pub fn history(&self, before: Option<u64>, limit: u32) -> rusqlite::Result<Vec<VersionRow>> {
+    pub fn history(
+        &self,
+        before: Option<Version>,
+        limit: u32,
+    ) -> rusqlite::Result<Vec<VersionRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {VERSION_COLUMNS} FROM versions WHERE version < ?1
              ORDER BY version DESC LIMIT ?2"
         ))?;
-        let before = before.map_or(i64::MAX, |b| b as i64);
+        let before = before.map_or(i64::MAX, sql);
         stmt.query_map(params![before, limit], version_row)?
             .collect()
     }
@@ -255,12 +342,12 @@ impl Store {
     /// The number is one above both the newest stored version and the
     /// highest any edge reported, so a break-glass push made around the
     /// service is overtaken by the next commit instead of blocking it.
-    pub fn commit(
+    pub fn commit<E>(
         &self,
-        expected: u64,
+        expected: Version,
         action: &str,
-        build: impl FnOnce(u64, Option<&VersionRow>) -> anyhow::Result<NewVersion>,
-    ) -> Result<VersionRow, CommitError> {
+        build: impl FnOnce(Version, Option<&VersionRow>) -> Result<NewVersion, E>,
+    ) -> Result<VersionRow, CommitError<E>> {
         let mut conn = self.conn();
         conn.pragma_update(None, "synchronous", "FULL")?;
         let committed = Self::commit_in(&mut conn, expected, action, build);
@@ -268,12 +355,12 @@ impl Store {
         committed
     }
 
-    fn commit_in(
+    fn commit_in<E>(
         conn: &mut Connection,
-        expected: u64,
+        expected: Version,
         action: &str,
-        build: impl FnOnce(u64, Option<&VersionRow>) -> anyhow::Result<NewVersion>,
-    ) -> Result<VersionRow, CommitError> {
+        build: impl FnOnce(Version, Option<&VersionRow>) -> Result<NewVersion, E>,
+    ) -> Result<VersionRow, CommitError<E>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let parent = tx
             .query_row(
@@ -282,23 +369,23 @@ impl Store {
                 version_row,
             )
             .optional()?;
-        let current = parent.as_ref().map_or(0, |p| p.version);
+        let current = parent.as_ref().map_or(Version::NONE, |p| p.version);
         if current != expected {
             return Err(CommitError::Conflict { expected, current });
         }
-        let reported: i64 = tx.query_row(
+        let reported = tx.query_row(
             "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state",
             [],
-            |r| r.get(0),
+            |r| version_at(r, 0),
         )?;
-        let next = current.max(reported as u64) + 1;
+        let next = Version::new(current.max(reported).get() + 1);
         let new = build(next, parent.as_ref()).map_err(CommitError::Refused)?;
         tx.execute(
             &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
             params![
-                next as i64,
-                parent.as_ref().map(|p| p.digest.clone()),
-                new.digest,
+                sql(next),
+                parent.as_ref().map(|p| p.digest.to_string()),
+                new.digest.to_string(),
                 new.body,
                 new.signature,
                 new.actor,
@@ -321,7 +408,7 @@ impl Store {
             version: next,
             parent: parent.map(|p| p.digest),
             digest: new.digest,
-            body: new.body,
+            body: Bytes::from(new.body),
             signature: new.signature,
             actor: new.actor,
             reason: new.reason,
@@ -339,13 +426,18 @@ impl Store {
         Ok(())
     }
 
-    /// The newest `limit` audit entries: (ms, actor, action, detail).
-    pub fn audit_log(&self, limit: u32) -> rusqlite::Result<Vec<(i64, String, String, String)>> {
+    /// The newest `limit` audit entries.
+    pub fn audit_log(&self, limit: u32) -> rusqlite::Result<Vec<AuditRow>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("SELECT at_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
         stmt.query_map([limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok(AuditRow {
+                at_ms: r.get(0)?,
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                detail: r.get(3)?,
+            })
         })?
         .collect()
     }
@@ -389,13 +481,16 @@ impl Store {
             Ok(EdgeRow {
                 id: r.get(0)?,
                 url: r.get(1)?,
-                sent_version: r.get::<_, i64>(2)? as u64,
-                acked_version: r.get::<_, i64>(3)? as u64,
-                acked_digest: r.get(4)?,
-                reported_version: r.get::<_, i64>(5)? as u64,
-                nack: nack_version.zip(nack_error).map(|(v, e)| (v as u64, e)),
-                last_error: r.get(8)?,
-                failing_since_ms: r.get(9)?,
+                sent_version: version_at(r, 2)?,
+                acked: held(version_at(r, 3)?, digest_at(r, 4)?),
+                reported_version: version_at(r, 5)?,
+                nack: nack_version
+                    .zip(nack_error)
+                    .map(|(v, e)| (Version::new(v.max(0) as u64), e)),
+                silent: r
+                    .get::<_, Option<String>>(8)?
+                    .zip(r.get::<_, Option<i64>>(9)?)
+                    .map(|(error, since_ms)| Silence { since_ms, error }),
                 last_contact_ms: r.get(10)?,
                 latency_ms: r.get(11)?,
             })
@@ -404,20 +499,19 @@ impl Store {
     }
 
     /// Notes that `version` is being sent to an edge.
-    pub fn record_sent(&self, edge: i64, version: u64) -> rusqlite::Result<()> {
+    pub fn record_sent(&self, edge: EdgeId, version: Version) -> rusqlite::Result<()> {
         self.conn().execute(
             "UPDATE edge_state SET sent_version = ?2 WHERE edge_id = ?1",
-            params![edge, version as i64],
+            params![edge, sql(version)],
         )?;
         Ok(())
     }
 
-    /// An edge acknowledged `version`.
+    /// An edge acknowledged `applied`.
     pub fn record_ack(
         &self,
-        edge: i64,
-        version: u64,
-        digest: &str,
+        edge: EdgeId,
+        applied: Applied,
         latency_ms: f64,
     ) -> rusqlite::Result<()> {
         self.conn().execute(
@@ -426,56 +520,52 @@ impl Store {
                 nack_error = NULL, last_error = NULL, failing_since_ms = NULL,
                 last_contact_ms = ?4, latency_ms = ?5
              WHERE edge_id = ?1",
-            params![edge, version as i64, digest, now_ms(), latency_ms],
+            params![
+                edge,
+                sql(Version::new(applied.version)),
+                applied.digest.to_string(),
+                now_ms(),
+                latency_ms
+            ],
         )?;
         Ok(())
     }
 
-    /// An edge refused `version`, holding `holds` (version and digest): that
-    /// is what it holds now, whatever it acknowledged before.
+    /// An edge refused `version`, holding `holds`: that is what it holds
+    /// now, whatever it acknowledged before.
     pub fn record_nack(
         &self,
-        edge: i64,
-        version: u64,
-        holds: (u64, Option<&str>),
+        edge: EdgeId,
+        version: Version,
+        holds: Option<Applied>,
         error: &str,
     ) -> rusqlite::Result<()> {
+        let held = held_columns(holds);
         self.conn().execute(
             "UPDATE edge_state SET nack_version = ?2, nack_error = ?3,
                 acked_version = ?4, acked_digest = ?5,
                 reported_version = MAX(reported_version, ?4), last_error = NULL,
                 failing_since_ms = NULL, last_contact_ms = ?6
              WHERE edge_id = ?1",
-            params![
-                edge,
-                version as i64,
-                error,
-                holds.0 as i64,
-                holds.1,
-                now_ms()
-            ],
+            params![edge, sql(version), error, held.0, held.1, now_ms()],
         )?;
         Ok(())
     }
 
-    /// An edge reported holding `version` (`digest`), not what it acknowledged.
-    pub fn record_held(
-        &self,
-        edge: i64,
-        version: u64,
-        digest: Option<&str>,
-    ) -> rusqlite::Result<()> {
+    /// An edge reported holding `held`, not what it acknowledged.
+    pub fn record_held(&self, edge: EdgeId, held: Option<Applied>) -> rusqlite::Result<()> {
+        let (version, digest) = held_columns(held);
         self.conn().execute(
             "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
                 reported_version = MAX(reported_version, ?2), last_contact_ms = ?4
              WHERE edge_id = ?1",
-            params![edge, version as i64, digest, now_ms()],
+            params![edge, version, digest, now_ms()],
         )?;
         Ok(())
     }
 
     /// A push got no answer.
-    pub fn record_failure(&self, edge: i64, error: &str) -> rusqlite::Result<()> {
+    pub fn record_failure(&self, edge: EdgeId, error: &str) -> rusqlite::Result<()> {
         self.conn().execute(
             "UPDATE edge_state SET last_error = ?2,
                 failing_since_ms = COALESCE(failing_since_ms, ?3)
@@ -489,22 +579,22 @@ impl Store {
     /// True when this call recorded it.
     pub fn record_convergence(
         &self,
-        version: u64,
+        version: Version,
         edges: usize,
         ms: f64,
     ) -> rusqlite::Result<bool> {
         Ok(self.conn().execute(
             "INSERT OR IGNORE INTO convergence (version, edges, ms) VALUES (?1, ?2, ?3)",
-            params![version as i64, edges as i64, ms],
+            params![sql(version), edges as i64, ms],
         )? == 1)
     }
 
     /// Commit-to-last-ACK time of `version`, ms.
-    pub fn convergence(&self, version: u64) -> rusqlite::Result<Option<f64>> {
+    pub fn convergence(&self, version: Version) -> rusqlite::Result<Option<f64>> {
         self.conn()
             .query_row(
                 "SELECT ms FROM convergence WHERE version = ?1",
-                [version as i64],
+                [sql(version)],
                 |r| r.get(0),
             )
             .optional()
@@ -514,7 +604,7 @@ impl Store {
     pub fn version_count(&self) -> rusqlite::Result<u64> {
         self.conn()
             .query_row("SELECT COUNT(*) FROM versions", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
+            .map(|n| n.max(0) as u64)
     }
 }
 
@@ -529,37 +619,49 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    fn version(n: u64) -> NewVersion {
-        NewVersion {
-            body: format!("body {n}").into_bytes(),
+    fn version(n: Version) -> Result<NewVersion, std::convert::Infallible> {
+        let body = format!("body {n}").into_bytes();
+        Ok(NewVersion {
+            digest: Digest::of(&body),
+            body,
             signature: "sig".into(),
-            digest: format!("d{n}"),
             actor: "t".into(),
             reason: "r".into(),
             issued_at: "now".into(),
-            issued_ms: n as i64 * 1000,
-        }
+            issued_ms: n.get() as i64 * 1000,
+        })
     }
 
     #[test]
     fn versions_grow_only_from_the_expected_one_and_cannot_be_changed() {
         let dir = std::env::temp_dir().join(format!("rollout-store-{}", std::process::id()));
         let store = Store::open(&dir.join("a/b/control.sqlite")).expect("opens");
-        let one = store.commit(0, "push", |n, _| Ok(version(n))).expect("v1");
-        assert_eq!((one.version, one.parent), (1, None));
+        let one = store
+            .commit(Version::NONE, "push", |n, _| version(n))
+            .expect("v1");
+        assert_eq!((one.version, one.parent), (Version::new(1), None));
         assert!(matches!(
-            store.commit(0, "push", |n, _| Ok(version(n))),
-            Err(CommitError::Conflict {
-                expected: 0,
-                current: 1
-            })
+            store.commit(Version::NONE, "push", |n, _| version(n)),
+            Err(CommitError::Conflict { expected, current })
+                if expected == Version::NONE && current == Version::new(1)
         ));
-        let two = store.commit(1, "push", |n, _| Ok(version(n))).expect("v2");
-        assert_eq!((two.version, two.parent.as_deref()), (2, Some("d1")));
-        assert_eq!(store.at(1500).expect("at").map(|v| v.version), Some(1));
+        let two = store
+            .commit(Version::new(1), "push", |n, _| version(n))
+            .expect("v2");
+        assert_eq!(
+            (two.version, two.parent),
+            (Version::new(2), Some(one.digest))
+        );
+        assert_eq!(
+            store.at(1500).expect("at").map(|v| v.version),
+            Some(Version::new(1))
+        );
         assert_eq!(store.at(999).expect("at").map(|v| v.version), None);
-        let page = store.history(Some(2), 10).expect("history");
-        assert_eq!(page.iter().map(|v| v.version).collect::<Vec<_>>(), [1]);
+        let page = store.history(Some(Version::new(2)), 10).expect("history");
+        assert_eq!(
+            page.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [Version::new(1)]
+        );
         let conn = store.conn();
         assert!(conn.execute("DELETE FROM versions", []).is_err());
         assert!(

@@ -14,31 +14,22 @@ use support::*;
 
 /// Two origins, two edges, a control service, both edges registered.
 struct Setup {
-    scratch: Scratch,
-    old: Origin,
-    new: Origin,
+    rig: Rig,
     edges: Vec<rollout_host::RunningEdge>,
     control: Control,
 }
 
 async fn setup(name: &str) -> Setup {
-    let scratch = Scratch::new(name);
-    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let rig = Rig::start(name).await;
     let mut edges = Vec::new();
     for i in 0..2 {
-        edges.push(edge(&scratch.0, &format!("edge-{i}"), &old, &new, None).await);
+        edges.push(rig.edge(&format!("edge-{i}")).await);
     }
-    let control = Control::start(&scratch.0).await;
-    for e in &edges {
-        control
-            .cli(ADMIN, &["edges", "add", &format!("http://{}", e.addr)])
-            .await
-            .ok();
-    }
+    let control = rig
+        .control(&edges.iter().map(url).collect::<Vec<_>>())
+        .await;
     Setup {
-        scratch,
-        old,
-        new,
+        rig,
         edges,
         control,
     }
@@ -46,30 +37,15 @@ async fn setup(name: &str) -> Setup {
 
 impl Setup {
     async fn push(&self, weight: f64) -> serde_json::Value {
-        let file = config_file(
-            &self.scratch.0,
-            &format!("w{weight}.json"),
-            &self.old,
-            &self.new,
-            weight,
-        );
-        let run = self
-            .control
-            .cli(
-                DEPLOY,
-                &[
-                    "push",
-                    &file,
-                    "--wait",
-                    "--timeout",
-                    "20s",
-                    "--output",
-                    "json",
-                ],
-            )
-            .await
-            .ok();
-        run.json()
+        let file = self.rig.config(&format!("w{weight}.json"), weight);
+        self.control.push_wait(&file).await
+    }
+
+    /// A write command with the deploy token, waiting for every edge.
+    async fn write_wait(&self, args: &[&str]) {
+        let mut args = args.to_vec();
+        args.extend(["--wait", "--timeout", "20s"]);
+        self.control.cli(DEPLOY, &args).await.ok();
     }
 
     /// Which arm each of `keys` gets through every edge (panics if edges disagree).
@@ -179,24 +155,12 @@ async fn rollback_to_a_version_or_a_time_restores_its_config_on_every_edge() {
     s.push(0.0).await;
     assert!(s.arms(&ks).await.iter().all(|a| a == "old"));
     tokio::time::sleep(Duration::from_millis(30)).await;
-    s.control
-        .cli(
-            DEPLOY,
-            &["set-weight", "web", "100", "--wait", "--timeout", "20s"],
-        )
-        .await
-        .ok();
+    s.write_wait(&["set-weight", "web", "100"]).await;
     assert!(s.arms(&ks).await.iter().all(|a| a == "new"));
     tokio::time::sleep(Duration::from_millis(30)).await;
     let t = rollout_control::time::format_ms(rollout_control::store::now_ms());
     tokio::time::sleep(Duration::from_millis(30)).await;
-    s.control
-        .cli(
-            DEPLOY,
-            &["set-weight", "web", "50", "--wait", "--timeout", "20s"],
-        )
-        .await
-        .ok();
+    s.write_wait(&["set-weight", "web", "50"]).await;
 
     // Back to version 1: both edges serve old within a second of the command returning.
     let run = s
@@ -230,13 +194,7 @@ async fn rollback_to_a_version_or_a_time_restores_its_config_on_every_edge() {
     }
 
     // The config live at T (between versions 2 and 3) was version 2's: everyone on new.
-    s.control
-        .cli(
-            DEPLOY,
-            &["rollback", "--at", &t, "--wait", "--timeout", "20s"],
-        )
-        .await
-        .ok();
+    s.write_wait(&["rollback", "--at", &t]).await;
     let v5 = s.control.get("/v1/versions/5").await;
     assert_eq!(
         v5["config"],
@@ -368,15 +326,11 @@ async fn concurrent_set_weights_never_lose_an_update_and_losers_get_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_service_killed_mid_fan_out_brings_every_edge_to_the_committed_version_on_restart()
  {
-    let scratch = Scratch::new("sigkill");
-    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
-    let fast = edge(&scratch.0, "fast", &old, &new, None).await;
-    let slow = edge(&scratch.0, "slow", &old, &new, None).await;
+    let rig = Rig::start("sigkill").await;
+    let fast = rig.edge("fast").await;
+    let slow = rig.edge("slow").await;
     let gate = Gate::start(slow.addr).await;
-    let mut control = Control::start(&scratch.0).await;
-    for url in [format!("http://{}", fast.addr), gate.url()] {
-        control.cli(ADMIN, &["edges", "add", &url]).await.ok();
-    }
+    let mut control = rig.control(&[url(&fast), gate.url()]).await;
 
     // Watch both edges the whole time: what they hold must always be committed.
     let seen = Arc::new(Mutex::new(HashSet::new()));
@@ -394,17 +348,13 @@ async fn a_control_service_killed_mid_fan_out_brings_every_edge_to_the_committed
         })
     };
 
-    let v1 = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
-    control
-        .cli(DEPLOY, &["push", &v1, "--wait", "--timeout", "20s"])
-        .await
-        .ok();
+    control.push_wait(&rig.config("v1.json", 10.0)).await;
 
     // The slow edge now takes 5 s to be reached; push, and crash the service mid fan-out.
     gate.set(5000);
     // Let the gate cut the connection the service keeps open to it.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let v2 = config_file(&scratch.0, "v2.json", &old, &new, 60.0);
+    let v2 = rig.config("v2.json", 60.0);
     control.cli(DEPLOY, &["push", &v2]).await.ok();
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -425,14 +375,7 @@ async fn a_control_service_killed_mid_fan_out_brings_every_edge_to_the_committed
 
     gate.set(PASS);
     control.restart().await;
-    let run = control
-        .cli(
-            READ,
-            &["status", "--wait", "--timeout", "20s", "--output", "json"],
-        )
-        .await
-        .ok();
-    let status = run.json();
+    let status = control.converged().await;
     assert_eq!(status["version"], 2);
     assert_eq!(states(&status), ["ACK", "ACK"]);
     for a in [fast.addr, slow.addr] {
@@ -459,24 +402,16 @@ async fn a_control_service_killed_mid_fan_out_brings_every_edge_to_the_committed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_down_during_a_push_is_stale_then_reconciled_without_a_new_push() {
-    let scratch = Scratch::new("stale");
-    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
-    let up = edge(&scratch.0, "up", &old, &new, None).await;
-    let flaky = edge(&scratch.0, "flaky", &old, &new, None).await;
+    let rig = Rig::start("stale").await;
+    let up = rig.edge("up").await;
+    let flaky = rig.edge("flaky").await;
     let gate = Gate::start(flaky.addr).await;
-    let control = Control::start(&scratch.0).await;
-    for url in [format!("http://{}", up.addr), gate.url()] {
-        control.cli(ADMIN, &["edges", "add", &url]).await.ok();
-    }
-    let v1 = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
-    control
-        .cli(DEPLOY, &["push", &v1, "--wait", "--timeout", "20s"])
-        .await
-        .ok();
+    let control = rig.control(&[url(&up), gate.url()]).await;
+    control.push_wait(&rig.config("v1.json", 10.0)).await;
 
     gate.set(DOWN);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let v2 = config_file(&scratch.0, "v2.json", &old, &new, 30.0);
+    let v2 = rig.config("v2.json", 30.0);
     control.cli(DEPLOY, &["push", &v2]).await.ok();
     let stale = eventually(Duration::from_secs(10), || async {
         let s = control.status().await;
@@ -496,46 +431,26 @@ async fn an_edge_down_during_a_push_is_stale_then_reconciled_without_a_new_push(
     );
 
     gate.set(PASS);
-    let run = control
-        .cli(
-            READ,
-            &["status", "--wait", "--timeout", "20s", "--output", "json"],
-        )
-        .await
-        .ok();
-    let status = run.json();
+    let status = control.converged().await;
     assert_eq!(
         (status["version"].as_u64(), states(&status)),
         (Some(2), vec!["ACK".to_owned(), "ACK".to_owned()])
     );
     assert_eq!(held(flaky.addr).await.0, 2);
-    let history = control.get("/v1/versions").await;
     assert_eq!(
-        history["versions"].as_array().map(Vec::len),
-        Some(2),
+        control.version_count().await,
+        2,
         "no new version was needed"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_that_comes_back_empty_is_given_the_committed_version_again() {
-    let scratch = Scratch::new("drift");
-    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
-    let first = edge(&scratch.0, "first", &old, &new, None).await;
-    let gate = Gate::start(first.addr).await;
-    let control = Control::start(&scratch.0).await;
-    control
-        .cli(ADMIN, &["edges", "add", &gate.url()])
-        .await
-        .ok();
-    let v1 = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
-    control
-        .cli(DEPLOY, &["push", &v1, "--wait", "--timeout", "20s"])
-        .await
-        .ok();
+    let rig = Rig::start("drift").await;
+    let (_first, gate, control) = rig.gated("first").await;
 
     // The edge is replaced by one with an empty store, at the same address.
-    let replacement = edge(&scratch.0, "replacement", &old, &new, None).await;
+    let replacement = rig.edge("replacement").await;
     assert_eq!(held(replacement.addr).await.0, 0);
     gate.retarget(replacement.addr);
     let restored = eventually(Duration::from_secs(10), || async {
@@ -543,28 +458,27 @@ async fn an_edge_that_comes_back_empty_is_given_the_committed_version_again() {
     })
     .await;
     assert!(restored, "the service noticed and pushed version 1 again");
-    let history = control.get("/v1/versions").await;
-    assert_eq!(history["versions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(control.version_count().await, 1);
     assert_eq!(states(&control.status().await), ["ACK"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_shows_its_error_and_tokens_are_checked() {
-    let scratch = Scratch::new("nack");
-    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
-    let good = edge(&scratch.0, "good", &old, &new, None).await;
+    let rig = Rig::start("nack").await;
+    let good = rig.edge("good").await;
     let other_key = rollout_core::SecretKey::from_seed([7; 32])
         .public_key()
         .to_string();
-    let wrong_key = edge(&scratch.0, "wrong-key", &old, &new, Some(other_key)).await;
-    let control = Control::start(&scratch.0).await;
-    for e in [&good, &wrong_key] {
-        control
-            .cli(ADMIN, &["edges", "add", &format!("http://{}", e.addr)])
-            .await
-            .ok();
-    }
-    let file = config_file(&scratch.0, "v1.json", &old, &new, 10.0);
+    let wrong_key = edge(
+        &rig.scratch.0,
+        "wrong-key",
+        &rig.old,
+        &rig.new,
+        Some(other_key),
+    )
+    .await;
+    let control = rig.control(&[url(&good), url(&wrong_key)]).await;
+    let file = rig.config("v1.json", 10.0);
 
     let denied = control.cli("not-a-token", &["push", &file]).await;
     assert_eq!(denied.code, 4, "{}", denied.stderr);
@@ -580,14 +494,9 @@ async fn a_nack_shows_its_error_and_tokens_are_checked() {
         "deploy may not add edges: {}",
         forbidden.stderr
     );
-    let history = control.get("/v1/versions").await;
-    assert_eq!(
-        history["versions"].as_array().map(Vec::len),
-        Some(0),
-        "nothing was written"
-    );
+    assert_eq!(control.version_count().await, 0, "nothing was written");
 
-    let invalid = config_file(&scratch.0, "bad.json", &old, &new, 10.0);
+    let invalid = rig.config("bad.json", 10.0);
     let text = std::fs::read_to_string(&invalid)
         .expect("file")
         .replace("\"new_weight\": 10.0", "\"new_weight\": 101.0");
@@ -628,10 +537,12 @@ async fn a_nack_shows_its_error_and_tokens_are_checked() {
     );
 
     // Without the refusing edge, every edge holds the committed version.
-    let url = format!("http://{}", wrong_key.addr);
-    control.cli(ADMIN, &["edges", "remove", &url]).await.ok();
+    control
+        .cli(ADMIN, &["edges", "remove", &url(&wrong_key)])
+        .await
+        .ok();
     let listed = control.cli(READ, &["edges", "list"]).await.ok();
-    assert_eq!(listed.stdout.trim(), format!("http://{}", good.addr));
+    assert_eq!(listed.stdout.trim(), url(&good));
     control
         .cli(READ, &["status", "--wait", "--timeout", "10s"])
         .await
@@ -656,8 +567,8 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     s.push(0.0).await;
     s.control.kill().await;
 
-    let file = config_file(&s.scratch.0, "all-new.json", &s.old, &s.new, 100.0);
-    let key = s.scratch.path("control.key");
+    let file = s.rig.config("all-new.json", 100.0);
+    let key = s.rig.scratch.path("control.key");
     let mut args = vec![
         "push",
         &file,
@@ -665,11 +576,7 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
         "--key",
         key.to_str().expect("utf-8"),
     ];
-    let urls: Vec<String> = s
-        .edges
-        .iter()
-        .map(|e| format!("http://{}", e.addr))
-        .collect();
+    let urls: Vec<String> = s.edges.iter().map(url).collect();
     for u in &urls {
         args.extend(["--edge", u.as_str()]);
     }
@@ -818,39 +725,22 @@ async fn convergence_time_for_2_and_20_edges() {
         .filter_map(|n| n.trim().parse().ok())
         .collect();
     for n in counts {
-        let scratch = Scratch::new("measure");
-        let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+        let rig = Rig::start("measure").await;
         let mut edges = Vec::new();
         for i in 0..n {
-            edges.push(edge(&scratch.0, &format!("edge-{i}"), &old, &new, None).await);
+            edges.push(rig.edge(&format!("edge-{i}")).await);
         }
-        let control = Control::start(&scratch.0).await;
-        for e in &edges {
-            control
-                .cli(ADMIN, &["edges", "add", &format!("http://{}", e.addr)])
-                .await
-                .ok();
-        }
-        let file = config_file(&scratch.0, "v1.json", &old, &new, 1.0);
+        let control = rig
+            .control(&edges.iter().map(url).collect::<Vec<_>>())
+            .await;
+        let file = rig.config("v1.json", 1.0);
         control
             .cli(DEPLOY, &["push", &file, "--wait", "--timeout", "60s"])
             .await
             .ok();
-        let http = client();
         let mut times = Vec::new();
         for i in 0..20u64 {
-            let reply: serde_json::Value = http
-                .post(format!("{}/v1/versions", control.url))
-                .bearer_auth(DEPLOY)
-                .json(&serde_json::json!({"expected_version": i + 1,
-                    "patch": {"op": "set_weight", "route": "web", "percent": 2 + i}}))
-                .send()
-                .await
-                .expect("api")
-                .json()
-                .await
-                .expect("json");
-            let version = reply["version"].as_u64().expect("committed");
+            let version = set_weight(&control, i + 1, (2 + i) as f64).await;
             let mut ms = None;
             for _ in 0..1000 {
                 let v = control.get(&format!("/v1/versions/{version}")).await;
@@ -893,4 +783,173 @@ async fn keygen_writes_a_private_key_and_prints_the_edge_public_key() {
         again.code, 1,
         "an existing key is not replaced without --force"
     );
+}
+
+/// Asserts that `edge` holds `version` within 200 ms of now (polled every 2 ms).
+async fn assert_arrives_at_once(edge: std::net::SocketAddr, version: u64) {
+    let started = Instant::now();
+    while held(edge).await.0 != version {
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(10),
+            "no version {version} in {waited:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_millis(200),
+        "the edge got version {version} {took:?} after it was committed"
+    );
+}
+
+/// Sets route web's weight through the API as the deploy token; the new version.
+async fn set_weight(control: &Control, expected: u64, percent: f64) -> u64 {
+    let reply: serde_json::Value = client()
+        .post(format!("{}/v1/versions", control.url))
+        .bearer_auth(DEPLOY)
+        .json(&serde_json::json!({"expected_version": expected,
+            "patch": {"op": "set_weight", "route": "web", "percent": percent}}))
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    reply["version"].as_u64().expect("committed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_refused_a_version_gets_the_next_one_at_once_not_after_its_backoff() {
+    let rig = Rig::start("nack-then-new").await;
+    let ahead = rig.edge("ahead").await;
+    // The edge holds version 5 from elsewhere (a break-glass push, say).
+    let doc = config(&rig.old.url(), &rig.new.url(), 0.0, serde_json::json!({}));
+    let (body, signature) = rollout_tests::envelope(5, doc);
+    let (status, _) = rollout_tests::push(&client(), ahead.addr, body, &signature).await;
+    assert_eq!(status, 200);
+    let control = rig.control(&[url(&ahead)]).await;
+    let v1 = rig.config("v1.json", 10.0);
+    let run = control
+        .cli(DEPLOY, &["push", &v1, "--wait", "--timeout", "20s"])
+        .await;
+    assert_eq!(run.code, 6, "the edge refuses version 1: {}", run.stderr);
+
+    // The next version is numbered above what the edge holds, and it goes
+    // out at once: the refusal's retry timer (5 s) is for version 1 only.
+    let next = set_weight(&control, 1, 20.0).await;
+    assert_eq!(next, 6);
+    assert_arrives_at_once(ahead.addr, next).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_back_from_an_outage_gets_a_new_version_at_once_not_after_its_backoff() {
+    let rig = Rig::start("outage-then-new").await;
+    let (flaky, gate, control) = rig.gated("flaky").await;
+
+    // Down long enough for the retries of version 2 to back off to seconds.
+    gate.set(DOWN);
+    // The gate cuts open connections within 10 ms.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    set_weight(&control, 1, 20.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(held(flaky.addr).await.0, 1);
+
+    // Back, and a rollback is committed: it must not wait for version 2's
+    // next retry.
+    gate.set(PASS);
+    let run = control
+        .cli(DEPLOY, &["rollback", "--to", "1", "--output", "json"])
+        .await
+        .ok();
+    let v3 = run.json()["version"].as_u64().expect("version");
+    assert_arrives_at_once(flaky.addr, v3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_stdin_and_reasons_are_bounded_where_they_enter() {
+    let rig = Rig::start("bounds").await;
+    let nowhere = "http://127.0.0.1:9";
+
+    // An endless device, or as much on stdin, stops at core's config limit, at once.
+    let started = Instant::now();
+    let zero = cli(nowhere, READ, &["validate", "/dev/zero"]).await;
+    let piped = cli_stdin(nowhere, READ, &["validate", "-"], &vec![b' '; 300 * 1024]).await;
+    for run in [zero, piped] {
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        let limit = "larger than the limit of 262144 bytes";
+        assert!(run.stderr.contains(limit), "{}", run.stderr);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A FIFO nobody writes to does not hang it.
+    let fifo = rig.scratch.path("config.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let started = Instant::now();
+    let run = cli(nowhere, READ, &["validate", fifo.to_str().expect("utf-8")]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Stdin within the limit is read.
+    let file = rig.config("v1.json", 10.0);
+    let text = std::fs::read(&file).expect("config");
+    let run = cli_stdin(nowhere, READ, &["validate", "-"], &text)
+        .await
+        .ok();
+    assert!(run.stdout.contains("valid (1 routes)"), "{}", run.stdout);
+
+    // Reasons: refused over 1024 bytes by the CLI and by the API.
+    let control = rig.control(&[]).await;
+    control.cli(DEPLOY, &["push", &file]).await.ok();
+    let long = "r".repeat(2000);
+    let run = control
+        .cli(DEPLOY, &["set-weight", "web", "5", "--reason", &long])
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let limit = "over the limit of 1024 bytes";
+    assert!(run.stderr.contains(limit), "{}", run.stderr);
+    let api = |reason: String| {
+        client()
+            .post(format!("{}/v1/versions", control.url))
+            .bearer_auth(DEPLOY)
+            .json(&serde_json::json!({"expected_version": 1, "reason": reason,
+                "patch": {"op": "set_weight", "route": "web", "percent": 5}}))
+            .send()
+    };
+    let refused = api("r".repeat(100 * 1024)).await.expect("api");
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["field"], "reason", "{body}");
+    let refused = api("r".repeat(1024 * 1024)).await.expect("api");
+    assert_eq!(refused.status(), 413, "over the request size limit");
+    assert_eq!(control.version_count().await, 1, "nothing was committed");
+
+    // A reason at the limit is kept whole and shown shortened, on one line.
+    let at_limit = format!("line one\n{}", "x".repeat(1024 - 9));
+    assert_eq!(at_limit.len(), 1024);
+    let run = control
+        .cli(DEPLOY, &["set-weight", "web", "5", "--reason", &at_limit])
+        .await
+        .ok();
+    assert!(
+        run.stdout.lines().count() == 1 && run.stdout.len() < 300,
+        "{}",
+        run.stdout
+    );
+    let shown = control.cli(READ, &["history"]).await.ok();
+    let line = shown.stdout.lines().nth(1).expect("newest version");
+    assert!(line.contains("line one\\nxxx"), "{line}");
+    assert!(
+        line.contains("… (1024 bytes)") && line.len() < 300,
+        "{line}"
+    );
+    let json = control
+        .cli(READ, &["history", "--output", "json"])
+        .await
+        .ok();
+    assert_eq!(json.json()["versions"][0]["reason"], at_limit.as_str());
 }

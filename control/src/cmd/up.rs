@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rollout_api::{Change, CreateVersion, Version};
 use rollout_control::client::{Api, Fail, exit};
 use rollout_control::push::PushOptions;
 use rollout_control::service::ServeOptions;
@@ -182,13 +183,13 @@ fn read_or_create(
         Ok(text) => Ok(text.trim().to_owned()),
         Err(_) => {
             let text = make()?;
-            crate::write_secret(path, &format!("{text}\n"), false)?;
+            super::keys::write_secret(path, &format!("{text}\n"), false)?;
             Ok(text)
         }
     }
 }
 
-pub(crate) async fn run(args: UpArgs) -> Result<(), Fail> {
+pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     if args.edge_ports.is_empty() || args.origin_ports.len() != 2 {
         return Err(Fail::new(
             exit::INVALID,
@@ -201,7 +202,9 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), Fail> {
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir).context("state directory")?;
 
-    let key_text = read_or_create(&dir.join("control.key"), || Ok(crate::new_key()?.to_text()))?;
+    let key_text = read_or_create(&dir.join("control.key"), || {
+        Ok(super::keys::new_key()?.to_text())
+    })?;
     let key: rollout_core::SecretKey = key_text
         .parse()
         .map_err(|e| Fail::new(exit::FAILED, format!("control.key: {e}")))?;
@@ -249,10 +252,9 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), Fail> {
 
     let api = Api::new(&control_url, Some(token.clone()));
     for e in &edges {
-        api.post("/v1/edges", &json!({"url": e.url})).await?;
+        api.add_edge(&e.url).await?;
     }
-    let current = api.current_version().await?;
-    if current == 0 {
+    if api.current_version().await?.is_none() {
         let config = json!({
             "schema": 1,
             "debug_headers": true,
@@ -261,18 +263,19 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), Fail> {
                 "key": ["header:x-user-id", "cookie:rollout_id"], "assign_cookie": true,
             }]
         });
-        let body =
-            json!({"expected_version": 0, "reason": "rollout up: first canary", "config": config});
-        api.post("/v1/versions", &body).await?;
+        let doc = serde_json::from_value(config)
+            .map_err(|e| Fail::new(exit::FAILED, format!("demo config: {e}")))?;
+        let req = CreateVersion {
+            expected_version: Version::NONE,
+            reason: "rollout up: first canary".parse().ok(),
+            change: Change::Config(doc),
+        };
+        api.create(&req).await?;
     }
     // Wait for both edges to hold the committed version.
     let mut acked = false;
     for _ in 0..200 {
-        let s = api.get("/v1/status").await?;
-        let all = s["edges"]
-            .as_array()
-            .is_some_and(|es| es.iter().all(|e| e["state"] == "ACK"));
-        if all {
+        if api.status().await?.converged_at(Version::new(1)) {
             acked = true;
             break;
         }
@@ -310,7 +313,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), Fail> {
     println!("  rollout history; rollout explain --key alice");
     println!("Ctrl-C stops everything.");
 
-    crate::stop_signal().await;
+    super::serve::stop_signal().await;
     println!("rollout up: stopping");
     for mut e in edges {
         let _ = e.child.start_kill();

@@ -183,21 +183,32 @@ impl Run {
     }
 }
 
-/// Runs `rollout ARGS` with `ROLLOUT_URL` and `ROLLOUT_TOKEN` set.
+/// Runs `rollout ARGS` with `ROLLOUT_URL` and `ROLLOUT_TOKEN` set, stdin empty.
 pub async fn cli(url: &str, token: &str, args: &[&str]) -> Run {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(rollout_bin())
-            .args(args)
-            .env("ROLLOUT_URL", url)
-            .env("ROLLOUT_TOKEN", token)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("rollout finishes within 60 s")
-    .expect("rollout runs");
+    cli_stdin(url, token, args, b"").await
+}
+
+/// Runs `rollout ARGS` with `input` on stdin.
+pub async fn cli_stdin(url: &str, token: &str, args: &[&str], input: &[u8]) -> Run {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(rollout_bin())
+        .args(args)
+        .env("ROLLOUT_URL", url)
+        .env("ROLLOUT_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rollout runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // The CLI may stop reading early (at its limit): a broken pipe is its answer.
+    let _ = stdin.write_all(input).await;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("rollout finishes within 60 s")
+        .expect("rollout runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -234,6 +245,89 @@ pub async fn edge(
     )
     .await
     .expect("edge starts")
+}
+
+/// An edge's base URL.
+pub fn url(e: &RunningEdge) -> String {
+    format!("http://{}", e.addr)
+}
+
+/// Two origins and a scratch directory: where every test starts.
+#[derive(Debug)]
+pub struct Rig {
+    pub scratch: Scratch,
+    pub old: Origin,
+    pub new: Origin,
+}
+
+impl Rig {
+    pub async fn start(name: &str) -> Rig {
+        Rig {
+            scratch: Scratch::new(name),
+            old: Origin::start("old").await,
+            new: Origin::start("new").await,
+        }
+    }
+
+    /// An edge in front of both origins, trusting the test key, with its own store.
+    pub async fn edge(&self, name: &str) -> RunningEdge {
+        edge(&self.scratch.0, name, &self.old, &self.new, None).await
+    }
+
+    /// A config file with route web at `weight` %; its path.
+    pub fn config(&self, name: &str, weight: f64) -> String {
+        config_file(&self.scratch.0, name, &self.old, &self.new, weight)
+    }
+
+    /// An edge behind a [`Gate`], registered by the gate's address with a
+    /// new control service, holding version 1 (10 %).
+    pub async fn gated(&self, name: &str) -> (RunningEdge, Gate, Control) {
+        let edge = self.edge(name).await;
+        let gate = Gate::start(edge.addr).await;
+        let control = self.control(&[gate.url()]).await;
+        control.push_wait(&self.config("v1.json", 10.0)).await;
+        (edge, gate, control)
+    }
+
+    /// A control service with its store in the scratch directory and
+    /// `edges` registered by the admin token.
+    pub async fn control(&self, edges: &[String]) -> Control {
+        let control = Control::start(&self.scratch.0).await;
+        for e in edges {
+            control.cli(ADMIN, &["edges", "add", e]).await.ok();
+        }
+        control
+    }
+}
+
+impl Control {
+    /// `rollout push FILE --wait` with the deploy token, which must succeed;
+    /// its JSON output.
+    pub async fn push_wait(&self, file: &str) -> Value {
+        let args = [
+            "push",
+            file,
+            "--wait",
+            "--timeout",
+            "20s",
+            "--output",
+            "json",
+        ];
+        self.cli(DEPLOY, &args).await.ok().json()
+    }
+
+    /// `rollout status --wait`, which must succeed; its JSON output.
+    pub async fn converged(&self) -> Value {
+        let args = ["status", "--wait", "--timeout", "20s", "--output", "json"];
+        self.cli(READ, &args).await.ok().json()
+    }
+
+    /// How many versions the history holds.
+    pub async fn version_count(&self) -> usize {
+        self.get("/v1/versions?limit=1000").await["versions"]
+            .as_array()
+            .map_or(0, Vec::len)
+    }
 }
 
 /// What an edge holds: (version, digest).

@@ -1,0 +1,108 @@
+//! `rollout serve`: the control service, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rollout_control::auth::Tokens;
+use rollout_control::client::{Fail, exit};
+use rollout_control::push::PushOptions;
+use rollout_control::service::ServeOptions;
+
+use super::keys::{read_key, read_text};
+
+/// Largest token file read.
+const MAX_TOKEN_FILE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The SQLite file (created on first start).
+    #[arg(long, env = "ROLLOUT_DB", default_value = "rollout-control.sqlite")]
+    db: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ROLLOUT_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// The secret signing key file (see `rollout keygen`).
+    #[arg(long, env = "ROLLOUT_KEY_FILE")]
+    key: PathBuf,
+    /// Token file: lines of `ROLE NAME TOKEN` (role read, deploy or admin;
+    /// TOKEN may be `sha256:<hex>`). ROLLOUT_TOKENS may hold the same lines.
+    #[arg(long, env = "ROLLOUT_TOKENS_FILE")]
+    tokens: Option<PathBuf>,
+    /// Time limit of one push to one edge.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    push_timeout: Duration,
+    /// Retries of a push that got no answer.
+    #[arg(long, default_value_t = 2)]
+    push_retries: u32,
+    /// How often edges that lag are pushed again.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    reconcile_every: Duration,
+    /// How often edges that ACKed are asked whether they still hold the committed version.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    verify_every: Duration,
+    /// How long an edge may go unanswered before it shows as UNREACHABLE rather than STALE.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    unreachable_after: Duration,
+}
+
+fn logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
+    logging();
+    let key = read_key(&args.key)?;
+    let token_text = match (&args.tokens, std::env::var("ROLLOUT_TOKENS")) {
+        (Some(path), _) => read_text(path, MAX_TOKEN_FILE_BYTES)?,
+        (None, Ok(text)) => text.replace(';', "\n"),
+        (None, Err(_)) => {
+            return Err(Fail::new(
+                exit::INVALID,
+                "give --tokens FILE or ROLLOUT_TOKENS",
+            ));
+        }
+    };
+    let tokens =
+        Tokens::parse(&token_text).map_err(|e| Fail::new(exit::INVALID, format!("tokens: {e}")))?;
+    let opts = ServeOptions {
+        db: args.db,
+        listen: args.listen,
+        key,
+        tokens,
+        push: PushOptions {
+            timeout: args.push_timeout,
+            retries: args.push_retries,
+            reconcile_every: args.reconcile_every,
+            verify_every: args.verify_every,
+            ..PushOptions::default()
+        },
+        unreachable_after: args.unreachable_after,
+    };
+    tokio::select! {
+        served = rollout_control::service::serve(opts) => served.map_err(Fail::from),
+        () = stop_signal() => Ok(()),
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, so a service manager's stop is
+/// as clean as a person's.
+pub(crate) async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

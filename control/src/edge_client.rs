@@ -1,0 +1,219 @@
+//! The one client of the edges' admin endpoint: the fan-out, the verify
+//! loop and break-glass pushes all speak to edges through it.
+//!
+//! An edge is outside the service's trust: its replies are read up to
+//! [`MAX_REPLY_BYTES`] and the error text it sends is kept to
+//! [`MAX_EDGE_ERROR_BYTES`].
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rollout_api::{Version, clip, holds};
+use rollout_core::edge::{ADMIN_PATH, AppliedReply, PushReply, PushStatus};
+use rollout_core::{Applied, Digest};
+
+/// Largest reply read from an edge.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+/// Longest refusal text kept from an edge.
+pub const MAX_EDGE_ERROR_BYTES: usize = 1024;
+
+/// A signed envelope, ready to PUT.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// Its version.
+    pub version: Version,
+    /// The digest of `body`.
+    pub digest: Digest,
+    /// The exact body that was signed.
+    pub body: Bytes,
+    /// The `rollout-signature` header value.
+    pub signature: String,
+}
+
+impl Signed {
+    /// What an edge holds once it applied this.
+    pub fn applied(&self) -> Applied {
+        Applied {
+            version: self.version.get(),
+            digest: self.digest,
+        }
+    }
+}
+
+/// What one edge made of a push.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// It holds the pushed version.
+    Ack {
+        /// What it holds.
+        held: Applied,
+        /// Time of the PUT that was acknowledged, ms.
+        latency_ms: f64,
+    },
+    /// It refused it.
+    Nack {
+        /// What it holds instead.
+        held: Option<Applied>,
+        /// Why (clipped).
+        error: String,
+    },
+    /// No usable answer: unreachable, timed out, or not a push reply.
+    NoAnswer(String),
+}
+
+/// A push to one edge and how many PUTs it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushed {
+    /// The last answer.
+    pub answer: Answer,
+    /// PUTs sent (1 + retries used).
+    pub attempts: u32,
+}
+
+/// Retries of a PUT that got no answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Retries {
+    /// How many.
+    pub count: u32,
+    /// First delay; doubles each retry.
+    pub backoff: Duration,
+}
+
+/// An HTTP client for edges' admin endpoints.
+#[derive(Debug, Clone)]
+pub struct EdgeClient {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl EdgeClient {
+    /// A client whose every request ends within `timeout`. Redirects are
+    /// not followed: an edge answers its admin path itself.
+    pub fn new(timeout: Duration) -> Result<EdgeClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(4)
+            .build()?;
+        Ok(EdgeClient { http, timeout })
+    }
+
+    fn admin_url(edge: &str) -> String {
+        format!("{}{ADMIN_PATH}", edge.trim_end_matches('/'))
+    }
+
+    /// What `edge` holds (GET on its admin path).
+    pub async fn held(&self, edge: &str) -> Result<Option<Applied>, String> {
+        let resp = self
+            .http
+            .get(Self::admin_url(edge))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = resp.status().as_u16();
+        let body = read_limited(resp).await?;
+        let reply: AppliedReply = serde_json::from_slice(&body)
+            .map_err(|_| format!("HTTP {status} without an applied-version reply"))?;
+        Ok(reply.digest.map(|digest| Applied {
+            version: reply.version,
+            digest,
+        }))
+    }
+
+    /// One PUT of `signed` to `edge`.
+    pub async fn put(&self, edge: &str, signed: &Signed) -> Answer {
+        let started = Instant::now();
+        let sent = self
+            .http
+            .put(Self::admin_url(edge))
+            .timeout(self.timeout)
+            .header(rollout_core::SIGNATURE_HEADER, &signed.signature)
+            .header("content-type", "application/json")
+            .body(signed.body.clone())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => return Answer::NoAnswer(describe(&e)),
+        };
+        let status = resp.status().as_u16();
+        let body = match read_limited(resp).await {
+            Ok(b) => b,
+            Err(e) => return Answer::NoAnswer(e),
+        };
+        let Ok(reply) = serde_json::from_slice::<PushReply>(&body) else {
+            return Answer::NoAnswer(format!("HTTP {status} without a push reply"));
+        };
+        let held = reply.digest.map(|digest| Applied {
+            version: reply.version,
+            digest,
+        });
+        match held {
+            Some(held)
+                if reply.status == PushStatus::Ack && holds(Some(held), signed.applied()) =>
+            {
+                Answer::Ack {
+                    held,
+                    latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                }
+            }
+            _ => {
+                let error = reply.error.unwrap_or_else(|| {
+                    format!("edge answered {status} holding version {}", reply.version)
+                });
+                Answer::Nack {
+                    held,
+                    error: clip(&error, MAX_EDGE_ERROR_BYTES).to_owned(),
+                }
+            }
+        }
+    }
+
+    /// PUTs `signed` to `edge`, again after a pause when there was no answer.
+    pub async fn push(&self, edge: &str, signed: &Signed, retries: Retries) -> Pushed {
+        let mut attempts = 0;
+        loop {
+            let answer = self.put(edge, signed).await;
+            attempts += 1;
+            if !matches!(answer, Answer::NoAnswer(_)) || attempts > retries.count {
+                return Pushed { answer, attempts };
+            }
+            tokio::time::sleep(retries.backoff * 2u32.saturating_pow(attempts - 1)).await;
+        }
+    }
+}
+
+/// The body of `resp`, refusing one over [`MAX_REPLY_BYTES`].
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
+    {
+        return Err(format!("reply over {MAX_REPLY_BYTES} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(format!("reply over {MAX_REPLY_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A transport error in a few words, with its causes.
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection refused or unreachable".to_owned()
+    } else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        clip(&text, MAX_EDGE_ERROR_BYTES).to_owned()
+    }
+}
