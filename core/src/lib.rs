@@ -8,6 +8,8 @@
 //! - [`decide`]: request facts in, [`Decision`] out. No I/O, no clock, no
 //!   randomness (the caller passes random bytes for minted cookies).
 //! - [`Envelope`]: signed config pushes (Ed25519) and the version rule [`admit`].
+//! - [`plan`]: progressive delivery plans, the judge of their checks, and the
+//!   state machine that walks their steps.
 //!
 //! ```
 //! use rollout_core::{Arm, Config, Request, decide};
@@ -53,6 +55,7 @@ pub mod edge;
 mod envelope;
 mod facts;
 pub mod http;
+pub mod plan;
 mod weight;
 
 pub use bucket::{BUCKETS, Bucket, bucket_of};
