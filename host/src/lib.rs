@@ -8,6 +8,7 @@
 //! only to allowed origins. Production runs on Spin or another wasi:http host.
 
 pub mod kv;
+mod metrics;
 mod outbound;
 mod spin;
 
@@ -20,7 +21,8 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
+use rollout_core::edge::ADMIN_PATH;
+use tokio::net::{TcpListener, TcpStream};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -32,6 +34,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use kv::{KvBackend, MemoryKv, SqliteKv};
+pub use metrics::{Metrics, serve_metrics};
 pub use outbound::{AllowList, InvalidAllowEntry};
 
 /// The command that builds the component this host runs.
@@ -227,7 +230,7 @@ impl Runtime {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None));
+        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None));
         let instance = self
             .pre
             .instance_pre()
@@ -274,12 +277,16 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    fn new(edge: Arc<Edge>, pool: Option<outbound::Pool>) -> HostState {
+    fn new(
+        edge: Arc<Edge>,
+        pool: Option<outbound::Pool>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> HostState {
         HostState {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
-            hooks: outbound::Hooks::new(edge.clone(), pool),
+            hooks: outbound::Hooks::new(edge.clone(), pool, metrics),
             edge,
         }
     }
@@ -318,21 +325,42 @@ fn text_response(status: u16, body: &'static str) -> hyper::Response<HyperOutgoi
     resp
 }
 
-/// Serves one request: a fresh instance, the request handed to the component.
+/// Serves one request and, when metrics are kept, counts its response.
 async fn handle(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     pool: outbound::Pool,
-    mut req: hyper::Request<Incoming>,
+    metrics: Option<Arc<Metrics>>,
+    req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
+    // Pushes and reads of the admin endpoint are the control plane talking,
+    // not traffic: counting them would dilute the error rate a canary is
+    // judged by.
+    let public = metrics.is_some() && req.uri().path() != ADMIN_PATH;
+    let resp = answer(runtime, edge, pool, metrics.clone(), req, peer).await;
+    if let Some(metrics) = metrics.filter(|_| public) {
+        metrics.record_response(resp.status(), resp.headers());
+    }
+    Ok(resp)
+}
+
+/// Answers one request: a fresh instance, the request handed to the component.
+async fn answer(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    pool: outbound::Pool,
+    metrics: Option<Arc<Metrics>>,
+    mut req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+) -> hyper::Response<HyperOutgoingBody> {
     let Some(host) = req
         .headers()
         .get(hyper::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
     else {
-        return Ok(text_response(400, "a Host header is required\n"));
+        return text_response(400, "a Host header is required\n");
     };
     // Headers a client names in `Connection` belong to this hop (RFC 9110
     // §7.6.1). wasi:http hides `Connection` from the component, so only the
@@ -362,14 +390,14 @@ async fn handle(
             req.headers_mut().insert(name, value);
         }
     }
-    match call(runtime, edge, pool, req).await {
-        Ok(resp) => Ok(resp),
+    match call(runtime, edge, pool, metrics, req).await {
+        Ok(resp) => resp,
         Err(e) => {
             tracing::error!("edge component failed: {e:#}");
-            Ok(text_response(
+            text_response(
                 500,
                 "rollout edge: the component failed; see the host log\n",
-            ))
+            )
         }
     }
 }
@@ -378,9 +406,13 @@ async fn call(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     pool: outbound::Pool,
+    metrics: Option<Arc<Metrics>>,
     req: hyper::Request<Incoming>,
 ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
-    let mut store = Store::new(runtime.pre.engine(), HostState::new(edge, Some(pool)));
+    let mut store = Store::new(
+        runtime.pre.engine(),
+        HostState::new(edge, Some(pool), metrics),
+    );
     let (tx, rx) = tokio::sync::oneshot::channel();
     let req = store
         .data_mut()
@@ -413,6 +445,20 @@ async fn call(
     }
 }
 
+/// The next connection on `listener`, waiting out failures to accept.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` and serves them with the component, until
 /// the returned future is dropped, which also closes every open connection.
 pub async fn serve(
@@ -420,31 +466,41 @@ pub async fn serve(
     edge: Arc<Edge>,
     listener: TcpListener,
 ) -> anyhow::Result<()> {
+    serve_with_metrics(runtime, edge, listener, None).await
+}
+
+/// [`serve`], recording into `metrics` when given: every response on the
+/// public path and every request to an origin.
+pub async fn serve_with_metrics(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<()> {
     let pool = outbound::pool();
     // Connections live in this set, so dropping the future closes them too:
     // a stopped edge answers nothing, not even on kept-alive connections.
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (tcp, peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: keep serving.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
         };
         let _ = tcp.set_nodelay(true);
         let runtime = runtime.clone();
         let edge = edge.clone();
         let pool = pool.clone();
+        let metrics = metrics.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                handle(runtime.clone(), edge.clone(), pool.clone(), req, peer)
+                handle(
+                    runtime.clone(),
+                    edge.clone(),
+                    pool.clone(),
+                    metrics.clone(),
+                    req,
+                    peer,
+                )
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -467,10 +523,21 @@ pub fn serve_per_core(
     addr: SocketAddr,
     threads: usize,
 ) -> anyhow::Result<SocketAddr> {
+    serve_per_core_with_metrics(runtime, edge, addr, threads, None)
+}
+
+/// [`serve_per_core`], every thread recording into the one `metrics`.
+pub fn serve_per_core_with_metrics(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    addr: SocketAddr,
+    threads: usize,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<SocketAddr> {
     let mut addr = addr;
     for i in 0..threads.max(1) {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (runtime, edge) = (runtime.clone(), edge.clone());
+        let (runtime, edge, metrics) = (runtime.clone(), edge.clone(), metrics.clone());
         std::thread::Builder::new()
             .name(format!("rollout-edge-{i}"))
             .spawn(move || {
@@ -493,7 +560,7 @@ pub fn serve_per_core(
                         }
                     };
                     let _ = ready_tx.send(listener.local_addr().map_err(Into::into));
-                    if let Err(e) = serve(runtime, edge, listener).await {
+                    if let Err(e) = serve_with_metrics(runtime, edge, listener, metrics).await {
                         tracing::error!("edge thread {i} stopped: {e:#}");
                     }
                 });
@@ -535,11 +602,26 @@ impl RunningEdge {
         edge: Edge,
         addr: SocketAddr,
     ) -> anyhow::Result<RunningEdge> {
+        RunningEdge::start_with_metrics(runtime, edge, addr, None).await
+    }
+
+    /// [`RunningEdge::start`], recording into `metrics` when given.
+    pub async fn start_with_metrics(
+        runtime: Arc<Runtime>,
+        edge: Edge,
+        addr: SocketAddr,
+        metrics: Option<Arc<Metrics>>,
+    ) -> anyhow::Result<RunningEdge> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(serve(runtime, Arc::new(edge), listener));
+        let task = tokio::spawn(serve_with_metrics(
+            runtime,
+            Arc::new(edge),
+            listener,
+            metrics,
+        ));
         Ok(RunningEdge { addr, task })
     }
 }

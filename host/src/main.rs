@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use rollout_host::{AllowList, COMPONENT_PATH, Edge, KvBackend, MemoryKv, Runtime, SqliteKv};
+use rollout_host::{
+    AllowList, COMPONENT_PATH, Edge, KvBackend, MemoryKv, Metrics, Runtime, SqliteKv,
+};
+use tokio::net::TcpListener;
 
 /// Run the rollout edge component locally: wasi:http on a TCP port, Spin's
 /// key-value store and variables, outbound HTTP to allowed origins only.
@@ -36,6 +39,10 @@ struct Args {
     /// under load, more latency per request when idle (see BENCHMARKS.md).
     #[arg(long)]
     per_core: bool,
+    /// Address for a second listener that serves Prometheus metrics at
+    /// GET /metrics; without it no metrics are kept.
+    #[arg(long, value_name = "ADDR", env = "ROLLOUT_HOST_METRICS")]
+    metrics: Option<SocketAddr>,
 }
 
 fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
@@ -49,6 +56,30 @@ fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
         vars.insert(name.trim().to_ascii_lowercase(), value.to_owned());
     }
     Ok(vars)
+}
+
+/// The metrics listener, when `--metrics` asks for one. Bound before the edge
+/// announces itself, so a bad address fails the start rather than leaving an
+/// edge nobody can scrape.
+async fn bind_metrics(
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<Option<(Arc<Metrics>, TcpListener)>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics listener {addr}"))?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+    Ok(Some((Arc::new(Metrics::default()), listener)))
+}
+
+/// Serves metrics if asked to, else waits forever.
+async fn export(exporter: Option<(Arc<Metrics>, TcpListener)>) -> anyhow::Result<()> {
+    match exporter {
+        Some((metrics, listener)) => rollout_host::serve_metrics(metrics, listener).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,27 +104,45 @@ fn main() -> anyhow::Result<()> {
     });
     if args.per_core {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let addr = rollout_host::serve_per_core(runtime, edge, args.listen, threads)?;
-        tracing::info!("serving on {threads} threads, one runtime and listener each");
-        println!("rollout-host listening on http://{addr}");
+        // This thread waits for ctrl-c and answers scrapes; the per-core
+        // threads serve traffic.
         let signals = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        return Ok(signals.block_on(tokio::signal::ctrl_c())?);
+        let exporter = signals.block_on(bind_metrics(args.metrics))?;
+        let metrics = exporter.as_ref().map(|(m, _)| m.clone());
+        let addr = rollout_host::serve_per_core_with_metrics(
+            runtime,
+            edge,
+            args.listen,
+            threads,
+            metrics,
+        )?;
+        tracing::info!("serving on {threads} threads, one runtime and listener each");
+        println!("rollout-host listening on http://{addr}");
+        return signals.block_on(async move {
+            tokio::select! {
+                exported = export(exporter) => exported,
+                stop = tokio::signal::ctrl_c() => Ok(stop?),
+            }
+        });
     }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     tokio.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
+        let exporter = bind_metrics(args.metrics).await?;
+        let metrics = exporter.as_ref().map(|(m, _)| m.clone());
         println!(
             "rollout-host listening on http://{}",
             listener.local_addr()?
         );
         tokio::select! {
-            served = rollout_host::serve(runtime, edge, listener) => served,
+            served = rollout_host::serve_with_metrics(runtime, edge, listener, metrics) => served,
+            exported = export(exporter) => exported,
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })

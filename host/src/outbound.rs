@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::Edge;
+use crate::{Edge, Metrics};
 
 /// Origins the component may call: `scheme://host:port` entries, or `*` for any.
 #[derive(Debug, Clone, Default)]
@@ -94,12 +94,18 @@ pub(crate) fn pool() -> Pool {
 pub(crate) struct Hooks {
     edge: Arc<Edge>,
     pool: Option<Pool>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Hooks {
-    /// Hooks for one request; without a pool every request opens its own connection.
-    pub(crate) fn new(edge: Arc<Edge>, pool: Option<Pool>) -> Hooks {
-        Hooks { edge, pool }
+    /// Hooks for one request; without a pool every request opens its own
+    /// connection, without metrics none is timed.
+    pub(crate) fn new(edge: Arc<Edge>, pool: Option<Pool>, metrics: Option<Arc<Metrics>>) -> Hooks {
+        Hooks {
+            edge,
+            pool,
+            metrics,
+        }
     }
 }
 
@@ -139,6 +145,14 @@ impl WasiHttpHooks for Hooks {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        // Timed from here, past the allow check: a denied request never
+        // reaches an origin, so it says nothing about one. The timer moves
+        // into the future below rather than wrapping it, so timing costs no
+        // second allocation per request.
+        let timer = self
+            .metrics
+            .as_ref()
+            .map(|m| m.origin_timer(request.headers()));
         // spin-sdk never passes options; without these every wait would be
         // wasmtime's default of ten minutes, and a dead origin would hold a
         // request that long instead of failing over.
@@ -155,7 +169,11 @@ impl WasiHttpHooks for Hooks {
             let pool = pool.clone();
             let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
             return Box::new(async move {
-                let resp = match tokio::time::timeout(first_byte, pool.request(request)).await {
+                let sent = tokio::time::timeout(first_byte, pool.request(request)).await;
+                if let Some(timer) = timer {
+                    timer.finish(matches!(sent, Ok(Ok(_))));
+                }
+                let resp = match sent {
                     Err(_) => return Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
                     Ok(Err(e)) => return Err(pooled_error(&e)),
                     Ok(Ok(resp)) => resp,
@@ -167,8 +185,11 @@ impl WasiHttpHooks for Hooks {
             });
         }
         Box::new(async move {
-            let (resp, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            if let Some(timer) = timer {
+                timer.finish(sent.is_ok());
+            }
+            let (resp, io) = sent?;
             Ok((resp.map(|b| b.boxed_unsync()), Box::new(io) as IoFuture))
         })
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use rollout_core::{ConfigDoc, Digest, EnvelopeDoc, SecretKey};
-use rollout_host::{AllowList, Edge, KvBackend, MemoryKv, RunningEdge, Runtime};
+use rollout_host::{AllowList, Edge, KvBackend, MemoryKv, Metrics, RunningEdge, Runtime};
 use sha2::{Digest as _, Sha256};
 
 /// The component under test: `$ROLLOUT_COMPONENT`, or the workspace's release build.
@@ -219,19 +219,90 @@ pub struct EdgeSetup {
 
 /// Starts an edge with the test public key and `kv` as its store.
 pub async fn start_edge(setup: EdgeSetup, kv: Arc<dyn KvBackend>) -> RunningEdge {
+    start_edge_with_metrics(setup, kv, None).await
+}
+
+/// [`start_edge`], recording into `metrics` when given.
+pub async fn start_edge_with_metrics(
+    setup: EdgeSetup,
+    kv: Arc<dyn KvBackend>,
+    metrics: Option<Arc<Metrics>>,
+) -> RunningEdge {
+    RunningEdge::start_with_metrics(
+        runtime(),
+        test_edge(setup, kv),
+        "127.0.0.1:0".parse().expect("addr"),
+        metrics,
+    )
+    .await
+    .expect("edge starts")
+}
+
+/// An edge with the test public key and `kv` as its store, not yet serving.
+pub fn test_edge(setup: EdgeSetup, kv: Arc<dyn KvBackend>) -> Edge {
     let mut variables =
         HashMap::from([("public_key".to_owned(), secret().public_key().to_string())]);
     if let Some(b) = setup.bootstrap {
         variables.insert("old_origin".to_owned(), b);
     }
-    let edge = Edge {
+    Edge {
         kv,
         variables,
         allow: AllowList::new(&setup.allow).expect("allow list"),
-    };
-    RunningEdge::start(runtime(), edge, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("edge starts")
+    }
+}
+
+/// A metrics listener serving in the background; stops when dropped.
+#[derive(Debug)]
+pub struct MetricsEndpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for MetricsEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MetricsEndpoint {
+    /// Serves `metrics` on a free loopback port.
+    pub async fn start(metrics: Arc<Metrics>) -> MetricsEndpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
+        let addr = listener.local_addr().expect("metrics addr");
+        let task = tokio::spawn(rollout_host::serve_metrics(metrics, listener));
+        MetricsEndpoint { addr, task }
+    }
+
+    /// `GET /metrics`: the exposition text, after checking its content type.
+    pub async fn scrape(&self, client: &reqwest::Client) -> String {
+        let resp = client
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("scrape reaches the metrics listener");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            header(&resp, "content-type"),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        resp.text().await.expect("exposition text")
+    }
+}
+
+/// The value of `series` (name and labels exactly as rendered) in an
+/// exposition, as an integer; panics when absent or not an integer.
+pub fn sample(exposition: &str, series: &str) -> u64 {
+    let value = exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{exposition}"));
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{series} is {value:?}, not an integer"))
 }
 
 /// Starts an edge in front of `old` and `new` with an in-memory store.

@@ -4,7 +4,7 @@ use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use rollout_host::{KvBackend, MemoryKv, SqliteKv};
+use rollout_host::{KvBackend, MemoryKv, Metrics, SqliteKv};
 use rollout_tests::*;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -501,5 +501,211 @@ async fn a_minted_cookie_keeps_a_keyless_visitor_on_the_same_arm() {
                 "nothing minted when the cookie is present"
             );
         }
+    }
+}
+
+/// Sends `/` as each of `keys`: how many responses came back per (arm, status),
+/// after checking that every answer came from the arm it names.
+async fn tally(
+    client: &reqwest::Client,
+    edge: std::net::SocketAddr,
+    keys: impl Iterator<Item = String>,
+) -> std::collections::BTreeMap<(String, u16), u64> {
+    let mut tally = std::collections::BTreeMap::new();
+    for key in keys {
+        let resp = get_as(client, edge, "/", &key).await;
+        let (arm, status) = (header(&resp, "x-rollout-arm"), resp.status().as_u16());
+        if status == 200 {
+            assert_eq!(
+                header(&resp, "x-origin"),
+                arm,
+                "{key} answered by another arm"
+            );
+        }
+        *tally.entry((arm, status)).or_insert(0) += 1;
+    }
+    tally
+}
+
+/// The sum of every `rollout_edge_requests_total` series in an exposition.
+fn all_requests(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("rollout_edge_requests_total{"))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("not a count: {l}"))
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_response_and_origin_request_by_arm_and_a_dead_origin_as_errors() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let dead = closed_port_url().await;
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), new.url(), dead.clone()],
+    };
+    let metrics = Arc::new(Metrics::default());
+    let edge =
+        start_edge_with_metrics(setup, Arc::new(MemoryKv::default()), Some(metrics.clone())).await;
+    let endpoint = MetricsEndpoint::start(metrics).await;
+    let client = client();
+
+    // Admin traffic (a push, a read) is the control plane's and never counted.
+    let (v1, s1) = envelope(1, config(&old.url(), &new.url(), 50.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v1.clone(), &s1).await.0, 200);
+    assert_eq!(applied(&client, edge.addr).await.0, 1);
+
+    let first = tally(&client, edge.addr, (0..200).map(|i| format!("metrics-{i}"))).await;
+    let served = |t: &std::collections::BTreeMap<(String, u16), u64>, arm: &str, status: u16| {
+        t.get(&(arm.to_owned(), status)).copied().unwrap_or(0)
+    };
+    let (old_ok, new_ok) = (served(&first, "old", 200), served(&first, "new", 200));
+    assert_eq!(
+        old_ok + new_ok,
+        200,
+        "every response is a 200 from an arm: {first:?}"
+    );
+    assert!(
+        old_ok > 0 && new_ok > 0,
+        "50 % sends keys to both arms: {first:?}"
+    );
+
+    let text = endpoint.scrape(&client).await;
+    let n = |series: &str| sample(&text, series);
+    assert_eq!(all_requests(&text), 200, "{text}");
+    assert_eq!(
+        n(r#"rollout_edge_requests_total{arm="old",class="2xx"}"#),
+        old_ok
+    );
+    assert_eq!(
+        n(r#"rollout_edge_requests_total{arm="new",class="2xx"}"#),
+        new_ok
+    );
+    for (arm, want) in [("old", old_ok), ("new", new_ok), ("none", 0)] {
+        let count = n(&format!(
+            "rollout_edge_origin_seconds_count{{arm=\"{arm}\"}}"
+        ));
+        assert_eq!(count, want, "origin requests on {arm}");
+        let inf = n(&format!(
+            "rollout_edge_origin_seconds_bucket{{arm=\"{arm}\",le=\"+Inf\"}}"
+        ));
+        assert_eq!(inf, count, "+Inf holds every {arm} observation");
+        let errors = n(&format!(
+            "rollout_edge_origin_errors_total{{arm=\"{arm}\"}}"
+        ));
+        assert_eq!(errors, 0, "no {arm} origin failed yet");
+    }
+    assert_eq!(n("rollout_edge_config_version"), 1);
+
+    // New's origin goes down: its requests fail to connect and answer 502 on new.
+    let (v2, s2) = envelope(2, config(&old.url(), &dead, 50.0, json!({})));
+    assert_eq!(push(&client, edge.addr, v2, &s2).await.0, 200);
+    let second = tally(
+        &client,
+        edge.addr,
+        (200..400).map(|i| format!("metrics-{i}")),
+    )
+    .await;
+    let (old_ok2, new_failed) = (served(&second, "old", 200), served(&second, "new", 502));
+    assert_eq!(old_ok2 + new_failed, 200, "{second:?}");
+    assert!(new_failed > 0, "some keys still go to new: {second:?}");
+    // And one response the host makes itself: no Host header, a 400 with no arm.
+    let addr = edge.addr;
+    let raw = tokio::task::spawn_blocking(move || {
+        raw_request(addr, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    })
+    .await
+    .expect("raw request");
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+
+    let text = endpoint.scrape(&client).await;
+    let n = |series: &str| sample(&text, series);
+    assert_eq!(all_requests(&text), 401, "{text}");
+    assert_eq!(
+        n(r#"rollout_edge_requests_total{arm="old",class="2xx"}"#),
+        old_ok + old_ok2
+    );
+    assert_eq!(
+        n(r#"rollout_edge_requests_total{arm="new",class="2xx"}"#),
+        new_ok
+    );
+    assert_eq!(
+        n(r#"rollout_edge_requests_total{arm="new",class="5xx"}"#),
+        new_failed
+    );
+    assert_eq!(
+        n(r#"rollout_edge_requests_total{arm="old",class="5xx"}"#),
+        0
+    );
+    assert_eq!(
+        n(r#"rollout_edge_requests_total{arm="none",class="4xx"}"#),
+        1
+    );
+    assert_eq!(
+        n(r#"rollout_edge_origin_seconds_count{arm="old"}"#),
+        old_ok + old_ok2
+    );
+    assert_eq!(
+        n(r#"rollout_edge_origin_seconds_count{arm="new"}"#),
+        new_ok + new_failed,
+        "a failed request is timed too, up to its error"
+    );
+    assert_eq!(
+        n(r#"rollout_edge_origin_errors_total{arm="new"}"#),
+        new_failed
+    );
+    assert_eq!(n(r#"rollout_edge_origin_errors_total{arm="old"}"#), 0);
+    assert_eq!(n("rollout_edge_config_version"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_threads_count_into_one_shared_metrics() {
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), new.url()],
+    };
+    let metrics = Arc::new(Metrics::default());
+    // These threads serve until the test binary exits; nothing else uses them.
+    let addr = rollout_host::serve_per_core_with_metrics(
+        runtime(),
+        Arc::new(test_edge(setup, Arc::new(MemoryKv::default()))),
+        "127.0.0.1:0".parse().expect("addr"),
+        2,
+        Some(metrics.clone()),
+    )
+    .expect("per-core edge starts");
+    let endpoint = MetricsEndpoint::start(metrics).await;
+    // A connection per request, so SO_REUSEPORT spreads them over the threads.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let (v1, s1) = envelope(1, config(&old.url(), &new.url(), 50.0, json!({})));
+    assert_eq!(push(&fresh, addr, v1, &s1).await.0, 200);
+
+    let served = tally(&fresh, addr, (0..100).map(|i| format!("per-core-{i}"))).await;
+    let text = endpoint.scrape(&fresh).await;
+    assert_eq!(all_requests(&text), 100, "{text}");
+    for arm in ["old", "new"] {
+        let want = served.get(&(arm.to_owned(), 200)).copied().unwrap_or(0);
+        let n = |series: String| sample(&text, &series);
+        assert_eq!(
+            n(format!(
+                "rollout_edge_requests_total{{arm=\"{arm}\",class=\"2xx\"}}"
+            )),
+            want
+        );
+        assert_eq!(
+            n(format!(
+                "rollout_edge_origin_seconds_count{{arm=\"{arm}\"}}"
+            )),
+            want
+        );
     }
 }
