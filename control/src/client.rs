@@ -2,8 +2,10 @@
 
 use rollout_api::{
     AtQuery, AuditPage, CreateVersion, EdgeAdded, EdgeList, EdgeRemoved, EdgeRequest, ErrorBody,
-    HistoryPage, HistoryQuery, RollbackRequest, StatusView, Version, VersionView, path, shorten,
+    HistoryPage, HistoryQuery, PlanEvents, PlanList, PlanQuery, PlanView, RollbackRequest,
+    StartPlan, StatusView, TemplateList, Version, VersionView, path, shorten,
 };
+use rollout_core::plan::CheckDoc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -23,8 +25,10 @@ pub mod exit {
     pub const TIMEOUT: u8 = 5;
     /// An edge refused the committed version (NACK).
     pub const NACK: u8 = 6;
-    /// No such version, edge or time.
+    /// No such version, edge, time or plan.
     pub const NOT_FOUND: u8 = 7;
+    /// The plan waited for was aborted or failed (it rolled back).
+    pub const ABORTED: u8 = 8;
 }
 
 /// Largest reply the CLI reads from the control service: a history page of
@@ -38,6 +42,9 @@ pub struct Fail {
     pub code: u8,
     /// What to tell the user.
     pub message: String,
+    /// Whether the command's JSON result is already on stdout (so `--output
+    /// json` prints no second document for the error).
+    pub reported: bool,
 }
 
 impl Fail {
@@ -46,6 +53,15 @@ impl Fail {
         Fail {
             code,
             message: message.into(),
+            reported: false,
+        }
+    }
+
+    /// The same failure, its result already printed.
+    pub fn reported(self) -> Fail {
+        Fail {
+            reported: true,
+            ..self
         }
     }
 }
@@ -106,7 +122,9 @@ impl Api {
             body.extend_from_slice(&chunk);
         }
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body)
+            // 204: no body, which reads as `()`.
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            return serde_json::from_slice(body)
                 .map_err(|e| Fail::new(exit::FAILED, format!("{what}: unexpected reply: {e}")));
         }
         let message = match serde_json::from_slice::<ErrorBody>(&body) {
@@ -208,5 +226,56 @@ impl Api {
     /// Who did what, newest first.
     pub async fn audit(&self) -> Result<AuditPage, Fail> {
         self.call(self.get(path::AUDIT), "audit").await
+    }
+
+    /// Starts a plan.
+    pub async fn start_plan(&self, req: &StartPlan) -> Result<PlanView, Fail> {
+        self.call(self.post(path::PLANS, req), "plan start").await
+    }
+
+    /// Plans, newest first.
+    pub async fn plans(&self, q: &PlanQuery) -> Result<PlanList, Fail> {
+        self.call(self.get(path::PLANS).query(q), "plans").await
+    }
+
+    /// Plan `id`.
+    pub async fn plan(&self, id: i64) -> Result<PlanView, Fail> {
+        self.call(self.get(&path::plan(id)), "plan").await
+    }
+
+    /// What happened to plan `id`.
+    pub async fn plan_events(&self, id: i64) -> Result<PlanEvents, Fail> {
+        self.call(self.get(&path::plan_events(id)), "plan events")
+            .await
+    }
+
+    /// `pause`, `resume`, `promote`, `abort` or `retry` plan `id`.
+    pub async fn plan_command(&self, id: i64, command: &str) -> Result<PlanView, Fail> {
+        let builder = self
+            .http
+            .post(format!("{}{}", self.base, path::plan_command(id, command)));
+        self.call(builder, command).await
+    }
+
+    /// Stored check templates.
+    pub async fn templates(&self) -> Result<TemplateList, Fail> {
+        self.call(self.get(path::TEMPLATES), "templates").await
+    }
+
+    /// Stores template `name`.
+    pub async fn put_template(&self, name: &str, doc: &CheckDoc) -> Result<(), Fail> {
+        let builder = self
+            .http
+            .put(format!("{}{}", self.base, path::template(name)))
+            .json(doc);
+        self.call(builder, "template put").await
+    }
+
+    /// Removes template `name`.
+    pub async fn delete_template(&self, name: &str) -> Result<(), Fail> {
+        let builder = self
+            .http
+            .delete(format!("{}{}", self.base, path::template(name)));
+        self.call(builder, "template remove").await
     }
 }

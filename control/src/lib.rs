@@ -8,9 +8,12 @@
 
 pub mod auth;
 pub mod client;
+pub mod commit;
 pub mod edge_client;
+pub mod events;
 pub mod input;
 pub mod metrics;
+pub mod plans;
 pub mod push;
 pub mod service;
 pub mod store;

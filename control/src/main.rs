@@ -14,7 +14,8 @@ use cmd::{Ctx, Output};
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 failed (network, server); 2 invalid usage or config; \
 3 version conflict (someone changed it first: re-run); 4 unknown token or role not allowed; \
-5 edges did not all ACK in time; 6 an edge refused (NACK); 7 no such version, edge or time.";
+5 edges did not all ACK in time; 6 an edge refused (NACK); 7 no such version, edge, time or plan; \
+8 the plan waited for was aborted or failed (it rolled back).";
 
 /// Edge rollouts where rollback is one signed push: the control service and its CLI.
 #[derive(Debug, Parser)]
@@ -86,6 +87,12 @@ commands! {
     Audit(cmd::history::AuditArgs) => cmd::history::audit;
     /// Register, list and remove edges.
     Edges(cmd::edges::EdgesArgs) => cmd::edges::edges;
+    /// Plans: ramp a route step by step while checks watch its health.
+    Plan(cmd::plan::PlanArgs) => cmd::plan::plan;
+    /// Start a canary plan: each weight in turn, a probe check watching.
+    Canary(cmd::plan::CanaryArgs) => cmd::plan::canary;
+    /// Store, list and remove the check templates plans use by name.
+    Template(cmd::plan::TemplateArgs) => cmd::plan::template;
     /// Run a local demo: control service, two edges, two origins, a 10 % canary.
     Up(cmd::up::UpArgs) => cmd::up::run;
 }
@@ -106,7 +113,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(fail) => {
-            if output == Output::Json {
+            if output == Output::Json && !fail.reported {
                 let body = serde_json::json!({"error": fail.message, "exit_code": fail.code});
                 println!("{body}");
             }

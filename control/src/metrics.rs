@@ -41,6 +41,27 @@ pub struct Gauges {
     pub edges: usize,
     /// Edges holding the committed version.
     pub edges_acked: usize,
+    /// Plans by phase, all of them.
+    pub plans_by_phase: Vec<(String, u64)>,
+    /// Every running plan.
+    pub running: Vec<PlanGauge>,
+}
+
+/// A running plan, as `/metrics` shows it.
+#[derive(Debug)]
+pub struct PlanGauge {
+    /// Its id.
+    pub id: i64,
+    /// Its route.
+    pub route: String,
+    /// Its phase.
+    pub phase: &'static str,
+    /// Its step, from 1.
+    pub step: usize,
+    /// The weight it last set, percent.
+    pub weight: Option<f64>,
+    /// Its checks: name, last verdict, fail results.
+    pub checks: Vec<(String, Option<&'static str>, u32)>,
 }
 
 impl Metrics {
@@ -97,7 +118,86 @@ impl Metrics {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
         let _ = writeln!(out, "{name}_sum {}", h.sum);
         let _ = writeln!(out, "{name}_count {}", h.count);
+        render_plans(&mut out, g);
         out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Plan figures. Route ids and check names are `[A-Za-z0-9._-]`, so label
+/// values need no escaping.
+fn render_plans(out: &mut String, g: &Gauges) {
+    family(out, "rollout_plans", "gauge", "Plans, by phase.");
+    for (phase, n) in &g.plans_by_phase {
+        let _ = writeln!(out, "rollout_plans{{phase=\"{phase}\"}} {n}");
+    }
+    family(
+        out,
+        "rollout_plan_running",
+        "gauge",
+        "A running plan, labelled with its phase.",
+    );
+    for p in &g.running {
+        let _ = writeln!(
+            out,
+            "rollout_plan_running{{plan=\"{}\",route=\"{}\",phase=\"{}\"}} 1",
+            p.id, p.route, p.phase
+        );
+    }
+    family(
+        out,
+        "rollout_plan_step",
+        "gauge",
+        "The step a running plan is at, from 1.",
+    );
+    for p in &g.running {
+        let _ = writeln!(
+            out,
+            "rollout_plan_step{{plan=\"{}\",route=\"{}\"}} {}",
+            p.id, p.route, p.step
+        );
+    }
+    family(
+        out,
+        "rollout_plan_weight_percent",
+        "gauge",
+        "The weight a running plan last set.",
+    );
+    for p in &g.running {
+        if let Some(w) = p.weight {
+            let _ = writeln!(
+                out,
+                "rollout_plan_weight_percent{{plan=\"{}\",route=\"{}\"}} {w}",
+                p.id, p.route
+            );
+        }
+    }
+    family(
+        out,
+        "rollout_plan_check_fails",
+        "gauge",
+        "Fail results of a running plan's check.",
+    );
+    family(
+        out,
+        "rollout_plan_check_verdict",
+        "gauge",
+        "A running plan's check's last verdict.",
+    );
+    for p in &g.running {
+        for (check, verdict, fails) in &p.checks {
+            let labels = format!("plan=\"{}\",route=\"{}\",check=\"{check}\"", p.id, p.route);
+            let _ = writeln!(out, "rollout_plan_check_fails{{{labels}}} {fails}");
+            if let Some(v) = verdict {
+                let _ = writeln!(
+                    out,
+                    "rollout_plan_check_verdict{{{labels},verdict=\"{v}\"}} 1"
+                );
+            }
+        }
     }
 }
 
@@ -115,11 +215,27 @@ mod tests {
             versions: 2,
             edges: 1,
             edges_acked: 1,
+            plans_by_phase: vec![("aborted".into(), 1)],
+            running: vec![PlanGauge {
+                id: 4,
+                route: "web".into(),
+                phase: "paused",
+                step: 2,
+                weight: Some(10.0),
+                checks: vec![("errors".into(), Some("pass"), 0)],
+            }],
         });
         assert!(text.contains("rollout_convergence_seconds_bucket{le=\"0.01\"} 0\n"));
         assert!(text.contains("rollout_convergence_seconds_bucket{le=\"0.025\"} 1\n"));
         assert!(text.contains("rollout_convergence_seconds_bucket{le=\"5\"} 2\n"));
         assert!(text.contains("rollout_convergence_seconds_count 2\n"));
         assert!(text.contains("rollout_version 2\n"));
+        assert!(text.contains("rollout_plans{phase=\"aborted\"} 1\n"));
+        assert!(
+            text.contains("rollout_plan_running{plan=\"4\",route=\"web\",phase=\"paused\"} 1\n")
+        );
+        assert!(text.contains(
+            "rollout_plan_check_verdict{plan=\"4\",route=\"web\",check=\"errors\",verdict=\"pass\"} 1\n"
+        ));
     }
 }

@@ -297,6 +297,18 @@ impl SecretKey {
         format!("{SIGNATURE_PREFIX}{}", BASE64.encode(signature.to_bytes()))
     }
 
+    /// A 32-byte secret derived from this key for one `purpose` (the
+    /// control service's probe token, say): SHA-256 of the purpose, a 0
+    /// byte and the seed. Whoever holds the key derives the same; the key
+    /// cannot be recovered from it.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(purpose.as_bytes());
+        h.update([0u8]);
+        h.update(self.0.to_bytes());
+        h.finalize().into()
+    }
+
     /// The text form. Not `Display`, so a secret is never printed by accident.
     pub fn to_text(&self) -> String {
         format!("{SECRET_PREFIX}{}", BASE64.encode(self.0.to_bytes()))

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod plans;
 mod text;
 mod version;
 
@@ -20,6 +21,10 @@ use rollout_core::config::Patch;
 use rollout_core::{Applied, ConfigDoc, Digest};
 use serde::{Deserialize, Serialize};
 
+pub use plans::{
+    Alert, AlertReply, AlertWebhook, CheckView, PlanEvent, PlanEvents, PlanList, PlanQuery,
+    PlanView, StartPlan, TemplateList,
+};
 pub use text::{Actor, InvalidText, MAX_ACTOR_BYTES, MAX_REASON_BYTES, Reason, clip, shorten};
 pub use version::Version;
 
@@ -47,6 +52,32 @@ pub mod path {
     pub const METRICS: &str = "/metrics";
     /// `GET`: liveness.
     pub const HEALTHZ: &str = "/healthz";
+    /// `GET ?route=`: plans; `POST`: start one.
+    pub const PLANS: &str = "/v1/plans";
+    /// `GET`: stored check templates.
+    pub const TEMPLATES: &str = "/v1/templates";
+    /// `POST`: an Alertmanager webhook.
+    pub const ALERTS: &str = "/v1/alerts";
+
+    /// `GET`: one plan.
+    pub fn plan(id: i64) -> String {
+        format!("{PLANS}/{id}")
+    }
+
+    /// `POST`: `pause`, `resume`, `promote`, `abort` or `retry` plan `id`.
+    pub fn plan_command(id: i64, command: &str) -> String {
+        format!("{PLANS}/{id}/{command}")
+    }
+
+    /// `GET`: plan `id`'s events.
+    pub fn plan_events(id: i64) -> String {
+        format!("{PLANS}/{id}/events")
+    }
+
+    /// `PUT`, `DELETE`: one template.
+    pub fn template(name: &str) -> String {
+        format!("{TEMPLATES}/{name}")
+    }
 
     /// `GET`: one version.
     pub fn version(n: super::Version) -> String {

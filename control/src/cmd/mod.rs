@@ -5,6 +5,7 @@ pub(crate) mod edges;
 pub(crate) mod explain;
 pub(crate) mod history;
 pub(crate) mod keys;
+pub(crate) mod plan;
 pub(crate) mod serve;
 pub(crate) mod status;
 pub(crate) mod up;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rollout_control::auth::Tokens;
 use rollout_control::client::{Fail, exit};
+use rollout_control::events::Secret;
 use rollout_control::push::PushOptions;
 use rollout_control::service::ServeOptions;
 
@@ -13,6 +14,8 @@ use super::keys::{read_key, read_text};
 
 /// Largest token file read.
 const MAX_TOKEN_FILE_BYTES: usize = 1024 * 1024;
+/// Largest webhook secret file read.
+const MAX_KEY_LIKE_BYTES: usize = 4096;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -44,6 +47,12 @@ pub(crate) struct ServeArgs {
     /// How long an edge may go unanswered before it shows as UNREACHABLE rather than STALE.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     unreachable_after: Duration,
+    /// A URL plan events are POSTed to (repeatable; ROLLOUT_WEBHOOKS: comma-separated).
+    #[arg(long = "webhook", env = "ROLLOUT_WEBHOOKS", value_delimiter = ',')]
+    webhooks: Vec<String>,
+    /// File holding the webhook signing secret (`whsec_<base64>`, as Standard Webhooks).
+    #[arg(long, env = "ROLLOUT_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
 }
 
 fn logging() {
@@ -70,6 +79,29 @@ pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
     };
     let tokens =
         Tokens::parse(&token_text).map_err(|e| Fail::new(exit::INVALID, format!("tokens: {e}")))?;
+    for url in &args.webhooks {
+        let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !ok {
+            return Err(Fail::new(
+                exit::INVALID,
+                format!("--webhook {url:?}: must be an http(s) URL"),
+            ));
+        }
+    }
+    let webhook_secret = match (&args.webhook_secret_file, args.webhooks.is_empty()) {
+        (Some(path), _) => Some(
+            read_text(path, MAX_KEY_LIKE_BYTES)?
+                .parse::<Secret>()
+                .map_err(|e| Fail::new(exit::INVALID, format!("{}: {e}", path.display())))?,
+        ),
+        (None, true) => None,
+        (None, false) => {
+            return Err(Fail::new(
+                exit::INVALID,
+                "--webhook needs --webhook-secret-file: events are signed",
+            ));
+        }
+    };
     let opts = ServeOptions {
         db: args.db,
         listen: args.listen,
@@ -83,6 +115,8 @@ pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
             ..PushOptions::default()
         },
         unreachable_after: args.unreachable_after,
+        webhooks: args.webhooks,
+        webhook_secret,
     };
     tokio::select! {
         served = rollout_control::service::serve(opts) => served.map_err(Fail::from),

@@ -241,6 +241,8 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         tokens,
         push: PushOptions::default(),
         unreachable_after: Duration::from_secs(30),
+        webhooks: Vec::new(),
+        webhook_secret: None,
     })?;
     let control = tokio::spawn(rollout_control::service::serve_on(app, listener));
 

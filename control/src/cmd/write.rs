@@ -187,6 +187,7 @@ async fn finish(ctx: &Ctx, version: VersionView, wait: WaitArgs) -> Result<(), F
             version,
             status: waited.as_ref().ok().cloned(),
         })?;
+        return waited.map(drop).map_err(Fail::reported);
     }
     waited.map(drop)
 }

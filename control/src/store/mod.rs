@@ -14,6 +14,10 @@ use rollout_api::Version;
 use rollout_core::{Applied, Digest};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
+mod plans;
+
+pub use plans::{CheckRow, EventRow, OutboxRow, PlanId, PlanRow};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS versions (
     version    INTEGER PRIMARY KEY,
@@ -61,6 +65,54 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS plans (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    route      TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    phase      TEXT NOT NULL,
+    rev        INTEGER NOT NULL DEFAULT 0,
+    actor      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_running_plan_per_route ON plans (route)
+    WHERE phase NOT IN ('promoted', 'aborted', 'failed');
+CREATE TABLE IF NOT EXISTS plan_events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan    INTEGER NOT NULL REFERENCES plans (id),
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    message TEXT NOT NULL,
+    version INTEGER
+);
+CREATE TABLE IF NOT EXISTS check_results (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan        INTEGER NOT NULL REFERENCES plans (id),
+    name        TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    verdict     TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    measurement TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS check_results_by_plan ON check_results (plan, id);
+CREATE TABLE IF NOT EXISTS templates (
+    name       TEXT PRIMARY KEY,
+    doc        TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event      INTEGER NOT NULL REFERENCES plan_events (id),
+    url        TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_ms    INTEGER NOT NULL,
+    done_ms    INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (done_ms, next_ms);
 ";
 
 /// One issued version, as stored.
@@ -335,95 +387,43 @@ impl Store {
             .collect()
     }
 
-    /// Commits a new version if `expected` is still current. `build` gets the
-    /// new version number and the parent row and returns the signed body; it
-    /// runs inside the write transaction, so no other writer can interleave.
-    ///
-    /// The number is one above both the newest stored version and the
-    /// highest any edge reported, so a break-glass push made around the
-    /// service is overtaken by the next commit instead of blocking it.
+    /// Runs `f` in one write transaction, fsynced when it commits: what
+    /// it wrote is all stored, or (when it returns an error) none of it.
+    pub fn write<T, E: From<rusqlite::Error>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let written = Self::write_in(&mut conn, f);
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        written
+    }
+
+    fn write_in<T, E: From<rusqlite::Error>>(
+        conn: &mut Connection,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = Tx(conn.transaction_with_behavior(TransactionBehavior::Immediate)?);
+        let out = f(&tx)?;
+        tx.0.commit()?;
+        Ok(out)
+    }
+
+    /// Commits a new version if `expected` is still current (see
+    /// [`Tx::commit_version`]).
     pub fn commit<E>(
         &self,
         expected: Version,
         action: &str,
         build: impl FnOnce(Version, Option<&VersionRow>) -> Result<NewVersion, E>,
     ) -> Result<VersionRow, CommitError<E>> {
-        let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let committed = Self::commit_in(&mut conn, expected, action, build);
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        committed
-    }
-
-    fn commit_in<E>(
-        conn: &mut Connection,
-        expected: Version,
-        action: &str,
-        build: impl FnOnce(Version, Option<&VersionRow>) -> Result<NewVersion, E>,
-    ) -> Result<VersionRow, CommitError<E>> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let parent = tx
-            .query_row(
-                &format!("SELECT {VERSION_COLUMNS} FROM versions ORDER BY version DESC LIMIT 1"),
-                [],
-                version_row,
-            )
-            .optional()?;
-        let current = parent.as_ref().map_or(Version::NONE, |p| p.version);
-        if current != expected {
-            return Err(CommitError::Conflict { expected, current });
-        }
-        let reported = tx.query_row(
-            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state",
-            [],
-            |r| version_at(r, 0),
-        )?;
-        let next = Version::new(current.max(reported).get() + 1);
-        let new = build(next, parent.as_ref()).map_err(CommitError::Refused)?;
-        tx.execute(
-            &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-            params![
-                sql(next),
-                parent.as_ref().map(|p| p.digest.to_string()),
-                new.digest.to_string(),
-                new.body,
-                new.signature,
-                new.actor,
-                new.reason,
-                new.issued_at,
-                new.issued_ms
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                new.issued_ms,
-                new.actor,
-                action,
-                format!("version {next}: {}", new.reason)
-            ],
-        )?;
-        tx.commit()?;
-        Ok(VersionRow {
-            version: next,
-            parent: parent.map(|p| p.digest),
-            digest: new.digest,
-            body: Bytes::from(new.body),
-            signature: new.signature,
-            actor: new.actor,
-            reason: new.reason,
-            issued_at: new.issued_at,
-            issued_ms: new.issued_ms,
-        })
+        self.write(|tx| tx.commit_version(Some(expected), action, build))
     }
 
     /// Records an action in the audit log.
     pub fn audit(&self, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![now_ms(), actor, action, detail],
-        )?;
-        Ok(())
+        self.write(|tx| tx.audit(actor, action, detail))
     }
 
     /// The newest `limit` audit entries.
@@ -605,6 +605,92 @@ impl Store {
         self.conn()
             .query_row("SELECT COUNT(*) FROM versions", [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
+    }
+}
+
+/// A write transaction (see [`Store::write`]).
+#[derive(Debug)]
+pub struct Tx<'c>(rusqlite::Transaction<'c>);
+
+impl Tx<'_> {
+    /// The newest version.
+    pub fn current(&self) -> rusqlite::Result<Option<VersionRow>> {
+        self.0
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions ORDER BY version DESC LIMIT 1"),
+                [],
+                version_row,
+            )
+            .optional()
+    }
+
+    /// Commits a new version if `expected` is still current (`None`:
+    /// whatever is current, for writers that read it in this transaction).
+    /// `build` gets the new version number and the parent row and returns
+    /// the signed body.
+    ///
+    /// The number is one above both the newest stored version and the
+    /// highest any edge reported, so a break-glass push made around the
+    /// service is overtaken by the next commit instead of blocking it.
+    pub fn commit_version<E>(
+        &self,
+        expected: Option<Version>,
+        action: &str,
+        build: impl FnOnce(Version, Option<&VersionRow>) -> Result<NewVersion, E>,
+    ) -> Result<VersionRow, CommitError<E>> {
+        let parent = self.current()?;
+        let current = parent.as_ref().map_or(Version::NONE, |p| p.version);
+        if let Some(expected) = expected
+            && current != expected
+        {
+            return Err(CommitError::Conflict { expected, current });
+        }
+        let reported = self.0.query_row(
+            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state",
+            [],
+            |r| version_at(r, 0),
+        )?;
+        let next = Version::new(current.max(reported).get() + 1);
+        let new = build(next, parent.as_ref()).map_err(CommitError::Refused)?;
+        self.0.execute(
+            &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                sql(next),
+                parent.as_ref().map(|p| p.digest.to_string()),
+                new.digest.to_string(),
+                new.body,
+                new.signature,
+                new.actor,
+                new.reason,
+                new.issued_at,
+                new.issued_ms
+            ],
+        )?;
+        self.audit(
+            &new.actor,
+            action,
+            &format!("version {next}: {}", new.reason),
+        )?;
+        Ok(VersionRow {
+            version: next,
+            parent: parent.map(|p| p.digest),
+            digest: new.digest,
+            body: Bytes::from(new.body),
+            signature: new.signature,
+            actor: new.actor,
+            reason: new.reason,
+            issued_at: new.issued_at,
+            issued_ms: new.issued_ms,
+        })
+    }
+
+    /// Records an action in the audit log.
+    pub fn audit(&self, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
+        self.0.execute(
+            "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now_ms(), actor, action, detail],
+        )?;
+        Ok(())
     }
 }
 

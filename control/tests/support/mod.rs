@@ -3,7 +3,11 @@
 //! stores, origins and a gate that can delay or cut an edge off, all on
 //! loopback.
 
-#![allow(dead_code, reason = "each test uses a different part of the harness")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test uses a different part of the harness"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,16 +71,27 @@ pub struct Control {
 impl Control {
     /// Starts a control service with its store in `dir`, on any free port.
     pub async fn start(dir: &Path) -> Control {
+        Control::start_with(dir, &[]).await
+    }
+
+    /// The same, with more `rollout serve` arguments.
+    pub async fn start_with(dir: &Path, extra: &[&str]) -> Control {
         std::fs::write(dir.join("control.key"), secret().to_text()).expect("key file");
         std::fs::write(
             dir.join("tokens"),
             format!("admin ops {ADMIN}\ndeploy ci {DEPLOY}\nread viewer {READ}\n"),
         )
         .expect("token file");
+        std::fs::write(
+            dir.join("serve-args"),
+            extra.iter().map(|a| format!("{a}\n")).collect::<String>(),
+        )
+        .expect("args file");
         Control::spawn(dir, "127.0.0.1:0".parse().expect("addr")).await
     }
 
     async fn spawn(dir: &Path, listen: SocketAddr) -> Control {
+        let extra = std::fs::read_to_string(dir.join("serve-args")).unwrap_or_default();
         let db = dir.join("control.sqlite");
         let mut child = tokio::process::Command::new(rollout_bin())
             .arg("serve")
@@ -90,6 +105,7 @@ impl Control {
             .arg(dir.join("tokens"))
             .args(["--reconcile-every", "200ms", "--push-timeout", "1s"])
             .args(["--unreachable-after", "60s", "--verify-every", "1s"])
+            .args(extra.lines())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -224,24 +240,38 @@ pub async fn edge(
     new: &Origin,
     public_key: Option<String>,
 ) -> RunningEdge {
+    edge_between(dir, name, &old.url(), &new.url(), public_key, None).await
+}
+
+/// An edge with its own SQLite store in front of origins `old` and `new`,
+/// with metrics when given.
+pub async fn edge_between(
+    dir: &Path,
+    name: &str,
+    old: &str,
+    new: &str,
+    public_key: Option<String>,
+    metrics: Option<Arc<rollout_host::Metrics>>,
+) -> RunningEdge {
     let kv = SqliteKv::open(&dir.join(format!("{name}.sqlite"))).expect("edge store");
     let variables = [
         (
             "public_key".to_owned(),
             public_key.unwrap_or_else(|| secret().public_key().to_string()),
         ),
-        ("old_origin".to_owned(), old.url()),
+        ("old_origin".to_owned(), old.to_owned()),
     ]
     .into();
     let edge = Edge {
         kv: Arc::new(kv),
         variables,
-        allow: AllowList::new(&[old.url(), new.url()]).expect("allow list"),
+        allow: AllowList::new(&[old.to_owned(), new.to_owned()]).expect("allow list"),
     };
-    RunningEdge::start(
+    RunningEdge::start_with_metrics(
         rollout_tests::runtime(),
         edge,
         "127.0.0.1:0".parse().expect("addr"),
+        metrics,
     )
     .await
     .expect("edge starts")
@@ -341,6 +371,64 @@ pub fn config_file(dir: &Path, name: &str, old: &Origin, new: &Origin, weight: f
     let doc = config(&old.url(), &new.url(), weight, serde_json::json!({}));
     std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("json")).expect("config file");
     path.to_string_lossy().into_owned()
+}
+
+/// An origin that answers 200, or 500 for an even share of requests:
+/// `per_100` of every 100 fail, spread out (request n fails when n·k/100
+/// reaches the next whole number).
+#[derive(Debug)]
+pub struct FlakyOrigin {
+    pub addr: SocketAddr,
+    per_100: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FlakyOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FlakyOrigin {
+    pub async fn start(name: &'static str, per_100: u64) -> FlakyOrigin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let share = Arc::new(AtomicU64::new(per_100));
+        let (k, n) = (share.clone(), Arc::new(AtomicU64::new(0)));
+        let app = axum::Router::new().fallback(move || {
+            let (k, n) = (k.clone(), n.clone());
+            async move {
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                let k = k.load(Ordering::SeqCst);
+                let fails = (i + 1) * k / 100 > i * k / 100;
+                let status = if fails {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                };
+                (status, [("x-origin", name)], name)
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FlakyOrigin {
+            addr,
+            per_100: share,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes the share of failures.
+    pub fn fail(&self, per_100: u64) {
+        self.per_100.store(per_100, Ordering::SeqCst);
+    }
 }
 
 /// Gate modes.

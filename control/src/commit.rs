@@ -1,0 +1,105 @@
+//! Making a version, for people and plans alike: build the config, check it
+//! with core's rules and the edge's envelope limits, sign it, write it; and,
+//! in the same transaction, tell every running plan whose route it changed.
+
+use rollout_api::Version;
+use rollout_core::config::PatchError;
+use rollout_core::{
+    Config, ConfigDoc, ConfigError, Envelope, EnvelopeDoc, EnvelopeError, SecretKey,
+};
+
+use crate::store::{CommitError, NewVersion, Tx, VersionRow, now_ms};
+use crate::time::format_ms;
+
+/// Why a new version was refused before anything was written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A patch with no version to patch.
+    #[error("no current config to patch")]
+    NothingToPatch,
+    /// A patch that names what the config does not have.
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+    /// A config core refuses.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An envelope an edge would refuse (over its size limit).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// A stored version whose body does not parse: the store is damaged.
+    #[error("stored version {version} does not parse")]
+    Unreadable {
+        /// The version.
+        version: Version,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The envelope stored for `row`, config and all.
+pub fn envelope_of(row: &VersionRow) -> Result<EnvelopeDoc<ConfigDoc>, Refusal> {
+    serde_json::from_slice(&row.body).map_err(|source| Refusal::Unreadable {
+        version: row.version,
+        source,
+    })
+}
+
+/// Who makes a version, how and why.
+#[derive(Debug)]
+pub struct Author<'a> {
+    /// The actor (a token's name, `plan:<id>`).
+    pub actor: &'a str,
+    /// What it is, for the audit log (`push`, `patch`, `rollback`, `plan`).
+    pub action: &'a str,
+    /// The version's reason.
+    pub reason: String,
+}
+
+/// In `tx`: builds the config `doc` makes from the current version, checks
+/// it as an edge will, signs it with `key` and writes it as the next
+/// version (if `expected` is still current; `None`: whatever is). Then
+/// every running plan whose route it changed, and that did not make it,
+/// hears of it (see [`crate::plans::route_changed`]).
+pub fn commit_in(
+    tx: &Tx<'_>,
+    key: &SecretKey,
+    expected: Option<Version>,
+    author: &Author<'_>,
+    webhooks: &[String],
+    doc: impl FnOnce(Option<&VersionRow>) -> Result<ConfigDoc, Refusal>,
+) -> Result<VersionRow, CommitError<Refusal>> {
+    let mut configs = None;
+    let row = tx.commit_version(expected, author.action, |version, parent| {
+        let config = doc(parent)?;
+        // The rules are core's: the same validation an edge runs.
+        Config::try_from(&config)?;
+        let before = parent.map(envelope_of).transpose()?.map(|e| e.config);
+        let issued_ms = now_ms();
+        let body = EnvelopeDoc {
+            version: version.get(),
+            parent: parent.map(|p| p.digest),
+            issued_at: format_ms(issued_ms),
+            actor: author.actor.to_owned(),
+            reason: author.reason.clone(),
+            config: config.clone(),
+        }
+        .to_body();
+        // The edge's own check, limits included, before anything is stored.
+        let envelope = Envelope::parse(&body)?;
+        configs = Some((before, config));
+        Ok(NewVersion {
+            signature: key.sign(&body),
+            digest: envelope.digest,
+            body,
+            actor: author.actor.to_owned(),
+            reason: author.reason.clone(),
+            issued_at: format_ms(issued_ms),
+            issued_ms,
+        })
+    })?;
+    if let Some((before, after)) = configs {
+        crate::plans::route_changed(tx, before.as_ref(), &after, &row, author, webhooks)?;
+    }
+    Ok(row)
+}

@@ -1,0 +1,746 @@
+//! The plan executor: runs every plan's steps and checks, commits what core's
+//! plan machine decides as ordinary signed versions (actor `plan:<id>`),
+//! and hears of the versions people make.
+//!
+//! Every input to a plan is applied in one store transaction that reads the
+//! plan, advances it, commits any version its actions ask for and writes
+//! the plan back: killed at any point, the service finds each plan either
+//! before the step or after it, never with a step run twice. Measuring (the
+//! probes' counts, Prometheus queries) happens outside that transaction;
+//! one lock keeps the executor, commands and alerts from advancing a plan
+//! at the same time.
+
+mod probe;
+mod prometheus;
+mod view;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rollout_api::{StartPlan, Version, holds};
+use rollout_core::config::{OverrideDoc, Patch, RouteDoc};
+use rollout_core::plan::judge::Measurement;
+use rollout_core::plan::machine::{Action, Change, Command, EventKind, Input, Phase, PlanState};
+use rollout_core::plan::{CheckKind, Plan, PlanDoc, PlanError};
+use rollout_core::{ConfigDoc, SecretKey, Weight};
+use sha2::Digest as _;
+
+pub use view::{event_view, plan_view};
+
+use crate::commit::{Author, Refusal, commit_in, envelope_of};
+use crate::events::Events;
+use crate::push::Fanout;
+use crate::store::{CommitError, PlanId, PlanRow, Store, Tx, VersionRow, now_ms};
+
+/// The header probes force their arm with, when the route has no header
+/// override the control service can use.
+pub const PROBE_HEADER: &str = "x-rollout-probe";
+
+/// Why a plan operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFailure {
+    /// No such plan.
+    #[error("{0}")]
+    NotFound(String),
+    /// Another plan runs on the route, or this one cannot do that now.
+    #[error("{0}")]
+    Conflict(String),
+    /// A plan or request that breaks a rule.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// Where.
+        field: Option<String>,
+    },
+    /// A version the plan needed was refused.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] rusqlite::Error),
+}
+
+impl PlanFailure {
+    fn invalid(field: &str, message: impl Into<String>) -> PlanFailure {
+        PlanFailure::Invalid {
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+}
+
+impl From<PlanError> for PlanFailure {
+    fn from(e: PlanError) -> PlanFailure {
+        let field = format!("plan.{}", e.path).replace("plan.plan", "plan");
+        PlanFailure::Invalid {
+            message: format!("{field}: {}", e.problem),
+            field: Some(field),
+        }
+    }
+}
+
+impl From<CommitError<Refusal>> for PlanFailure {
+    fn from(e: CommitError<Refusal>) -> PlanFailure {
+        match e {
+            CommitError::Refused(r) => r.into(),
+            CommitError::Store(e) => e.into(),
+            // Plans commit against whatever is current.
+            CommitError::Conflict { expected, current } => PlanFailure::Conflict(format!(
+                "expected version {expected}, but the current version is {current}"
+            )),
+        }
+    }
+}
+
+/// The control service's probe token and the digest a route lists for it.
+#[derive(Debug, Clone)]
+pub struct ProbeToken {
+    /// Sent as `ARM:TOKEN`.
+    pub token: String,
+    /// `sha256(token)`, lowercase hex.
+    pub digest: String,
+}
+
+impl ProbeToken {
+    /// The token derived from the signing key: the same on every replica
+    /// that holds the key, and it changes when the key does.
+    pub fn from_key(key: &SecretKey) -> ProbeToken {
+        let token = hex::encode(key.derive("rollout probe token"));
+        let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        ProbeToken { token, digest }
+    }
+}
+
+/// The executor and the operations on plans.
+#[derive(Debug)]
+pub struct Plans {
+    store: Arc<Store>,
+    key: SecretKey,
+    fanout: Arc<Fanout>,
+    events: Arc<Events>,
+    webhooks: Vec<String>,
+    probe_token: ProbeToken,
+    http: reqwest::Client,
+    samplers: Mutex<HashMap<(PlanId, String), probe::Sampler>>,
+    wake: tokio::sync::Notify,
+    /// One plan transition at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Plans {
+    /// The executor over `store`.
+    pub fn new(
+        store: Arc<Store>,
+        key: SecretKey,
+        fanout: Arc<Fanout>,
+        events: Arc<Events>,
+    ) -> Result<Plans, reqwest::Error> {
+        Ok(Plans {
+            probe_token: ProbeToken::from_key(&key),
+            webhooks: events.urls().to_vec(),
+            store,
+            key,
+            fanout,
+            events,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            samplers: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The webhooks events go to.
+    pub fn webhooks(&self) -> &[String] {
+        &self.webhooks
+    }
+
+    /// The probe token.
+    pub fn probe_token(&self) -> &ProbeToken {
+        &self.probe_token
+    }
+
+    /// Runs plans until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let next = match self.round().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!("plan round failed: {e}");
+                    None
+                }
+            };
+            let wait = next.map_or(1000, |at| (at - now_ms()).clamp(20, 1000));
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
+        }
+    }
+
+    /// One round over every running plan: measure what is due, then feed
+    /// the plan what happened. The earliest instant a plan wants a round.
+    async fn round(&self) -> Result<Option<i64>, PlanFailure> {
+        let plans = self.store.running_plans()?;
+        self.keep_samplers(&plans);
+        let converged = self.converged()?;
+        let mut next: Option<i64> = None;
+        for row in plans {
+            let Ok(plan) = Plan::try_from(&row.doc) else {
+                continue;
+            };
+            let now = now_ms();
+            let mut inputs = Vec::new();
+            if let (Some(w), Some(v)) = (row.state.waiting_for, converged)
+                && v.get() >= w
+            {
+                inputs.push(Input::Converged(v.get()));
+            }
+            let due: Vec<String> = row.state.due(now).map(str::to_owned).collect();
+            for name in due {
+                let measurement = self.measure(&row, &plan, &name).await;
+                inputs.push(Input::Measured {
+                    check: name,
+                    measurement,
+                });
+            }
+            inputs.push(Input::Tick);
+            let after = {
+                let _one = self.lock.lock().await;
+                self.apply(row.id, inputs)?
+            };
+            let wake = after.state.next_wake();
+            next = match (next, wake) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(next)
+    }
+
+    /// The committed version, if every edge holds it.
+    fn converged(&self) -> rusqlite::Result<Option<Version>> {
+        let Some(current) = self.store.current()? else {
+            return Ok(None);
+        };
+        let edges = self.store.edges()?;
+        let all = edges.iter().all(|e| holds(e.acked, current.applied()));
+        Ok(all.then_some(current.version))
+    }
+
+    async fn measure(&self, row: &PlanRow, plan: &Plan, name: &str) -> Measurement {
+        let Some(check) = plan.check(name) else {
+            return Measurement::Error(format!("no check {name}"));
+        };
+        match &check.kind {
+            CheckKind::Probe(_) => {
+                let samplers = self.samplers.lock().unwrap_or_else(|p| p.into_inner());
+                match samplers.get(&(row.id, name.to_owned())) {
+                    Some(s) => Measurement::Probe(s.snapshot()),
+                    None => Measurement::Error("the probe is not running".to_owned()),
+                }
+            }
+            CheckKind::Prometheus(q) => prometheus::measure(&self.http, q, &row.route).await,
+        }
+    }
+
+    /// Starts a sampler for every running probe check, stops the rest.
+    fn keep_samplers(&self, plans: &[PlanRow]) {
+        let mut samplers = self.samplers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wanted = Vec::new();
+        for row in plans {
+            let Ok(plan) = Plan::try_from(&row.doc) else {
+                continue;
+            };
+            for (name, state) in &row.state.checks {
+                if let Some(CheckKind::Probe(p)) = plan.check(name).map(|c| &c.kind) {
+                    wanted.push((row.id, name.clone()));
+                    if samplers.contains_key(&(row.id, name.clone())) {
+                        continue;
+                    }
+                    let rate = plan.check(name).map_or(1.0, |c| p.rate_per_arm(c));
+                    let target = self.probe_target(&row.route);
+                    let sampler = probe::Sampler::start(probe::Setup {
+                        probe: p.clone(),
+                        rate_per_arm: rate,
+                        totals: (state.total_old, state.total_new),
+                        store: self.store.clone(),
+                        http: self.http.clone(),
+                        target,
+                    });
+                    samplers.insert((row.id, name.clone()), sampler);
+                }
+            }
+        }
+        samplers.retain(|k, _| wanted.contains(k));
+    }
+
+    /// How probes force an arm on `route`, as the committed config says.
+    fn probe_target(&self, route: &str) -> probe::Target {
+        let current = self.store.current().ok().flatten();
+        let header = current
+            .as_ref()
+            .and_then(|c| envelope_of(c).ok())
+            .and_then(|e| {
+                e.config
+                    .routes
+                    .iter()
+                    .find(|r| r.id == route)
+                    .and_then(|r| probe_header(r, &self.probe_token.digest))
+            });
+        probe::Target {
+            header: header
+                .map(|(h, needs_token)| (h, needs_token.then(|| self.probe_token.token.clone()))),
+            since: current.map_or(Version::NONE, |c| c.version),
+        }
+    }
+
+    /// Starts a plan on a route. Adds the probe override to the route
+    /// first, as a version of the plan's own, when a probe check needs it.
+    pub async fn start(&self, who: &str, req: StartPlan) -> Result<PlanRow, PlanFailure> {
+        let _one = self.lock.lock().await;
+        let reason = req
+            .reason
+            .as_ref()
+            .map_or_else(|| "plan started".to_owned(), ToString::to_string);
+        let mut committed = None;
+        let row = self.store.write(|tx| {
+            let resolved = req.plan.resolve(|name| tx.template(name).ok().flatten())?;
+            let plan = Plan::try_from(&resolved)?;
+            let current = tx.current()?.ok_or_else(|| {
+                PlanFailure::invalid(
+                    "route",
+                    "no version has been issued yet: push a config first",
+                )
+            })?;
+            let config = envelope_of(&current)?.config;
+            let route = config
+                .routes
+                .iter()
+                .find(|r| r.id == req.route)
+                .ok_or_else(|| {
+                    PlanFailure::invalid(
+                        "route",
+                        format!("no route {:?} in version {}", req.route, current.version),
+                    )
+                })?;
+            if let Some(flag) = plan.flag()
+                && !route.flags.iter().any(|f| f.name == flag)
+            {
+                return Err(PlanFailure::invalid(
+                    "plan.flag",
+                    format!("no flag {flag:?} on route {:?}", req.route),
+                ));
+            }
+            if let Some(running) = tx.running_plans(Some(&req.route))?.first() {
+                return Err(PlanFailure::Conflict(format!(
+                    "plan {} is running on route {:?}: promote or abort it first",
+                    running.id, req.route
+                )));
+            }
+            let state = PlanState::start(&plan, now_ms());
+            let id = tx.insert_plan(&req.route, &resolved, &state, who, &reason)?;
+            let probes = plan
+                .checks()
+                .any(|(_, c)| matches!(c.kind, CheckKind::Probe(_)));
+            if probes && probe_header(route, &self.probe_token.digest).is_none() {
+                let digest = self.probe_token.digest.clone();
+                let route_id = req.route.clone();
+                let author = Author {
+                    actor: &format!("plan:{id}"),
+                    action: "plan",
+                    reason: format!("plan {id}: add the probe override its checks use"),
+                };
+                let v = commit_in(tx, &self.key, None, &author, &self.webhooks, |_| {
+                    let mut doc = config.clone();
+                    if let Some(r) = doc.routes.iter_mut().find(|r| r.id == route_id) {
+                        add_probe_override(r, &digest);
+                    }
+                    Ok(doc)
+                })?;
+                committed = Some(v.version);
+            }
+            tx.log_event(
+                id,
+                EventKind::Step,
+                &format!(
+                    "plan {id} started on route {} by {who}: {reason}",
+                    req.route
+                ),
+                committed,
+                &self.webhooks,
+            )?;
+            tx.plan(id)?
+                .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
+        })?;
+        if let Some(v) = committed {
+            self.fanout.committed(v);
+        }
+        self.events.wake();
+        self.wake.notify_one();
+        Ok(row)
+    }
+
+    /// A person's command to plan `id`.
+    pub async fn command(
+        &self,
+        id: PlanId,
+        who: &str,
+        command: Command,
+    ) -> Result<PlanRow, PlanFailure> {
+        let _one = self.lock.lock().await;
+        let row = self
+            .store
+            .plan(id)?
+            .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))?;
+        if row.state.phase.is_terminal() {
+            return Err(PlanFailure::Conflict(format!(
+                "plan {id} is {}: nothing to {}",
+                row.state.phase.as_str(),
+                command_name(&command)
+            )));
+        }
+        let row = self.apply(
+            id,
+            vec![Input::Command {
+                by: who.to_owned(),
+                command,
+            }],
+        )?;
+        self.wake.notify_one();
+        Ok(row)
+    }
+
+    /// Runs an aborted or failed plan again from its first step.
+    pub async fn retry(&self, id: PlanId, who: &str) -> Result<PlanRow, PlanFailure> {
+        let _one = self.lock.lock().await;
+        let row = self.store.write(|tx| {
+            let row = tx
+                .plan(id)?
+                .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))?;
+            if !matches!(row.state.phase, Phase::Aborted | Phase::Failed) {
+                return Err(PlanFailure::Conflict(format!(
+                    "plan {id} is {}: only an aborted or failed plan can be retried",
+                    row.state.phase.as_str()
+                )));
+            }
+            if let Some(running) = tx.running_plans(Some(&row.route))?.first() {
+                return Err(PlanFailure::Conflict(format!(
+                    "plan {} is running on route {:?}",
+                    running.id, row.route
+                )));
+            }
+            let plan = Plan::try_from(&row.doc)?;
+            tx.save_plan(id, row.rev, &PlanState::start(&plan, now_ms()))?;
+            tx.log_event(
+                id,
+                EventKind::Step,
+                &format!("retried by {who}"),
+                None,
+                &self.webhooks,
+            )?;
+            tx.plan(id)?
+                .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
+        })?;
+        self.events.wake();
+        self.wake.notify_one();
+        Ok(row)
+    }
+
+    /// A firing alert names `route`: its running plan, if any, rolls back.
+    pub async fn alert(&self, route: &str, alert: &str) -> Result<Option<PlanId>, PlanFailure> {
+        let _one = self.lock.lock().await;
+        let Some(running) = self
+            .store
+            .running_plans()?
+            .into_iter()
+            .find(|p| p.route == route)
+        else {
+            return Ok(None);
+        };
+        self.apply(running.id, vec![Input::Alert(alert.to_owned())])?;
+        Ok(Some(running.id))
+    }
+
+    /// Feeds `inputs` to plan `id` in one transaction, committing the
+    /// versions its actions ask for; the plan as written.
+    fn apply(&self, id: PlanId, inputs: Vec<Input>) -> Result<PlanRow, PlanFailure> {
+        let now = now_ms();
+        let mut committed = Vec::new();
+        let row = self.store.write(|tx| {
+            let mut row = tx
+                .plan(id)?
+                .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))?;
+            let plan = Plan::try_from(&row.doc)?;
+            let mut queue: VecDeque<Input> = inputs.into();
+            while let Some(input) = queue.pop_front() {
+                let measured = match &input {
+                    Input::Measured { check, measurement } => {
+                        Some((check.clone(), measurement.clone()))
+                    }
+                    _ => None,
+                };
+                let actions = row.state.advance(&plan, now, input);
+                if let Some((name, m)) = measured
+                    && let Some(j) = row.state.checks.get(&name).and_then(|c| c.last.as_ref())
+                {
+                    tx.record_check(id, &name, j, &m)?;
+                }
+                let mut version = None;
+                for action in actions {
+                    match action {
+                        Action::SetWeight { weight, reason } => {
+                            let v = self.set_weight(tx, &mut row, &plan, weight, &reason)?;
+                            version = v.or(version);
+                            committed.extend(v);
+                            if row.state.phase != Phase::Failed {
+                                queue.push_front(Input::Committed(v.map(Version::get)));
+                            }
+                        }
+                        Action::Rollback { reason } => {
+                            let v = self.set_weight(
+                                tx,
+                                &mut row,
+                                &plan,
+                                Weight::ZERO,
+                                &format!("rollback: {reason}"),
+                            )?;
+                            version = v.or(version);
+                            committed.extend(v);
+                        }
+                        Action::Event { kind, message } => {
+                            tx.log_event(id, kind, &message, version, &self.webhooks)?;
+                        }
+                    }
+                }
+            }
+            tx.save_plan(id, row.rev, &row.state)?;
+            tx.plan(id)?
+                .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
+        })?;
+        for v in committed {
+            self.fanout.committed(v);
+        }
+        self.events.wake();
+        Ok(row)
+    }
+
+    /// Commits the plan's weight (or flag percentage) at `weight`, unless
+    /// the config has it already. A version the rules refuse fails the plan.
+    fn set_weight(
+        &self,
+        tx: &Tx<'_>,
+        row: &mut PlanRow,
+        plan: &Plan,
+        weight: Weight,
+        reason: &str,
+    ) -> Result<Option<Version>, PlanFailure> {
+        let current = tx.current()?;
+        let config = current
+            .as_ref()
+            .map(envelope_of)
+            .transpose()?
+            .map(|e| e.config);
+        let percent = weight.percent();
+        let have = config
+            .as_ref()
+            .and_then(|c| target_of(c, &row.route, plan.flag()));
+        if have == Some(percent) {
+            return Ok(None);
+        }
+        let patch = match plan.flag() {
+            Some(flag) => Patch::SetFlag {
+                route: row.route.clone(),
+                flag: flag.to_owned(),
+                percent,
+            },
+            None => Patch::SetWeight {
+                route: row.route.clone(),
+                percent,
+            },
+        };
+        let author = Author {
+            actor: &format!("plan:{}", row.id),
+            action: "plan",
+            reason: format!("plan {} {reason}", row.id),
+        };
+        let made = commit_in(tx, &self.key, None, &author, &self.webhooks, |parent| {
+            let parent = parent.ok_or(Refusal::NothingToPatch)?;
+            let mut doc = envelope_of(parent)?.config;
+            patch.apply(&mut doc)?;
+            Ok(doc)
+        });
+        match made {
+            Ok(v) => Ok(Some(v.version)),
+            Err(CommitError::Refused(r)) => {
+                let why = format!("could not commit its weight: {r}");
+                tracing::warn!("plan {}: {why}", row.id);
+                row.state.phase = Phase::Failed;
+                row.state.reason = Some(why.clone());
+                tx.log_event(row.id, EventKind::Fail, &why, None, &self.webhooks)?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What a version did to a running plan's route, if it did anything.
+fn change_of(
+    before: Option<&ConfigDoc>,
+    after: &ConfigDoc,
+    route: &str,
+    flag: Option<&str>,
+) -> Option<Change> {
+    let find = |c: &ConfigDoc| c.routes.iter().find(|r| r.id == route).cloned();
+    let (Some(b), Some(a)) = (before.and_then(find), find(after)) else {
+        return before.and_then(find).is_some().then_some(Change::Route);
+    };
+    if a == b {
+        return None;
+    }
+    let to = target_of_route(&a, flag)?;
+    let mut only_weight = b.clone();
+    match flag {
+        Some(f) => only_weight
+            .flags
+            .iter_mut()
+            .filter(|x| x.name == f)
+            .for_each(|x| x.percent = to),
+        None => only_weight.new_weight = to,
+    }
+    Some(if only_weight == a {
+        Change::Weight(to)
+    } else {
+        Change::Route
+    })
+}
+
+fn target_of(config: &ConfigDoc, route: &str, flag: Option<&str>) -> Option<f64> {
+    config
+        .routes
+        .iter()
+        .find(|r| r.id == route)
+        .and_then(|r| target_of_route(r, flag))
+}
+
+fn target_of_route(route: &RouteDoc, flag: Option<&str>) -> Option<f64> {
+    match flag {
+        Some(f) => route.flags.iter().find(|x| x.name == f).map(|x| x.percent),
+        None => Some(route.new_weight),
+    }
+}
+
+/// In a version's transaction: every running plan whose route it changed,
+/// and that did not make it, is told. A patch of only the plan's weight
+/// holds the plan; a push or rollback that changes its route, or any other
+/// change to it, aborts it.
+pub fn route_changed(
+    tx: &Tx<'_>,
+    before: Option<&ConfigDoc>,
+    after: &ConfigDoc,
+    version: &VersionRow,
+    author: &Author<'_>,
+    webhooks: &[String],
+) -> rusqlite::Result<()> {
+    let actor = author.actor;
+    for mut row in tx.running_plans(None)? {
+        if actor == format!("plan:{}", row.id) {
+            continue;
+        }
+        let Some(change) = change_of(before, after, &row.route, row.doc.flag.as_deref()) else {
+            continue;
+        };
+        let change = if author.action == "patch" {
+            change
+        } else {
+            Change::Route
+        };
+        let Ok(plan) = Plan::try_from(&row.doc) else {
+            continue;
+        };
+        let input = Input::Changed {
+            by: actor.to_owned(),
+            version: version.version.get(),
+            change,
+        };
+        for action in row.state.advance(&plan, now_ms(), input) {
+            if let Action::Event { kind, message } = action {
+                tx.log_event(row.id, kind, &message, Some(version.version), webhooks)?;
+            }
+        }
+        tx.save_plan(row.id, row.rev, &row.state)?;
+    }
+    Ok(())
+}
+
+/// The header override probes can use on `route`, and whether it wants
+/// the token: one that takes any value, or lists the token's digest.
+fn probe_header(route: &RouteDoc, digest: &str) -> Option<(String, bool)> {
+    route.overrides.iter().find_map(|o| {
+        let header = o.from.strip_prefix("header:")?;
+        if o.token_sha256.is_empty() {
+            Some((header.to_ascii_lowercase(), false))
+        } else if o.token_sha256.iter().any(|d| d == digest) {
+            Some((header.to_ascii_lowercase(), true))
+        } else {
+            None
+        }
+    })
+}
+
+/// Lists the probe token's digest on the route's first header override
+/// that takes tokens, or adds one on [`PROBE_HEADER`].
+fn add_probe_override(route: &mut RouteDoc, digest: &str) {
+    let existing = route
+        .overrides
+        .iter_mut()
+        .find(|o| o.from.starts_with("header:") && !o.token_sha256.is_empty());
+    match existing {
+        Some(o) => o.token_sha256.push(digest.to_owned()),
+        None => route.overrides.push(OverrideDoc {
+            from: format!("header:{PROBE_HEADER}"),
+            token_sha256: vec![digest.to_owned()],
+        }),
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Pause => "pause",
+        Command::Resume => "resume",
+        Command::Promote => "promote",
+        Command::Abort => "abort",
+    }
+}
+
+/// Whether `doc` is a plan core accepts once its templates are resolved
+/// from the store.
+pub fn check_template(name: &str, doc: &rollout_core::plan::CheckDoc) -> Result<(), PlanFailure> {
+    if doc.template.is_some() {
+        return Err(PlanFailure::invalid(
+            "template",
+            "a template cannot refer to another template",
+        ));
+    }
+    let plan = PlanDoc {
+        schema: rollout_core::plan::PLAN_SCHEMA,
+        flag: None,
+        steps: vec![rollout_core::plan::StepDoc::SetWeight(0.0)],
+        checks: [(name.to_owned(), doc.clone())].into(),
+        background: vec![name.to_owned()],
+        progress_deadline: None,
+        bake: None,
+        dry_run: false,
+    };
+    Plan::try_from(&plan).map(drop).map_err(|e| {
+        let field = e.path.replacen(&format!("checks.{name}"), "template", 1);
+        PlanFailure::Invalid {
+            message: format!("{field}: {}", e.problem),
+            field: Some(field),
+        }
+    })
+}

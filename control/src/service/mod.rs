@@ -1,0 +1,416 @@
+//! The control service's HTTP API (JSON over HTTP, bearer tokens).
+//!
+//! A write carries the version its author expects to be current and gets 409
+//! when another write came first, so concurrent CI jobs never lose an update.
+//! A new config is validated by rollout-core before anything is written; the
+//! version is committed, then fanned out by the [`push`](crate::push) loop.
+//! Plans run in the [`plans`](crate::plans) executor. Requests and replies
+//! are [`rollout_api`] types; errors become responses in one place,
+//! [`ApiError`]; roles are checked by the [`Authorized`] extractor.
+
+mod edges;
+mod plans;
+mod versions;
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rollout_api::{ErrorBody, MAX_REQUEST_BYTES, RequestError, Version, holds, path};
+use rollout_core::{EnvelopeError, SecretKey};
+use serde::de::DeserializeOwned;
+
+use crate::auth::{Caller, Denied, Role, Tokens};
+use crate::commit::Refusal;
+use crate::events::{Events, Secret};
+use crate::metrics::{Gauges, Metrics, PlanGauge};
+use crate::plans::{PlanFailure, Plans};
+use crate::push::{Fanout, PushOptions};
+use crate::store::{CommitError, Store};
+
+/// Everything `rollout serve` needs.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// The SQLite file.
+    pub db: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The signing key.
+    pub key: SecretKey,
+    /// Who may call.
+    pub tokens: Tokens,
+    /// Fan-out settings.
+    pub push: PushOptions,
+    /// How long an edge may fail to answer before it is UNREACHABLE rather than STALE.
+    pub unreachable_after: Duration,
+    /// Where plan events are POSTed.
+    pub webhooks: Vec<String>,
+    /// What signs them.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// Shared state of the service.
+#[derive(Debug)]
+pub struct App {
+    store: Arc<Store>,
+    key: SecretKey,
+    tokens: Tokens,
+    fanout: Arc<Fanout>,
+    plans: Arc<Plans>,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+    unreachable_after: Duration,
+}
+
+/// Opens the store and serves the API until the future is dropped.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let app = open(opts)?;
+    tracing::info!("control service listening on http://{addr}");
+    println!("rollout control service listening on http://{addr}");
+    serve_on(app, listener).await
+}
+
+/// Opens the store and builds the shared state.
+pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
+    let store = Arc::new(Store::open(&opts.db)?);
+    let metrics = Arc::new(Metrics::default());
+    let fanout = Arc::new(Fanout::new(store.clone(), metrics.clone(), opts.push)?);
+    let events = Arc::new(Events::new(
+        store.clone(),
+        opts.webhooks,
+        opts.webhook_secret,
+    )?);
+    let plans = Arc::new(Plans::new(
+        store.clone(),
+        opts.key.clone(),
+        fanout.clone(),
+        events.clone(),
+    )?);
+    Ok(Arc::new(App {
+        store,
+        key: opts.key,
+        tokens: opts.tokens,
+        fanout,
+        plans,
+        events,
+        metrics,
+        unreachable_after: opts.unreachable_after,
+    }))
+}
+
+/// Serves `app` on `listener`, with its reconciler, until dropped.
+pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let tasks = [
+        tokio::spawn(app.fanout.clone().run()),
+        tokio::spawn(app.plans.clone().run()),
+        tokio::spawn(app.events.clone().run()),
+    ];
+    let served = axum::serve(listener, router(app)).await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(served?)
+}
+
+/// The API routes.
+pub fn router(app: Arc<App>) -> Router {
+    use edges::{add_edge, audit, list_edges, remove_edge, status};
+    use plans::{
+        alerts, delete_template, list_plans, list_templates, plan, plan_command, plan_events,
+        put_template, start_plan,
+    };
+    use versions::{at, create, current, history, rollback, version};
+    Router::new()
+        .route(path::HEALTHZ, get(|| async { "ok\n" }))
+        .route(path::METRICS, get(metrics))
+        .route(path::CURRENT, get(current))
+        .route(path::AT, get(at))
+        .route(path::VERSIONS, get(history).post(create))
+        .route(&format!("{}/{{n}}", path::VERSIONS), get(version))
+        .route(path::ROLLBACK, post(rollback))
+        .route(path::STATUS, get(status))
+        .route(
+            path::EDGES,
+            get(list_edges).post(add_edge).delete(remove_edge),
+        )
+        .route(path::AUDIT, get(audit))
+        .route(path::PLANS, get(list_plans).post(start_plan))
+        .route(&format!("{}/{{id}}", path::PLANS), get(plan))
+        .route(&format!("{}/{{id}}/events", path::PLANS), get(plan_events))
+        .route(
+            &format!("{}/{{id}}/{{command}}", path::PLANS),
+            post(plan_command),
+        )
+        .route(path::TEMPLATES, get(list_templates))
+        .route(
+            &format!("{}/{{name}}", path::TEMPLATES),
+            axum::routing::put(put_template).delete(delete_template),
+        )
+        .route(path::ALERTS, post(alerts))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(app)
+}
+
+/// Every way a call can fail, mapped to a status and a short, safe message
+/// in one place; details go to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No token, an unknown one, or a role too low.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// No such version, edge or time.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request that is not well-formed, or a config core refuses.
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong.
+        message: String,
+        /// Where, when one field is at fault.
+        field: Option<String>,
+    },
+    /// The request conflicts with the state (a plan already runs on the route).
+    #[error("{0}")]
+    Busy(String),
+    /// Another write came first.
+    #[error("expected version {expected}, but the current version is {current}")]
+    Conflict {
+        /// What the caller expected.
+        expected: Version,
+        /// What is current.
+        current: Version,
+    },
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] rusqlite::Error),
+    /// A stored version is damaged.
+    #[error("a stored version is unreadable")]
+    Damaged(#[source] Refusal),
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> ApiError {
+        ApiError::BadRequest {
+            message: e.to_string(),
+            field: Some(e.path),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        let field = match &r {
+            Refusal::Config(e) | Refusal::Envelope(EnvelopeError::Config(e)) => {
+                Some(e.path.clone())
+            }
+            Refusal::Envelope(_) => Some("config".to_owned()),
+            Refusal::NothingToPatch | Refusal::Patch(_) => Some("patch".to_owned()),
+            Refusal::Unreadable { .. } => return ApiError::Damaged(r),
+        };
+        ApiError::BadRequest {
+            message: r.to_string(),
+            field,
+        }
+    }
+}
+
+impl From<PlanFailure> for ApiError {
+    fn from(e: PlanFailure) -> ApiError {
+        match e {
+            PlanFailure::NotFound(m) => ApiError::NotFound(m),
+            PlanFailure::Conflict(m) => ApiError::Busy(m),
+            PlanFailure::Invalid { message, field } => ApiError::BadRequest { message, field },
+            PlanFailure::Refused(r) => r.into(),
+            PlanFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CommitError<Refusal>> for ApiError {
+    fn from(e: CommitError<Refusal>) -> ApiError {
+        match e {
+            CommitError::Conflict { expected, current } => ApiError::Conflict { expected, current },
+            CommitError::Refused(r) => r.into(),
+            CommitError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, field, current_version) = match &self {
+            ApiError::Denied(Denied::Unauthenticated) => (StatusCode::UNAUTHORIZED, None, None),
+            ApiError::Denied(Denied::Forbidden { .. }) => (StatusCode::FORBIDDEN, None, None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None, None),
+            ApiError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, field.clone(), None),
+            ApiError::Conflict { current, .. } => (StatusCode::CONFLICT, None, Some(*current)),
+            ApiError::Busy(_) => (StatusCode::CONFLICT, None, None),
+            ApiError::Store(_) | ApiError::Damaged(_) => {
+                tracing::error!("{}", error_chain(&self));
+                (StatusCode::INTERNAL_SERVER_ERROR, None, None)
+            }
+        };
+        let error = match &self {
+            ApiError::Store(_) | ApiError::Damaged(_) => format!("{self}; see the service log"),
+            _ => self.to_string(),
+        };
+        let body = ErrorBody {
+            error,
+            field,
+            current_version,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// An error with its causes, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The role a handler needs, as a type.
+trait Need {
+    const ROLE: Role;
+}
+
+/// Reads versions, history, status, edges.
+#[derive(Debug)]
+struct Reader;
+/// Also makes versions.
+#[derive(Debug)]
+struct Deployer;
+/// Also adds and removes edges.
+#[derive(Debug)]
+struct Administrator;
+
+impl Need for Reader {
+    const ROLE: Role = Role::Read;
+}
+impl Need for Deployer {
+    const ROLE: Role = Role::Deploy;
+}
+impl Need for Administrator {
+    const ROLE: Role = Role::Admin;
+}
+
+/// The service and a caller whose bearer token has at least role `N`:
+/// in a handler's arguments, the check runs before the handler does.
+#[derive(Debug)]
+struct Authorized<N> {
+    app: Arc<App>,
+    who: Caller,
+    need: PhantomData<N>,
+}
+
+impl<N: Need + Send + Sync> FromRequestParts<Arc<App>> for Authorized<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> ApiResult<Self> {
+        let auth = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Ok(Authorized {
+            app: app.clone(),
+            who: app.tokens.check(auth, N::ROLE)?,
+            need: PhantomData,
+        })
+    }
+}
+
+/// A JSON request body read with [`rollout_api::from_json`], so that an
+/// error names the field at fault.
+#[derive(Debug)]
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, Response> {
+        // Over the body limit: 413.
+        let bytes = Bytes::from_request(req, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        rollout_api::from_json(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::from(e).into_response())
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
+    let current = app.store.current()?;
+    let edges = app.store.edges()?;
+    let edges_acked = current.as_ref().map_or(0, |c| {
+        edges.iter().filter(|e| holds(e.acked, c.applied())).count()
+    });
+    let running = app
+        .store
+        .running_plans()?
+        .into_iter()
+        .map(|p| PlanGauge {
+            id: p.id,
+            phase: p.state.phase.as_str(),
+            step: p.state.step + 1,
+            weight: p.state.weight.map(|w| w.percent()),
+            checks: p
+                .state
+                .checks
+                .iter()
+                .map(|(n, c)| {
+                    (
+                        n.clone(),
+                        c.last.as_ref().map(|j| j.verdict.as_str()),
+                        c.fails,
+                    )
+                })
+                .collect(),
+            route: p.route,
+        })
+        .collect();
+    let text = app.metrics.render(&Gauges {
+        version: current.as_ref().map_or(0, |c| c.version.get()),
+        versions: app.store.version_count()?,
+        edges: edges.len(),
+        edges_acked,
+        plans_by_phase: app.store.plans_by_phase()?,
+        running,
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

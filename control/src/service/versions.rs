@@ -1,0 +1,186 @@
+//! Versions: the current one, history, new ones and rollbacks.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use rollout_api::{
+    AtQuery, Change, CreateVersion, HistoryPage, HistoryQuery, RollbackRequest, RollbackTarget,
+    Version, VersionView, shorten,
+};
+use rollout_core::ConfigDoc;
+
+use super::{ApiError, ApiResult, App, Authorized, Deployer, JsonBody, Reader};
+use crate::auth::Caller;
+use crate::commit::{Author, Refusal, commit_in, envelope_of};
+use crate::store::VersionRow;
+use crate::time::parse_time;
+
+fn view(app: &App, row: &VersionRow, with_config: bool) -> ApiResult<VersionView> {
+    let config = if with_config {
+        Some(envelope_of(row).map_err(ApiError::Damaged)?.config)
+    } else {
+        None
+    };
+    Ok(VersionView {
+        version: row.version,
+        digest: row.digest,
+        parent: row.parent,
+        actor: row.actor.clone(),
+        reason: row.reason.clone(),
+        issued_at: row.issued_at.clone(),
+        converged_ms: app.store.convergence(row.version)?,
+        config,
+    })
+}
+
+/// `row` with its config, or 404 saying what is `missing`.
+fn found(
+    app: &App,
+    row: Option<VersionRow>,
+    missing: impl FnOnce() -> String,
+) -> ApiResult<Json<VersionView>> {
+    let row = row.ok_or_else(|| ApiError::NotFound(missing()))?;
+    Ok(Json(view(app, &row, true)?))
+}
+
+pub(super) async fn current(a: Authorized<Reader>) -> ApiResult<Json<VersionView>> {
+    let current = a.app.store.current()?;
+    found(&a.app, current, || "no version has been issued yet".into())
+}
+
+pub(super) async fn version(
+    a: Authorized<Reader>,
+    Path(n): Path<Version>,
+) -> ApiResult<Json<VersionView>> {
+    found(&a.app, a.app.store.version(n)?, || {
+        format!("no version {n}")
+    })
+}
+
+/// The version live at `time` (RFC 3339 or "10m ago").
+fn live_at(app: &App, time: &str) -> ApiResult<VersionRow> {
+    let ms = parse_time(time).map_err(ApiError::bad_request)?;
+    app.store
+        .at(ms)?
+        .ok_or_else(|| ApiError::NotFound(format!("no version was live at {time}")))
+}
+
+pub(super) async fn at(
+    a: Authorized<Reader>,
+    Query(q): Query<AtQuery>,
+) -> ApiResult<Json<VersionView>> {
+    let row = live_at(&a.app, &q.time)?;
+    Ok(Json(view(&a.app, &row, true)?))
+}
+
+pub(super) async fn history(
+    Authorized { app, .. }: Authorized<Reader>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<HistoryPage>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let rows = app.store.history(q.before, limit)?;
+    let next_before = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.version))
+        .flatten();
+    let versions = rows
+        .iter()
+        .map(|r| view(&app, r, false))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(HistoryPage {
+        versions,
+        next_before,
+    }))
+}
+
+/// 201 with the new version.
+type Created = (StatusCode, Json<VersionView>);
+
+/// Validates, signs and commits the config `doc` builds as the next version.
+fn commit(
+    app: &App,
+    expected: Version,
+    who: &Caller,
+    action: &str,
+    reason: String,
+    doc: impl FnOnce(Option<&VersionRow>) -> Result<ConfigDoc, Refusal>,
+) -> ApiResult<Created> {
+    let author = Author {
+        actor: who.name.as_str(),
+        action,
+        reason,
+    };
+    let row = app.store.write(|tx| {
+        commit_in(
+            tx,
+            &app.key,
+            Some(expected),
+            &author,
+            app.plans.webhooks(),
+            doc,
+        )
+    })?;
+    tracing::info!(
+        "{} committed version {}: {}",
+        who.name,
+        row.version,
+        shorten(&row.reason, 200)
+    );
+    app.fanout.committed(row.version);
+    app.events.wake();
+    Ok((StatusCode::CREATED, Json(view(app, &row, true)?)))
+}
+
+pub(super) async fn create(
+    Authorized { app, who, .. }: Authorized<Deployer>,
+    JsonBody(req): JsonBody<CreateVersion>,
+) -> ApiResult<Created> {
+    let (action, default_reason) = match &req.change {
+        Change::Config(_) => ("push", "push".to_owned()),
+        Change::Patch(p) => ("patch", p.to_string()),
+    };
+    let reason = req.reason.map_or(default_reason, String::from);
+    let build = |parent: Option<&VersionRow>| match req.change {
+        Change::Config(doc) => Ok(doc),
+        Change::Patch(patch) => {
+            let parent = parent.ok_or(Refusal::NothingToPatch)?;
+            let mut doc = envelope_of(parent)?.config;
+            patch.apply(&mut doc)?;
+            Ok(doc)
+        }
+    };
+    commit(&app, req.expected_version, &who, action, reason, build)
+}
+
+/// The version a rollback restores, and the words for it.
+fn restore_point(app: &App, target: &RollbackTarget) -> ApiResult<(VersionRow, String)> {
+    Ok(match target {
+        RollbackTarget::To(n) => {
+            let row = app
+                .store
+                .version(*n)?
+                .ok_or_else(|| ApiError::NotFound(format!("no version {n}")))?;
+            let what = format!("rollback to version {}", row.version);
+            (row, what)
+        }
+        RollbackTarget::At(t) => {
+            let row = live_at(app, t)?;
+            let what = format!("rollback to version {} (live at {t})", row.version);
+            (row, what)
+        }
+    })
+}
+
+pub(super) async fn rollback(
+    Authorized { app, who, .. }: Authorized<Deployer>,
+    JsonBody(req): JsonBody<RollbackRequest>,
+) -> ApiResult<Created> {
+    let (source, what) = restore_point(&app, &req.target)?;
+    let reason = match &req.reason {
+        Some(r) => format!("{what}: {r}"),
+        None => what,
+    };
+    let config = envelope_of(&source).map_err(ApiError::Damaged)?.config;
+    commit(&app, req.expected_version, &who, "rollback", reason, |_| {
+        Ok(config)
+    })
+}
