@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
+if ! command -v prometheus >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends prometheus
+fi
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
     # Its own lock file pins a crate the registry lacks, so not --locked.
     cargo install wasm-bindgen-cli --version 0.2.130
@@ -23,6 +29,10 @@ echo "edge component: $(stat -c %s "$wasm") bytes ($wasm; budget 1 MiB)"
 # `rollout up`'s test starts the rollout-host binary next to `rollout`.
 cargo build --locked -p rollout-host
 cargo test --locked --workspace
+
+# Canary plans end to end, twice each (scripts/soak.sh runs them 20 and 50
+# times on demand). The Prometheus check's test needs a real Prometheus.
+scripts/soak.sh --runs 2
 
 # The JavaScript edge: build (reports the .wasm size, fails over 500 KiB),
 # then the bindings in Node and the worker in workerd on loopback.

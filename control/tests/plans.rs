@@ -629,3 +629,143 @@ async fn bad_plans_are_refused_naming_the_field_and_nothing_is_stored() {
         again.stderr
     );
 }
+
+/// `prometheus` on PATH: `.ci/run` installs Debian's package.
+fn prometheus_bin() -> std::path::PathBuf {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    });
+    found.expect("prometheus is not installed: apt-get install prometheus (.ci/run does)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_check_against_a_real_server_rolls_a_plan_back() {
+    let scratch = Scratch::new("prometheus");
+    let old = FlakyOrigin::start("old", 0).await;
+    let new = FlakyOrigin::start("new", 50).await;
+    let metrics = std::sync::Arc::new(rollout_host::Metrics::default());
+    let edge = edge_between(
+        &scratch.0,
+        "edge",
+        &old.url(),
+        &new.url(),
+        None,
+        Some(metrics.clone()),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let scrape = listener.local_addr().expect("addr");
+    tokio::spawn(rollout_host::serve_metrics(metrics, listener));
+
+    // A real Prometheus scraping the edge every second.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let prom_config = scratch.path("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: edge\n    static_configs:\n      - targets: ['{scrape}']\n"
+        ),
+    )
+    .expect("config");
+    let mut prom = tokio::process::Command::new(prometheus_bin())
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            scratch.path("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prometheus starts");
+    let prom_url = format!("http://127.0.0.1:{port}");
+
+    let control = Control::start(&scratch.0).await;
+    control
+        .cli(ADMIN, &["edges", "add", &url(&edge)])
+        .await
+        .ok();
+    let doc = config(&old.url(), &new.url(), 50.0, json!({}));
+    let file = scratch.path("v1.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).expect("json")).expect("write");
+    control.push_wait(file.to_str().expect("utf-8")).await;
+
+    // Traffic through the edge, half of it to a new arm failing half the time.
+    let addr = edge.addr;
+    let traffic = tokio::spawn(async move {
+        let http = client();
+        for i in 0u64.. {
+            let _ = http
+                .get(format!("http://{addr}/"))
+                .header("x-user-id", format!("user-{i}"))
+                .send()
+                .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let query = r#"sum(rate(rollout_edge_requests_total{arm="new",class="5xx"}[5s])) / sum(rate(rollout_edge_requests_total{arm="new"}[5s]))"#;
+    let measured = eventually(Duration::from_secs(60), || async {
+        let reply = client()
+            .get(format!("{prom_url}/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await;
+        let Ok(reply) = reply else { return false };
+        let v: Value = reply.json().await.unwrap_or_default();
+        v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    assert!(
+        measured,
+        "prometheus scrapes the edge and answers the query"
+    );
+
+    let plan = json!({
+        "schema": 1,
+        "steps": [{"set_weight": 50}, {"pause": "10m"}],
+        "checks": {"prom": {"prometheus": {"url": prom_url, "query": query, "condition": "< 0.05"},
+                            "interval": "2s"}},
+        "background": ["prom"],
+    });
+    let path = scratch.path("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("plan");
+    let run = control
+        .cli(
+            DEPLOY,
+            &[
+                "plan",
+                "start",
+                "web",
+                path.to_str().expect("utf-8"),
+                "--wait",
+                "--timeout",
+                "1m",
+                "--output",
+                "json",
+            ],
+        )
+        .await;
+    traffic.abort();
+    let _ = prom.kill().await;
+    assert_eq!(run.code, 8, "{} {}", run.stdout, run.stderr);
+    let done = run.json();
+    assert_eq!(done["phase"], "aborted", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("check prom failed (2 fail results): value 0."),
+        "{reason}"
+    );
+    assert!(reason.ends_with("(must be < 0.05)"), "{reason}");
+    let current = control.get("/v1/current").await;
+    assert_eq!(current["config"]["routes"][0]["new_weight"], 0.0);
+}
