@@ -514,6 +514,72 @@ async fn a_firing_alert_rolls_a_plan_back_at_once_and_webhooks_hear_of_it() {
         "names the rollback version: {abort}"
     );
     let _ = std::fs::remove_file(&scratch_secret);
+
+    // Retry runs it again from its first step.
+    let retried = r
+        .control
+        .cli(DEPLOY, &["plan", "retry", "web", "--output", "json"])
+        .await
+        .ok();
+    assert_eq!(retried.json()["id"], id);
+    r.plan_until(id, Duration::from_secs(10), |p| {
+        p["step"] == 2 && p["phase"] == "paused"
+    })
+    .await;
+    assert_eq!(r.weight().await, 25.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_plan_ramps_the_flag_and_leaves_the_weight_alone() {
+    let scratch = Scratch::new("flag-plan");
+    let (old, new) = (
+        FlakyOrigin::start("old", 0).await,
+        FlakyOrigin::start("new", 0).await,
+    );
+    let e = edge_between(&scratch.0, "edge", &old.url(), &new.url(), None, None).await;
+    let control = Control::start(&scratch.0).await;
+    control.cli(ADMIN, &["edges", "add", &url(&e)]).await.ok();
+    let doc = config(
+        &old.url(),
+        &new.url(),
+        30.0,
+        json!({"flags": [{"name": "beta", "percent": 0}]}),
+    );
+    let file = scratch.path("v1.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).expect("json")).expect("write");
+    control.push_wait(file.to_str().expect("utf-8")).await;
+    let plan =
+        json!({"schema": 1, "flag": "beta", "steps": [{"set_weight": 20}, {"set_weight": 100}]});
+    let path = scratch.path("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("plan");
+    let run = control
+        .cli(
+            DEPLOY,
+            &[
+                "plan",
+                "start",
+                "web",
+                path.to_str().expect("utf-8"),
+                "--wait",
+                "--timeout",
+                "30s",
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    let route = &control.get("/v1/current").await["config"]["routes"][0];
+    assert_eq!(
+        (
+            route["new_weight"].as_f64(),
+            route["flags"][0]["percent"].as_f64()
+        ),
+        (Some(30.0), Some(100.0))
+    );
+    assert_eq!(
+        control.version_count().await,
+        3,
+        "the config, then 20 % and 100 % of the flag"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
