@@ -22,7 +22,7 @@ use rollout_api::{StartPlan, Version, holds};
 use rollout_core::config::{OverrideDoc, Patch, RouteDoc};
 use rollout_core::plan::judge::Measurement;
 use rollout_core::plan::machine::{Action, Change, Command, EventKind, Input, Phase, PlanState};
-use rollout_core::plan::{CheckKind, Plan, PlanDoc, PlanError};
+use rollout_core::plan::{CheckKind, MAX_PLAN_BYTES, Plan, PlanDoc, PlanError};
 use rollout_core::{ConfigDoc, SecretKey, Weight};
 use sha2::Digest as _;
 
@@ -32,6 +32,15 @@ use crate::commit::{Author, Refusal, commit_in, envelope_of};
 use crate::events::Events;
 use crate::push::Fanout;
 use crate::store::{CommitError, PlanId, PlanRow, Store, Tx, VersionRow, now_ms};
+
+/// A probe sampler's key: the plan, the check, and when this run of the
+/// check started (a retried plan gets fresh samplers).
+type SamplerKey = (PlanId, String, i64);
+
+fn sampler_key(row: &PlanRow, name: &str) -> SamplerKey {
+    let started = row.state.checks.get(name).map_or(0, |c| c.started_ms);
+    (row.id, name.to_owned(), started)
+}
 
 /// The header probes force their arm with, when the route has no header
 /// override the control service can use.
@@ -123,7 +132,7 @@ pub struct Plans {
     webhooks: Vec<String>,
     probe_token: ProbeToken,
     http: reqwest::Client,
-    samplers: Mutex<HashMap<(PlanId, String), probe::Sampler>>,
+    samplers: Mutex<HashMap<SamplerKey, probe::Sampler>>,
     wake: tokio::sync::Notify,
     /// One plan transition at a time.
     lock: tokio::sync::Mutex<()>,
@@ -186,26 +195,37 @@ impl Plans {
     async fn round(&self) -> Result<Option<i64>, PlanFailure> {
         let plans = self.store.running_plans()?;
         self.keep_samplers(&plans);
+        self.hold_for_break_glass(&plans).await?;
         let converged = self.converged()?;
-        let mut next: Option<i64> = None;
-        for row in plans {
+        // Every due measurement at once: a slow Prometheus does not delay
+        // another plan's rollback.
+        let now = now_ms();
+        let measured = futures_util::future::join_all(plans.iter().map(|row| async move {
             let Ok(plan) = Plan::try_from(&row.doc) else {
-                continue;
+                return Vec::new();
             };
-            let now = now_ms();
-            let mut inputs = Vec::new();
+            let due: Vec<String> = row.state.due(now).map(str::to_owned).collect();
+            let checks = due.into_iter().map(|name| {
+                let plan = &plan;
+                async move {
+                    let measurement = self.measure(row, plan, &name).await;
+                    Input::Measured {
+                        check: name,
+                        measurement,
+                    }
+                }
+            });
+            futures_util::future::join_all(checks).await
+        }))
+        .await;
+        let mut next: Option<i64> = None;
+        for (row, mut inputs) in plans.into_iter().zip(measured) {
+            // Measurements first: a check that fails in the round a step
+            // lands rolls back before the next weight is asked for.
             if let (Some(w), Some(v)) = (row.state.waiting_for, converged)
                 && v.get() >= w
             {
                 inputs.push(Input::Converged(v.get()));
-            }
-            let due: Vec<String> = row.state.due(now).map(str::to_owned).collect();
-            for name in due {
-                let measurement = self.measure(&row, &plan, &name).await;
-                inputs.push(Input::Measured {
-                    check: name,
-                    measurement,
-                });
             }
             inputs.push(Input::Tick);
             let after = {
@@ -219,6 +239,31 @@ impl Plans {
             };
         }
         Ok(next)
+    }
+
+    /// Holds every running plan while an edge holds a version this service
+    /// did not issue (a break-glass push): the plan's next step would
+    /// overtake what the operator pushed by hand.
+    async fn hold_for_break_glass(&self, plans: &[PlanRow]) -> Result<(), PlanFailure> {
+        let current = self.store.current()?.map_or(Version::NONE, |c| c.version);
+        let reported = self.store.highest_reported()?;
+        if reported <= current {
+            return Ok(());
+        }
+        for row in plans.iter().filter(|p| p.state.held.is_none()) {
+            let by = format!(
+                "control: an edge holds version {reported}, which this service did not issue (break glass?)"
+            );
+            let _one = self.lock.lock().await;
+            self.apply(
+                row.id,
+                vec![Input::Command {
+                    by,
+                    command: Command::Pause,
+                }],
+            )?;
+        }
+        Ok(())
     }
 
     /// The committed version, if every edge holds it.
@@ -238,8 +283,11 @@ impl Plans {
         match &check.kind {
             CheckKind::Probe(_) => {
                 let samplers = self.samplers.lock().unwrap_or_else(|p| p.into_inner());
-                match samplers.get(&(row.id, name.to_owned())) {
-                    Some(s) => Measurement::Probe(s.snapshot()),
+                match samplers.get(&sampler_key(row, name)) {
+                    Some(s) => match s.snapshot() {
+                        Ok(sample) => Measurement::Probe(sample),
+                        Err(e) => Measurement::Error(e),
+                    },
                     None => Measurement::Error("the probe is not running".to_owned()),
                 }
             }
@@ -257,8 +305,9 @@ impl Plans {
             };
             for (name, state) in &row.state.checks {
                 if let Some(CheckKind::Probe(p)) = plan.check(name).map(|c| &c.kind) {
-                    wanted.push((row.id, name.clone()));
-                    if samplers.contains_key(&(row.id, name.clone())) {
+                    let key = sampler_key(row, name);
+                    wanted.push(key.clone());
+                    if samplers.contains_key(&key) {
                         continue;
                     }
                     let rate = plan.check(name).map_or(1.0, |c| p.rate_per_arm(c));
@@ -271,31 +320,107 @@ impl Plans {
                         http: self.http.clone(),
                         target,
                     });
-                    samplers.insert((row.id, name.clone()), sampler);
+                    samplers.insert(key, sampler);
                 }
             }
         }
         samplers.retain(|k, _| wanted.contains(k));
     }
 
-    /// How probes force an arm on `route`, as the committed config says.
+    /// How probes force an arm on `route`, as the committed config says:
+    /// the override, and the oldest of the newest versions that all have it
+    /// (an edge on any of those that answers from the other arm failed over).
     fn probe_target(&self, route: &str) -> probe::Target {
-        let current = self.store.current().ok().flatten();
-        let header = current
-            .as_ref()
-            .and_then(|c| envelope_of(c).ok())
-            .and_then(|e| {
-                e.config
-                    .routes
-                    .iter()
-                    .find(|r| r.id == route)
-                    .and_then(|r| probe_header(r, &self.probe_token.digest))
-            });
+        let digest = &self.probe_token.digest;
+        let header_in = |row: &VersionRow| {
+            let config = envelope_of(row).ok()?.config;
+            let r = config.routes.iter().find(|r| r.id == route)?;
+            probe_header(r, digest)
+        };
+        let history = self.store.history(None, 100).unwrap_or_default();
+        let header = history.first().and_then(header_in);
+        let since = history
+            .iter()
+            .take_while(|row| header.is_some() && header_in(row) == header)
+            .last()
+            .map_or(Version::NONE, |row| row.version);
         probe::Target {
             header: header
                 .map(|(h, needs_token)| (h, needs_token.then(|| self.probe_token.token.clone()))),
-            since: current.map_or(Version::NONE, |c| c.version),
+            since,
         }
+    }
+
+    /// In plan `id`'s transaction: checks that each probe of `plan` would
+    /// reach `route`, and gives the route an override the probe token opens
+    /// when it has none, as a version of the plan's own (its number).
+    fn ready_probes(
+        &self,
+        tx: &Tx<'_>,
+        id: PlanId,
+        route: &str,
+        plan: &Plan,
+    ) -> Result<Option<Version>, PlanFailure> {
+        let probes: Vec<(&str, &rollout_core::plan::Probe)> = plan
+            .checks()
+            .filter_map(|(n, c)| match &c.kind {
+                CheckKind::Probe(p) => Some((n, p)),
+                CheckKind::Prometheus(_) => None,
+            })
+            .collect();
+        if probes.is_empty() {
+            return Ok(None);
+        }
+        let Some(current) = tx.current()? else {
+            return Ok(None);
+        };
+        let config = envelope_of(&current)?.config;
+        let compiled = rollout_core::Config::try_from(&config).map_err(Refusal::from)?;
+        for (name, p) in &probes {
+            let (path, query) = p.path.split_once('?').unwrap_or((&p.path, ""));
+            let request = rollout_core::Request {
+                method: p.method,
+                host: p.host.as_deref().unwrap_or(""),
+                path,
+                query,
+                headers: &[],
+                client_ip: None,
+                mint: None,
+            };
+            let reached = rollout_core::decide(&compiled, &request)
+                .route
+                .id()
+                .to_owned();
+            if reached != route {
+                return Err(PlanFailure::invalid(
+                    &format!("plan.checks.{name}.probe"),
+                    format!(
+                        "plan.checks.{name}.probe: its requests would take route {reached:?}, not {route:?}: \
+                         give the host and path that select {route:?}"
+                    ),
+                ));
+            }
+        }
+        let Some(r) = config.routes.iter().find(|r| r.id == route) else {
+            return Ok(None);
+        };
+        if probe_header(r, &self.probe_token.digest).is_some() {
+            return Ok(None);
+        }
+        let digest = self.probe_token.digest.clone();
+        let author = Author {
+            actor: &format!("plan:{id}"),
+            action: "plan",
+            reason: format!("plan {id}: add the probe override its checks use"),
+        };
+        let v = commit_in(tx, &self.key, None, &author, &self.webhooks, |_| {
+            let mut doc = config.clone();
+            if let Some(r) = doc.routes.iter_mut().find(|r| r.id == route) {
+                add_probe_override(r, &digest);
+            }
+            Ok(doc)
+        })?;
+        Ok(Some(v.version))
     }
 
     /// Starts a plan on a route. Adds the probe override to the route
@@ -306,6 +431,13 @@ impl Plans {
             .reason
             .as_ref()
             .map_or_else(|| "plan started".to_owned(), ToString::to_string);
+        let size = serde_json::to_vec(&req.plan).map_or(usize::MAX, |b| b.len());
+        if size > MAX_PLAN_BYTES {
+            return Err(PlanFailure::invalid(
+                "plan",
+                format!("plan: {size} bytes is over the limit of {MAX_PLAN_BYTES} bytes"),
+            ));
+        }
         let mut committed = None;
         let row = self.store.write(|tx| {
             let resolved = req.plan.resolve(|name| tx.template(name).ok().flatten())?;
@@ -343,26 +475,7 @@ impl Plans {
             }
             let state = PlanState::start(&plan, now_ms());
             let id = tx.insert_plan(&req.route, &resolved, &state, who, &reason)?;
-            let probes = plan
-                .checks()
-                .any(|(_, c)| matches!(c.kind, CheckKind::Probe(_)));
-            if probes && probe_header(route, &self.probe_token.digest).is_none() {
-                let digest = self.probe_token.digest.clone();
-                let route_id = req.route.clone();
-                let author = Author {
-                    actor: &format!("plan:{id}"),
-                    action: "plan",
-                    reason: format!("plan {id}: add the probe override its checks use"),
-                };
-                let v = commit_in(tx, &self.key, None, &author, &self.webhooks, |_| {
-                    let mut doc = config.clone();
-                    if let Some(r) = doc.routes.iter_mut().find(|r| r.id == route_id) {
-                        add_probe_override(r, &digest);
-                    }
-                    Ok(doc)
-                })?;
-                committed = Some(v.version);
-            }
+            committed = self.ready_probes(tx, id, &req.route, &plan)?;
             tx.log_event(
                 id,
                 EventKind::Step,
@@ -417,6 +530,7 @@ impl Plans {
     /// Runs an aborted or failed plan again from its first step.
     pub async fn retry(&self, id: PlanId, who: &str) -> Result<PlanRow, PlanFailure> {
         let _one = self.lock.lock().await;
+        let mut committed = None;
         let row = self.store.write(|tx| {
             let row = tx
                 .plan(id)?
@@ -435,16 +549,20 @@ impl Plans {
             }
             let plan = Plan::try_from(&row.doc)?;
             tx.save_plan(id, row.rev, &PlanState::start(&plan, now_ms()))?;
+            committed = self.ready_probes(tx, id, &row.route, &plan)?;
             tx.log_event(
                 id,
                 EventKind::Step,
                 &format!("retried by {who}"),
-                None,
+                committed,
                 &self.webhooks,
             )?;
             tx.plan(id)?
                 .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
         })?;
+        if let Some(v) = committed {
+            self.fanout.committed(v);
+        }
         self.events.wake();
         self.wake.notify_one();
         Ok(row)
@@ -474,7 +592,24 @@ impl Plans {
             let mut row = tx
                 .plan(id)?
                 .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))?;
-            let plan = Plan::try_from(&row.doc)?;
+            let plan = match Plan::try_from(&row.doc) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    // A plan this build no longer accepts cannot be run, but
+                    // it must not hold its route either: it ends, rolled back.
+                    let why = format!("the stored plan no longer validates ({e}): rolled back");
+                    let flag = row.doc.flag.clone();
+                    let v = self.set_weight(tx, &mut row, flag.as_deref(), Weight::ZERO, &why)?;
+                    committed.extend(v);
+                    row.state.phase = Phase::Failed;
+                    row.state.reason = Some(why.clone());
+                    tx.log_event(id, EventKind::Fail, &why, v, &self.webhooks)?;
+                    tx.save_plan(id, row.rev, &row.state)?;
+                    return tx
+                        .plan(id)?
+                        .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")));
+                }
+            };
             let mut queue: VecDeque<Input> = inputs.into();
             while let Some(input) = queue.pop_front() {
                 let measured = match &input {
@@ -493,7 +628,7 @@ impl Plans {
                 for action in actions {
                     match action {
                         Action::SetWeight { weight, reason } => {
-                            let v = self.set_weight(tx, &mut row, &plan, weight, &reason)?;
+                            let v = self.set_weight(tx, &mut row, plan.flag(), weight, &reason)?;
                             version = v.or(version);
                             committed.extend(v);
                             if row.state.phase != Phase::Failed {
@@ -504,7 +639,7 @@ impl Plans {
                             let v = self.set_weight(
                                 tx,
                                 &mut row,
-                                &plan,
+                                plan.flag(),
                                 Weight::ZERO,
                                 &format!("rollback: {reason}"),
                             )?;
@@ -534,7 +669,7 @@ impl Plans {
         &self,
         tx: &Tx<'_>,
         row: &mut PlanRow,
-        plan: &Plan,
+        flag: Option<&str>,
         weight: Weight,
         reason: &str,
     ) -> Result<Option<Version>, PlanFailure> {
@@ -545,13 +680,11 @@ impl Plans {
             .transpose()?
             .map(|e| e.config);
         let percent = weight.percent();
-        let have = config
-            .as_ref()
-            .and_then(|c| target_of(c, &row.route, plan.flag()));
+        let have = config.as_ref().and_then(|c| target_of(c, &row.route, flag));
         if have == Some(percent) {
             return Ok(None);
         }
-        let patch = match plan.flag() {
+        let patch = match flag {
             Some(flag) => Patch::SetFlag {
                 route: row.route.clone(),
                 flag: flag.to_owned(),
@@ -602,7 +735,10 @@ fn change_of(
     if a == b {
         return None;
     }
-    let to = target_of_route(&a, flag)?;
+    let Some(to) = target_of_route(&a, flag) else {
+        // The plan's flag is gone.
+        return Some(Change::Route);
+    };
     let mut only_weight = b.clone();
     match flag {
         Some(f) => only_weight

@@ -53,6 +53,8 @@ struct Tally {
     total: [Counts; 2],
     interval: [Counts; 2],
     latency: [Vec<Duration>; 2],
+    /// Edges at the last listing.
+    edges: usize,
 }
 
 /// One check's probes, running until dropped.
@@ -60,6 +62,8 @@ struct Tally {
 pub struct Sampler {
     task: tokio::task::JoinHandle<()>,
     tally: Arc<Mutex<Tally>>,
+    /// Whether the route has an override the probe can use.
+    forced: bool,
 }
 
 impl Drop for Sampler {
@@ -89,13 +93,29 @@ impl Sampler {
             total: [setup.totals.0, setup.totals.1],
             ..Tally::default()
         }));
+        let forced = setup.target.header.is_some();
         let task = tokio::spawn(run(setup, tally.clone()));
-        Sampler { task, tally }
+        Sampler {
+            task,
+            tally,
+            forced,
+        }
     }
 
-    /// The counts so far and this interval's, which start again from zero.
-    pub fn snapshot(&self) -> ProbeSample {
+    /// The counts so far and this interval's, which start again from zero;
+    /// an error when the probe cannot measure (no override, no edges), so
+    /// that a blind check fails the plan instead of never failing.
+    pub fn snapshot(&self) -> Result<ProbeSample, String> {
         let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.forced {
+            return Err(
+                "the route has no header override the probe token opens: retry the plan to add one"
+                    .to_owned(),
+            );
+        }
+        if t.edges == 0 {
+            return Err("no edges are registered to probe through".to_owned());
+        }
         for i in 0..2 {
             t.total[i] = t.total[i].plus(t.interval[i]);
         }
@@ -109,7 +129,7 @@ impl Sampler {
         };
         t.interval = [Counts::default(); 2];
         t.latency = [Vec::new(), Vec::new()];
-        sample
+        Ok(sample)
     }
 }
 
@@ -135,6 +155,7 @@ async fn run(setup: Setup, tally: Arc<Mutex<Tally>>) {
         if listed.is_none_or(|at| at.elapsed() > Duration::from_secs(2)) {
             if let Ok(rows) = store.edges() {
                 edges = rows.into_iter().map(|e| e.url).collect();
+                tally.lock().unwrap_or_else(|p| p.into_inner()).edges = edges.len();
             }
             listed = Some(Instant::now());
         }

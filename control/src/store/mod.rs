@@ -600,6 +600,15 @@ impl Store {
             .optional()
     }
 
+    /// The highest version any edge ever reported holding.
+    pub fn highest_reported(&self) -> rusqlite::Result<Version> {
+        self.conn().query_row(
+            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state",
+            [],
+            |r| version_at(r, 0),
+        )
+    }
+
     /// Number of versions issued.
     pub fn version_count(&self) -> rusqlite::Result<u64> {
         self.conn()

@@ -195,7 +195,9 @@ pub fn judge(check: &Check, m: &Measurement) -> Judgement {
                     Verdict::Pass
                 },
                 detail: format!("new {new} vs old {old} (new may exceed old by {max})"),
-                old_worse: Some(old - new > max),
+                // A difference of two values is no evidence that old is
+                // failing: only a probe's test may hold back a rollback.
+                old_worse: None,
             },
             _ => error(format!("the query returned old {old}, new {new}")),
         },
@@ -236,6 +238,15 @@ fn probe(check: &Check, p: &Probe, s: &ProbeSample) -> Judgement {
                 s.interval_old.samples, s.interval_new.samples
             ),
             old_worse: Some(old_worse),
+        };
+    }
+    // Both arms failing most requests: the probe path or the edges are
+    // down, which says nothing about new against old.
+    if s.interval_old.proportion() >= 0.5 && s.interval_new.proportion() >= 0.5 {
+        return Judgement {
+            verdict: Verdict::Error,
+            detail: format!("{detail}: both arms fail most requests this interval"),
+            old_worse: None,
         };
     }
     let mut failed = Vec::new();

@@ -79,10 +79,12 @@ pub struct CheckState {
 }
 
 impl CheckState {
-    fn new(now: i64) -> CheckState {
+    /// A check started at `now`: first measured an interval later, when
+    /// there is something to judge.
+    fn new(now: i64, interval: std::time::Duration) -> CheckState {
         CheckState {
             started_ms: now,
-            due_ms: now,
+            due_ms: now + ms(interval),
             fails: 0,
             inconclusive_run: 0,
             error_run: 0,
@@ -253,7 +255,7 @@ impl PlanState {
         let checks = plan
             .background
             .iter()
-            .map(|n| (n.clone(), CheckState::new(now)))
+            .filter_map(|n| Some((n.clone(), CheckState::new(now, plan.check(n)?.interval))))
             .collect();
         PlanState {
             phase: Phase::Progressing,
@@ -284,7 +286,11 @@ impl PlanState {
             return None;
         }
         let checks = self.checks.values().map(|c| c.due_ms);
-        let timers = [self.until_ms, self.deadline_ms].into_iter().flatten();
+        // Held, only a measurement can change anything: timers wait.
+        let timers = [self.until_ms, self.deadline_ms]
+            .into_iter()
+            .flatten()
+            .filter(|_| self.held.is_none());
         checks.chain(timers).min()
     }
 
@@ -340,10 +346,14 @@ impl PlanState {
             Command::Pause => self.hold(format!("paused by {by}"), out),
             Command::Resume => {
                 let open_pause = matches!(self.current(plan), Some(Step::Pause(None)));
+                // An analysis that ended without a pass held the plan: a
+                // person's resume accepts it.
+                let analysed = matches!(self.current(plan), Some(Step::Analysis { .. }))
+                    && self.until_ms.is_some_and(|u| now >= u);
                 if self.held.take().is_some() || open_pause {
                     event(out, EventKind::Resume, format!("resumed by {by}"));
                 }
-                if open_pause {
+                if open_pause || analysed {
                     self.next_step(plan, now, out);
                 } else if self.deadline_ms.is_some() {
                     // Time held does not count against the step.
@@ -352,6 +362,8 @@ impl PlanState {
             }
             Command::Promote => {
                 self.held = None;
+                // The bake, if any, starts again once new's weight is everywhere.
+                self.phase = Phase::Progressing;
                 self.step = plan.steps.len();
                 self.step_started_ms = now;
                 self.until_ms = None;
@@ -419,10 +431,7 @@ impl PlanState {
                     format!("dry run, would roll back: {reason}"),
                 );
                 if let Some(s) = self.checks.get_mut(name) {
-                    *s = CheckState {
-                        due_ms: now + ms(check.interval),
-                        ..CheckState::new(now)
-                    };
+                    *s = CheckState::new(now, check.interval);
                 }
                 return;
             }
@@ -464,14 +473,15 @@ impl PlanState {
             if let Some(d) = self.deadline_ms
                 && now > d
             {
-                let step = self.step + 1;
+                let what = match self.current(plan) {
+                    Some(_) => format!("step {} did not finish", self.step + 1),
+                    None => "the checks did not pass after the last step".to_owned(),
+                };
+                let limit = humantime::format_duration(plan.progress_deadline);
                 self.rollback(
                     plan,
                     Phase::Failed,
-                    format!(
-                        "step {step} did not finish within the progress deadline of {}",
-                        humantime::format_duration(plan.progress_deadline)
-                    ),
+                    format!("{what} within the progress deadline of {limit}"),
                     out,
                 );
                 return;
@@ -511,10 +521,16 @@ impl PlanState {
                 }
                 Step::Analysis { checks, duration } => {
                     self.phase = Phase::Analysing;
+                    // Its duration bounds it; the progress deadline does not.
+                    self.deadline_ms = None;
                     if self.until_ms.is_none() {
                         self.until_ms = Some(self.step_started_ms + ms(*duration));
                         for n in checks {
-                            self.checks.insert(n.clone(), CheckState::new(now));
+                            // A background check already running keeps its count.
+                            if let (false, Some(c)) = (self.checks.contains_key(n), plan.check(n)) {
+                                self.checks
+                                    .insert(n.clone(), CheckState::new(now, c.interval));
+                            }
                         }
                     }
                     if self.until_ms.is_some_and(|u| now < u) {
@@ -545,12 +561,19 @@ impl PlanState {
                             false,
                             out,
                         );
-                        return;
-                    }
-                    if let Some((n, v)) = verdicts.iter().find(|(_, v)| *v != Some(Verdict::Pass)) {
+                        if !plan.dry_run {
+                            return;
+                        }
+                    } else if let Some((n, v)) =
+                        verdicts.iter().find(|(_, v)| *v != Some(Verdict::Pass))
+                    {
                         let what = v.map_or("not measured", Verdict::as_str);
-                        self.hold(format!("analysis inconclusive: check {n} is {what}"), out);
-                        return;
+                        let why = format!("analysis inconclusive: check {n} is {what}");
+                        if !plan.dry_run {
+                            self.hold(why, out);
+                            return;
+                        }
+                        event(out, EventKind::Pause, format!("dry run, would hold: {why}"));
                     }
                     for n in checks {
                         if !plan.background.contains(n) {
@@ -573,17 +596,32 @@ impl PlanState {
             // A promotion's weight is not on every edge yet.
             return;
         }
-        if plan.bake.is_zero()
-            || self.phase == Phase::Baking && self.until_ms.is_some_and(|u| now >= u)
-        {
-            self.end(Phase::Promoted, String::new(), None, out);
-            return;
-        }
         if self.phase != Phase::Baking {
             self.phase = Phase::Baking;
             self.deadline_ms = None;
             self.until_ms = Some(now + ms(plan.bake));
         }
+        if self.until_ms.is_some_and(|u| now < u) {
+            return;
+        }
+        // A plan is not promoted on a check that is failing, or that has not
+        // judged anything yet: it waits for a pass, within the deadline.
+        let unproven = plan.background.iter().find(|n| {
+            let last = self.checks.get(*n).and_then(|c| c.last.as_ref());
+            last.map(|j| j.verdict) != Some(Verdict::Pass)
+        });
+        if let Some(n) = unproven.filter(|_| !plan.dry_run) {
+            if self.deadline_ms.is_none() {
+                self.deadline_ms = Some(now + ms(plan.progress_deadline));
+                event(
+                    out,
+                    EventKind::Pause,
+                    format!("the last step is done; promotion waits for check {n} to pass"),
+                );
+            }
+            return;
+        }
+        self.end(Phase::Promoted, String::new(), None, out);
     }
 
     fn next_step(&mut self, plan: &Plan, now: i64, out: &mut Vec<Action>) {

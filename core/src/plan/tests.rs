@@ -89,6 +89,10 @@ fn bad_plans_are_refused_naming_the_field() {
             json!({"schema": 1, "steps": [{"set_weight": 1}, {"analysis": {"checks": ["e"], "duration": "5s"}}], "checks": {"e": probe}}),
             "steps[1].analysis.duration: must be at least the interval",
         ),
+        (
+            json!({"schema": 1, "flag": "beta", "steps": [{"set_weight": 1}], "checks": {"e": probe}, "background": ["e"]}),
+            "checks.e.probe: a probe forces an arm, not a flag",
+        ),
     ];
     for (doc, want) in cases {
         let got = Plan::from_json(doc.to_string().as_bytes()).map(drop);
@@ -225,7 +229,7 @@ fn a_healthy_plan_walks_its_steps_and_is_promoted() {
     assert_eq!(s.phase, Phase::Progressing);
     s.advance(&p, 4, Input::Converged(7));
     assert_eq!((s.phase, s.step), (Phase::Paused, 1));
-    assert_eq!(s.next_wake(), Some(0), "the check is due");
+    assert_eq!(s.next_wake(), Some(10_000), "first measured an interval in");
     s.advance(&p, 10_000, measured("errors", healthy(1)));
     assert_eq!(s.checks["errors"].due_ms, 20_000);
     assert!(
@@ -442,7 +446,8 @@ fn an_analysis_goes_on_only_when_its_checks_pass() {
         s.advance(&p, 0, Input::Tick);
         s.advance(&p, 1, Input::Committed(None));
         assert_eq!(s.phase, Phase::Analysing);
-        assert_eq!(s.due(1).collect::<Vec<_>>(), ["errors"]);
+        assert_eq!(s.due(1).count(), 0, "nothing to judge yet");
+        assert_eq!(s.due(10_001).collect::<Vec<_>>(), ["errors"]);
         if let Some(m) = m {
             s.advance(&p, 20_000, measured("errors", m));
         }
@@ -568,4 +573,134 @@ fn equal_arms_are_almost_never_rolled_back_and_a_20_point_excess_always_is() {
             "two failed intervals of the default limit"
         );
     }
+}
+
+/// Feeds a weight step its commit and convergence.
+fn land(p: &Plan, s: &mut PlanState, now: i64, version: u64) -> Vec<Action> {
+    let mut out = s.advance(p, now, Input::Committed(Some(version)));
+    out.extend(s.advance(p, now, Input::Converged(version)));
+    out
+}
+
+#[test]
+fn a_plan_is_not_promoted_while_a_background_check_is_failing_or_unjudged() {
+    // Pauses shorter than interval × failure limit: the steps end before
+    // the check can fail twice.
+    let p = plan(json!({
+        "schema": 1,
+        "steps": [{"set_weight": 10}, {"pause": "3s"}, {"set_weight": 100}],
+        "checks": {"errors": {"probe": {"path": "/"}}},
+        "background": ["errors"],
+    }));
+    let mut s = PlanState::start(&p, 0);
+    s.advance(&p, 0, Input::Tick);
+    land(&p, &mut s, 1, 2);
+    assert_eq!(outputs(&s.advance(&p, 4_000, Input::Tick)), ["set 100"]);
+    land(&p, &mut s, 4_001, 3);
+    assert_eq!(s.phase, Phase::Baking, "no pass yet: not promoted");
+    s.advance(&p, 10_000, measured("errors", failing(1, 1, 20)));
+    assert_eq!(s.phase, Phase::Baking, "failing once: not promoted");
+    let out = s.advance(&p, 20_000, measured("errors", failing(2, 1, 20)));
+    assert_eq!(outputs(&out), ["rollback"]);
+    assert_eq!(s.phase, Phase::Aborted);
+
+    let mut s = PlanState::start(&p, 0);
+    s.advance(&p, 0, Input::Tick);
+    land(&p, &mut s, 1, 2);
+    s.advance(&p, 4_000, Input::Tick);
+    land(&p, &mut s, 4_001, 3);
+    s.advance(&p, 10_000, measured("errors", healthy(1)));
+    assert_eq!(s.phase, Phase::Promoted, "promoted on its first pass");
+}
+
+#[test]
+fn promote_restarts_the_bake_and_an_analysis_outlasts_the_progress_deadline() {
+    let p = plan(json!({
+        "schema": 1,
+        "steps": [{"set_weight": 10}, {"analysis": {"checks": ["errors"], "duration": "45m"}}, {"set_weight": 100}],
+        "checks": {"errors": {"probe": {"path": "/"}}},
+        "background": ["errors"],
+        "progress_deadline": "30m",
+        "bake": "5m",
+    }));
+    let mut s = PlanState::start(&p, 0);
+    s.advance(&p, 0, Input::Tick);
+    land(&p, &mut s, 1, 2);
+    for i in 1..=280 {
+        let out = s.advance(&p, i * 10_000, measured("errors", healthy(i as u64)));
+        assert!(
+            !outputs(&out).contains(&"rollback".to_owned()),
+            "healthy at {i}: {out:?}"
+        );
+    }
+    assert_eq!(
+        s.phase,
+        Phase::Progressing,
+        "the 45 minute analysis passed: {:?}",
+        s.held
+    );
+    land(&p, &mut s, 2_810_000, 3);
+    assert_eq!(s.phase, Phase::Baking);
+    let promote = Input::Command {
+        by: "ops".into(),
+        command: Command::Promote,
+    };
+    s.advance(&p, 2_820_000, promote);
+    assert_eq!(s.phase, Phase::Progressing);
+    s.advance(&p, 2_820_001, Input::Committed(None));
+    assert_eq!(s.phase, Phase::Baking, "the bake starts again");
+    s.advance(&p, 2_830_000, measured("errors", healthy(282)));
+    s.advance(&p, 2_820_001 + 5 * MIN, Input::Tick);
+    assert_eq!(s.phase, Phase::Promoted);
+}
+
+#[test]
+fn a_person_resuming_an_inconclusive_analysis_moves_the_plan_on() {
+    let p = plan(json!({
+        "schema": 1,
+        "steps": [{"set_weight": 10}, {"analysis": {"checks": ["errors"], "duration": "30s"}}, {"set_weight": 50}],
+        "checks": {"errors": {"probe": {"path": "/"}}},
+    }));
+    let mut s = PlanState::start(&p, 0);
+    s.advance(&p, 0, Input::Tick);
+    s.advance(&p, 1, Input::Committed(None));
+    s.advance(&p, 31_000, Input::Tick);
+    assert!(s.held.is_some());
+    assert_eq!(
+        s.next_wake(),
+        Some(10_001),
+        "held: only the check's measurement is awaited"
+    );
+    let out = s.advance(
+        &p,
+        40_000,
+        Input::Command {
+            by: "ops".into(),
+            command: Command::Resume,
+        },
+    );
+    assert_eq!(outputs(&out), ["set 50"]);
+}
+
+#[test]
+fn an_analysis_step_keeps_a_background_checks_fails() {
+    let p = plan(json!({
+        "schema": 1,
+        "steps": [{"set_weight": 10}, {"pause": "15s"}, {"analysis": {"checks": ["errors"], "duration": "1m"}}],
+        "checks": {"errors": {"probe": {"path": "/"}}},
+        "background": ["errors"],
+    }));
+    let mut s = PlanState::start(&p, 0);
+    s.advance(&p, 0, Input::Tick);
+    s.advance(&p, 1, Input::Committed(None));
+    s.advance(&p, 10_000, measured("errors", failing(1, 1, 20)));
+    s.advance(&p, 16_000, Input::Tick);
+    assert_eq!(s.phase, Phase::Analysing);
+    assert_eq!(s.checks["errors"].fails, 1);
+    let out = s.advance(&p, 20_000, measured("errors", failing(2, 1, 20)));
+    assert_eq!(
+        outputs(&out),
+        ["rollback"],
+        "the second fail, not a fresh count"
+    );
 }

@@ -24,6 +24,16 @@ pub(super) fn plan(doc: &PlanDoc) -> Result<Plan> {
         name("flag", flag)?;
     }
     let checks = checks(doc)?;
+    if doc.flag.is_some()
+        && let Some((n, _)) = checks
+            .iter()
+            .find(|(_, c)| matches!(c.kind, CheckKind::Probe(_)))
+    {
+        return Err(at(
+            format!("checks.{n}.probe"),
+            PlanProblem::Invalid("a probe forces an arm, not a flag: a flag plan cannot use one"),
+        ));
+    }
     let steps = steps(doc, &checks)?;
     let mut background = Vec::new();
     for (i, n) in doc.background.iter().enumerate() {
