@@ -93,7 +93,7 @@ commands! {
     Canary(cmd::plan::CanaryArgs) => cmd::plan::canary;
     /// Store, list and remove the check templates plans use by name.
     Template(cmd::plan::TemplateArgs) => cmd::plan::template;
-    /// Run a local demo: control service, two edges, two origins, a 10 % canary.
+    /// Run a local demo: control service, two edges, two origins, a canary (`--scenario` runs a plan).
     Up(cmd::up::UpArgs) => cmd::up::run;
 }
 

@@ -628,15 +628,16 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     assert!(s.arms(&keys(20)).await.iter().all(|a| a == "old"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
+/// `rollout up EXTRA` with every port 0, its state in `scratch`, and what it
+/// printed up to "Ctrl-C stops everything". Its stdout is read on to the end
+/// in the background, so it can still print while it stops.
+async fn rollout_up(scratch: &Scratch, extra: &[&str]) -> (tokio::process::Child, String) {
     let host = rollout_bin().with_file_name("rollout-host");
     assert!(
         host.is_file(),
         "{} is missing: `cargo build -p rollout-host` (scripts/test.sh does)",
         host.display()
     );
-    let scratch = Scratch::new("up");
     let mut child = tokio::process::Command::new(rollout_bin())
         .arg("up")
         .arg("--dir")
@@ -649,6 +650,7 @@ async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
             "--origin-ports",
             "0,0",
         ])
+        .args(extra)
         .env("ROLLOUT_COMPONENT", rollout_tests::component_path())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -670,6 +672,29 @@ async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
     })
     .await;
     assert_eq!(ready, Ok(true), "rollout up did not get ready:\n{text}");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, text)
+}
+
+/// Sends `child` SIGINT, as Ctrl-C does, and asserts it exits 0 within 15 s.
+async fn ctrl_c(mut child: tokio::process::Child) {
+    let pid = child.id().expect("pid").to_string();
+    let signal = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(signal.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("rollout up stops within 15 s of Ctrl-C")
+        .expect("wait");
+    assert!(status.success(), "rollout up exited {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
+    let scratch = Scratch::new("up");
+    let (child, text) = rollout_up(&scratch, &[]).await;
     let edges: Vec<String> = text
         .lines()
         .filter(|l| l.trim_start().starts_with("edge "))
@@ -690,17 +715,7 @@ async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
         "{arm}: {body}"
     );
 
-    let pid = child.id().expect("pid").to_string();
-    let signal = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill");
-    assert!(signal.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("rollout up stops within 15 s of Ctrl-C")
-        .expect("wait");
-    assert!(status.success(), "rollout up exited {status}");
+    ctrl_c(child).await;
     for e in &edges {
         let gone = client()
             .get(format!("{e}/"))
@@ -709,6 +724,38 @@ async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
             .await;
         assert!(gone.is_err(), "{e} still answers after rollout up stopped");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_up_bad_canary_scenario_is_rolled_back_by_its_plan() {
+    let scratch = Scratch::new("up-bad-canary");
+    let (child, text) = rollout_up(&scratch, &["--scenario", "bad-canary"]).await;
+    // `export ROLLOUT_URL=... ROLLOUT_TOKEN=...`, as a newcomer would paste it.
+    let export = |name: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name}= in:\n{text}"))
+            .to_owned()
+    };
+    let (url, token) = (export("ROLLOUT_URL"), export("ROLLOUT_TOKEN"));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let plan = loop {
+        let run = cli(&url, &token, &["plan", "status", "web", "--output", "json"])
+            .await
+            .ok();
+        let plan = run.json()["plans"][0].clone();
+        if plan["phase"] == "aborted" || Instant::now() >= deadline {
+            break plan;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(plan["phase"], "aborted", "after 60 s: {plan}");
+    let reason = plan["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("check errors failed"), "{reason}");
+    assert_eq!(plan["weight"].as_f64(), Some(0.0), "rolled back: {plan}");
+
+    ctrl_c(child).await;
 }
 
 /// Commit-to-last-ACK time, median of 20 pushes, for 2 and for 20 edges

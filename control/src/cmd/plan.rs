@@ -360,23 +360,40 @@ pub(crate) struct CanaryArgs {
 /// The plan `rollout canary` runs: each weight in turn with a pause
 /// between, and the default probe check in the background.
 fn canary_plan(args: &CanaryArgs) -> Result<PlanDoc, Fail> {
-    let increasing = args.steps.windows(2).all(|w| w[0] < w[1]);
-    if args.steps.last() != Some(&100.0) || !increasing {
+    let doc = canary_doc(&args.steps, &args.pause, &args.probe, args.host.as_deref())?;
+    Ok(PlanDoc {
+        bake: args.bake.clone(),
+        dry_run: args.dry_run,
+        ..doc
+    })
+}
+
+/// A canary plan: each weight of `steps` in turn with `pause` between, and
+/// a check "errors" in the background that probes `probe` (with Host `host`)
+/// through every edge and compares new's errors with old's.
+pub(crate) fn canary_doc(
+    steps: &[f64],
+    pause: &str,
+    probe: &str,
+    host: Option<&str>,
+) -> Result<PlanDoc, Fail> {
+    let increasing = steps.windows(2).all(|w| w[0] < w[1]);
+    if steps.last() != Some(&100.0) || !increasing {
         return Err(Fail::new(
             exit::INVALID,
             "--steps must increase and end at 100 (for other shapes write a plan: rollout plan start)",
         ));
     }
-    let mut steps = Vec::new();
-    for (i, w) in args.steps.iter().enumerate() {
+    let mut doc_steps = Vec::new();
+    for (i, w) in steps.iter().enumerate() {
         if i > 0 {
-            steps.push(StepDoc::Pause(Some(args.pause.clone())));
+            doc_steps.push(StepDoc::Pause(Some(pause.to_owned())));
         }
-        steps.push(StepDoc::SetWeight(*w));
+        doc_steps.push(StepDoc::SetWeight(*w));
     }
     let probe = ProbeDoc {
-        path: args.probe.clone(),
-        host: args.host.clone(),
+        path: probe.to_owned(),
+        host: host.map(str::to_owned),
         method: None,
         timeout: None,
         max_error_increase: None,
@@ -391,12 +408,12 @@ fn canary_plan(args: &CanaryArgs) -> Result<PlanDoc, Fail> {
     Ok(PlanDoc {
         schema: PLAN_SCHEMA,
         flag: None,
-        steps,
+        steps: doc_steps,
         checks: [("errors".to_owned(), check)].into(),
         background: vec!["errors".to_owned()],
         progress_deadline: None,
-        bake: args.bake.clone(),
-        dry_run: args.dry_run,
+        bake: None,
+        dry_run: false,
     })
 }
 

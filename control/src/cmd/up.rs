@@ -4,14 +4,22 @@
 //! which version they are, two edges (`rollout-host` running the built
 //! component, each with its own store), the edges registered, and a 10 %
 //! canary pushed. Ctrl-C stops everything.
+//!
+//! `--scenario bad-canary` / `good-canary` shows a plan at work instead: the
+//! origins fail a share of requests (new 20 % and old 1 %, or both 1 %), the
+//! first push is at 0 %, and a canary plan on route web (10, 50, 100 % with
+//! 20 s between, the probe check in the background) rolls back or promotes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rollout_api::{Change, CreateVersion, Version};
+use axum::http::StatusCode;
+use rollout_api::{Change, CreateVersion, PlanQuery, PlanView, StartPlan, Version};
 use rollout_control::client::{Api, Fail, exit};
 use rollout_control::push::PushOptions;
 use rollout_control::service::ServeOptions;
@@ -42,9 +50,45 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "ROLLOUT_HOST_BIN")]
     host_bin: Option<PathBuf>,
     /// Canary weight of the first push, percent.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, conflicts_with = "scenario")]
     canary: f64,
+    /// Show a canary plan at work: the origins fail a share of requests, the
+    /// first push is at 0 % and a plan ramps route web, watched by a probe.
+    #[arg(long, value_enum)]
+    scenario: Option<Scenario>,
 }
+
+/// What `rollout up --scenario` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// New fails 20 % of requests, old 1 %: the plan rolls back.
+    BadCanary,
+    /// Both fail 1 %: the plan promotes.
+    GoodCanary,
+}
+
+impl Scenario {
+    /// Percent of requests the old and the new origin answer with 500.
+    fn failures(self) -> (u64, u64) {
+        match self {
+            Scenario::BadCanary => (1, 20),
+            Scenario::GoodCanary => (1, 1),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::BadCanary => "bad-canary",
+            Scenario::GoodCanary => "good-canary",
+        }
+    }
+}
+
+/// The weights a scenario's plan steps through, percent.
+const SCENARIO_STEPS: [f64; 3] = [10.0, 50.0, 100.0];
+/// Seconds each of its weights holds: long enough for the probe check's
+/// two failing intervals to end a bad canary at its first step.
+const SCENARIO_PAUSE_S: u64 = 20;
 
 fn find_component(given: Option<PathBuf>) -> Result<PathBuf, Fail> {
     if let Some(p) = given {
@@ -91,27 +135,47 @@ fn find_host(given: Option<PathBuf>) -> Result<PathBuf, Fail> {
     })
 }
 
-/// A demo origin: answers every request naming itself and its version.
+/// A demo origin: answers every request naming itself and its version,
+/// except `fail_percent` of them, spread evenly, which get a 500.
 async fn origin(
     port: u16,
     arm: &'static str,
     version: &'static str,
+    fail_percent: u64,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{port} for the {arm} origin"))?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| async move {
-        let user = req
-            .headers()
-            .get("x-user-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
-        (
-            [("x-origin", arm), ("x-app-version", version)],
-            format!("hello from the {arm} origin, app version {version} (user {user})\n"),
-        )
+    let served = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        // Request n fails when (n+1)k/100 passes a whole number: k in every
+        // 100, evenly spaced, so each probe interval sees the true share.
+        let n = served.fetch_add(1, Ordering::Relaxed);
+        let fails = (n + 1) * fail_percent / 100 > n * fail_percent / 100;
+        let (status, body) = if fails {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the {arm} origin failed on purpose (rollout up --scenario)\n"),
+            )
+        } else {
+            let user = req
+                .headers()
+                .get("x-user-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            (
+                StatusCode::OK,
+                format!("hello from the {arm} origin, app version {version} (user {user})\n"),
+            )
+        };
+        async move {
+            (
+                status,
+                [("x-origin", arm), ("x-app-version", version)],
+                body,
+            )
+        }
     });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -218,8 +282,9 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         .map_err(|e| Fail::new(exit::FAILED, e))?;
     let public_key = key.public_key().to_string();
 
-    let (old_addr, old_task) = origin(args.origin_ports[0], "old", "v1").await?;
-    let (new_addr, new_task) = origin(args.origin_ports[1], "new", "v2").await?;
+    let (old_fails, new_fails) = args.scenario.map_or((0, 0), Scenario::failures);
+    let (old_addr, old_task) = origin(args.origin_ports[0], "old", "v1", old_fails).await?;
+    let (new_addr, new_task) = origin(args.origin_ports[1], "new", "v2", new_fails).await?;
     let (old, new) = (format!("http://{old_addr}"), format!("http://{new_addr}"));
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.control_port))
@@ -257,11 +322,17 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         api.add_edge(&e.url).await?;
     }
     if api.current_version().await?.is_none() {
+        // A scenario's plan does the ramping, from 0 %.
+        let weight = if args.scenario.is_some() {
+            0.0
+        } else {
+            args.canary
+        };
         let config = json!({
             "schema": 1,
             "debug_headers": true,
             "routes": [{
-                "id": "web", "old": old, "new": new, "new_weight": args.canary,
+                "id": "web", "old": old, "new": new, "new_weight": weight,
                 "key": ["header:x-user-id", "cookie:rollout_id"], "assign_cookie": true,
             }]
         });
@@ -269,7 +340,12 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
             .map_err(|e| Fail::new(exit::FAILED, format!("demo config: {e}")))?;
         let req = CreateVersion {
             expected_version: Version::NONE,
-            reason: "rollout up: first canary".parse().ok(),
+            reason: match args.scenario {
+                Some(s) => format!("rollout up --scenario {}: new at 0 %", s.name()),
+                None => "rollout up: first canary".to_owned(),
+            }
+            .parse()
+            .ok(),
             change: Change::Config(doc),
         };
         api.create(&req).await?;
@@ -290,6 +366,11 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         ));
     }
 
+    let scenario = match args.scenario {
+        Some(s) => Some((s, start_scenario(&api, s).await?)),
+        None => None,
+    };
+
     let edge1 = &edges[0].url;
     println!("rollout up: ready");
     println!(
@@ -299,12 +380,41 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     for (i, e) in edges.iter().enumerate() {
         println!("  edge {}           {}", i + 1, e.url);
     }
+    let export = format!("  export ROLLOUT_URL={control_url} ROLLOUT_TOKEN={token}");
+    let alias = std::env::current_exe()
+        .ok()
+        .filter(|exe| !on_path(exe))
+        .map(|bin| format!("  alias rollout={}", bin.display()));
+    if let Some((s, plan)) = scenario {
+        println!(
+            "  origins          old {old} (fails {old_fails} %), new {new} (fails {new_fails} %)"
+        );
+        println!();
+        explain_scenario(s, plan.id);
+        println!();
+        println!("Watch it (in another terminal):");
+        println!("{export}");
+        if let Some(alias) = alias {
+            println!("{alias}");
+        }
+        println!(
+            "  rollout plan status web --watch      # phase, step, weight, the check's verdicts"
+        );
+        println!("  rollout plan events web              # each step and check failure, and why");
+        println!("  rollout history                      # the versions the plan committed");
+        println!("  curl -i -H 'x-user-id: alice' {edge1}/        # x-rollout-arm says old or new");
+        if s == Scenario::BadCanary {
+            println!("  rollout plan retry web --wait        # run the aborted plan again");
+        }
+        println!("Ctrl-C stops everything.");
+        return stop(edges, control, [old_task, new_task]).await;
+    }
     println!("  origins          old {old}, new {new}");
     println!();
     println!("Try it (in another terminal):");
-    println!("  export ROLLOUT_URL={control_url} ROLLOUT_TOKEN={token}");
-    if let Some(bin) = std::env::current_exe().ok().filter(|exe| !on_path(exe)) {
-        println!("  alias rollout={}", bin.display());
+    println!("{export}");
+    if let Some(alias) = alias {
+        println!("{alias}");
     }
     println!("  curl -i -H 'x-user-id: alice' {edge1}/        # x-rollout-arm says old or new");
     println!("  for i in $(seq 1 20); do curl -s -H \"x-user-id: user-$i\" {edge1}/; done");
@@ -314,7 +424,15 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     println!("  rollout rollback --to 1 --wait       # back to the first canary, as a new version");
     println!("  rollout history; rollout explain --key alice");
     println!("Ctrl-C stops everything.");
+    stop(edges, control, [old_task, new_task]).await
+}
 
+/// Waits for Ctrl-C, then stops the edges, the service and the origins.
+async fn stop<T>(
+    edges: Vec<EdgeProcess>,
+    control: tokio::task::JoinHandle<T>,
+    origins: [tokio::task::JoinHandle<()>; 2],
+) -> Result<(), Fail> {
     super::serve::stop_signal().await;
     println!("rollout up: stopping");
     for mut e in edges {
@@ -322,8 +440,67 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         let _ = tokio::time::timeout(Duration::from_secs(5), e.child.wait()).await;
     }
     control.abort();
-    old_task.abort();
-    new_task.abort();
+    origins.iter().for_each(tokio::task::JoinHandle::abort);
     println!("rollout up: stopped");
     Ok(())
+}
+
+/// Starts the scenario's canary plan on route web, after aborting one an
+/// earlier `rollout up` left running in the same state directory (the
+/// service allows one running plan per route).
+async fn start_scenario(api: &Api, scenario: Scenario) -> Result<PlanView, Fail> {
+    let q = PlanQuery {
+        route: Some("web".to_owned()),
+        limit: Some(1),
+    };
+    if let Some(left) = api.plans(&q).await?.plans.into_iter().next()
+        && !left.phase.is_terminal()
+    {
+        println!(
+            "rollout up: aborting plan {} left running on route web by an earlier run",
+            left.id
+        );
+        api.plan_command(left.id, "abort").await?;
+    }
+    let plan =
+        super::plan::canary_doc(&SCENARIO_STEPS, &format!("{SCENARIO_PAUSE_S}s"), "/", None)?;
+    api.start_plan(&StartPlan {
+        route: "web".to_owned(),
+        plan,
+        reason: format!("rollout up --scenario {}", scenario.name())
+            .parse()
+            .ok(),
+    })
+    .await
+}
+
+/// What the scenario does and what to expect, for someone new to plans.
+fn explain_scenario(scenario: Scenario, plan: i64) {
+    use rollout_core::plan::defaults::{FAILURE_LIMIT, INTERVAL, MIN_SAMPLES};
+    let (old_fails, new_fails) = scenario.failures();
+    let steps = SCENARIO_STEPS.map(|w| format!("{w} %")).join(" -> ");
+    let interval = INTERVAL.as_secs();
+    println!(
+        "Scenario {}: the new origin (v2) answers 500 to {new_fails} % of requests, the old one (v1) to {old_fails} %.",
+        scenario.name()
+    );
+    println!("Plan {plan} on route web: {steps}, {SCENARIO_PAUSE_S} s between steps.");
+    println!(
+        "Its check \"errors\" probes / through the edges with each arm forced, at least {MIN_SAMPLES} requests"
+    );
+    println!(
+        "an arm every {interval} s, and fails an interval when new's error share is higher than old's."
+    );
+    match scenario {
+        Scenario::BadCanary => println!(
+            "Expect: {FAILURE_LIMIT} failed intervals, then the plan aborts and route web goes back to 0 % on every\n\
+             edge, about {} s after the plan started (phase aborted, reason \"check errors failed ...\").",
+            interval * u64::from(FAILURE_LIMIT)
+        ),
+        Scenario::GoodCanary => println!(
+            "Expect: the check passes and the plan promotes new to 100 % on every edge a little over\n\
+             {} s after it started, once each weight has held (phase promoted).",
+            (SCENARIO_STEPS.len() as u64 - 1) * SCENARIO_PAUSE_S
+        ),
+    }
 }
