@@ -134,45 +134,35 @@ fn render_plans(out: &mut String, g: &Gauges) {
     for (phase, n) in &g.plans_by_phase {
         let _ = writeln!(out, "rollout_plans{{phase=\"{phase}\"}} {n}");
     }
-    family(
-        out,
-        "rollout_plan_running",
-        "gauge",
-        "A running plan, labelled with its phase.",
-    );
-    for p in &g.running {
-        let _ = writeln!(
-            out,
-            "rollout_plan_running{{plan=\"{}\",route=\"{}\",phase=\"{}\"}} 1",
-            p.id, p.route, p.phase
-        );
-    }
-    family(
-        out,
-        "rollout_plan_step",
-        "gauge",
-        "The step a running plan is at, from 1.",
-    );
-    for p in &g.running {
-        let _ = writeln!(
-            out,
-            "rollout_plan_step{{plan=\"{}\",route=\"{}\"}} {}",
-            p.id, p.route, p.step
-        );
-    }
-    family(
-        out,
-        "rollout_plan_weight_percent",
-        "gauge",
-        "The weight a running plan last set.",
-    );
-    for p in &g.running {
-        if let Some(w) = p.weight {
-            let _ = writeln!(
-                out,
-                "rollout_plan_weight_percent{{plan=\"{}\",route=\"{}\"}} {w}",
-                p.id, p.route
-            );
+    // One sample per running plan: (more labels, value), or none.
+    type Sample = fn(&PlanGauge) -> Option<(String, String)>;
+    let per_plan: [(&str, &str, Sample); 3] = [
+        (
+            "rollout_plan_running",
+            "A running plan, labelled with its phase.",
+            |p| Some((format!(",phase=\"{}\"", p.phase), "1".to_owned())),
+        ),
+        (
+            "rollout_plan_step",
+            "The step a running plan is at, from 1.",
+            |p| Some((String::new(), p.step.to_string())),
+        ),
+        (
+            "rollout_plan_weight_percent",
+            "The weight a running plan last set.",
+            |p| p.weight.map(|w| (String::new(), w.to_string())),
+        ),
+    ];
+    for (name, help, sample) in per_plan {
+        family(out, name, "gauge", help);
+        for p in &g.running {
+            if let Some((labels, value)) = sample(p) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{plan=\"{}\",route=\"{}\"{labels}}} {value}",
+                    p.id, p.route
+                );
+            }
         }
     }
     family(

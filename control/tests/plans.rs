@@ -20,28 +20,56 @@ struct Rollout {
     edges: Vec<rollout_host::RunningEdge>,
     gates: Vec<Gate>,
     control: Control,
+    /// More fields of route web.
+    route: Value,
+}
+
+/// How a [`Rollout`] starts.
+struct Setup<'a> {
+    edges: usize,
+    /// Given to every edge.
+    metrics: Option<std::sync::Arc<rollout_host::Metrics>>,
+    /// `rollout serve` arguments.
+    serve: &'a [&'a str],
+    /// Route web's first weight.
+    weight: f64,
+    /// More fields of route web.
+    route: Value,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            edges: 2,
+            metrics: None,
+            serve: &[],
+            weight: 0.0,
+            route: json!({}),
+        }
+    }
 }
 
 async fn rollout(name: &str, old_fails: u64, new_fails: u64, serve: &[&str]) -> Rollout {
+    let setup = Setup {
+        serve,
+        ..Setup::default()
+    };
+    rollout_with(name, old_fails, new_fails, setup).await
+}
+
+async fn rollout_with(name: &str, old_fails: u64, new_fails: u64, setup: Setup<'_>) -> Rollout {
     let scratch = Scratch::new(name);
     let old = FlakyOrigin::start("old", old_fails).await;
     let new = FlakyOrigin::start("new", new_fails).await;
     let mut edges = Vec::new();
     let mut gates = Vec::new();
-    for i in 0..2 {
-        let e = edge_between(
-            &scratch.0,
-            &format!("edge-{i}"),
-            &old.url(),
-            &new.url(),
-            None,
-            None,
-        )
-        .await;
+    for i in 0..setup.edges {
+        let (old, new, metrics) = (old.url(), new.url(), setup.metrics.clone());
+        let e = edge_between(&scratch.0, &format!("edge-{i}"), &old, &new, None, metrics).await;
         gates.push(Gate::start(e.addr).await);
         edges.push(e);
     }
-    let control = Control::start_with(&scratch.0, serve).await;
+    let control = Control::start_with(&scratch.0, setup.serve).await;
     for g in &gates {
         control.cli(ADMIN, &["edges", "add", &g.url()]).await.ok();
     }
@@ -52,15 +80,18 @@ async fn rollout(name: &str, old_fails: u64, new_fails: u64, serve: &[&str]) -> 
         edges,
         gates,
         control,
+        route: setup.route,
     };
-    r.control.push_wait(&r.config("v1.json", 0.0)).await;
+    r.control
+        .push_wait(&r.config("v1.json", setup.weight))
+        .await;
     r
 }
 
 impl Rollout {
     fn config(&self, name: &str, weight: f64) -> String {
         let path = self.scratch.path(name);
-        let doc = config(&self.old.url(), &self.new.url(), weight, json!({}));
+        let doc = config(&self.old.url(), &self.new.url(), weight, self.route.clone());
         std::fs::write(&path, serde_json::to_vec(&doc).expect("json")).expect("write");
         path.to_string_lossy().into_owned()
     }
@@ -123,6 +154,26 @@ impl Rollout {
         out
     }
 
+    /// `rollout canary web` with these steps, probing `/health`, waiting.
+    async fn canary(&self, steps: &str, pause: &str, timeout: &str) -> Run {
+        let args = [
+            "canary",
+            "web",
+            "--steps",
+            steps,
+            "--pause",
+            pause,
+            "--probe",
+            "/health",
+            "--wait",
+            "--timeout",
+            timeout,
+            "--output",
+            "json",
+        ];
+        self.control.cli(DEPLOY, &args).await
+    }
+
     async fn start(&self, plan: &Value, args: &[&str]) -> Run {
         let file = self.file("plan.json", plan);
         let mut all = vec!["plan", "start", "web", file.as_str(), "--output", "json"];
@@ -149,27 +200,7 @@ fn quick_plan(steps: Value, probe: Value) -> Value {
 #[ignore = "a canary run: scripts/soak.sh runs it"]
 async fn canary_a_new_arm_failing_20_percent_is_rolled_back_on_every_edge_within_the_bound() {
     let r = rollout("bad-canary", 1, 20, &[]).await;
-    let run = r
-        .control
-        .cli(
-            DEPLOY,
-            &[
-                "canary",
-                "web",
-                "--steps",
-                "10,100",
-                "--pause",
-                "5m",
-                "--probe",
-                "/health",
-                "--wait",
-                "--timeout",
-                "2m",
-                "--output",
-                "json",
-            ],
-        )
-        .await;
+    let run = r.canary("10,100", "5m", "2m").await;
     assert_eq!(run.code, 8, "the wait ends in a rollback: {}", run.stderr);
     let plan = run.json();
     assert_eq!(plan["phase"], "aborted", "{plan}");
@@ -225,27 +256,7 @@ async fn canary_a_new_arm_failing_20_percent_is_rolled_back_on_every_edge_within
 async fn canary_equal_error_rates_on_both_arms_are_promoted() {
     let r = rollout("good-canary", 1, 1, &[]).await;
     let started = Instant::now();
-    let run = r
-        .control
-        .cli(
-            DEPLOY,
-            &[
-                "canary",
-                "web",
-                "--steps",
-                "50,100",
-                "--pause",
-                "25s",
-                "--probe",
-                "/health",
-                "--wait",
-                "--timeout",
-                "3m",
-                "--output",
-                "json",
-            ],
-        )
-        .await;
+    let run = r.canary("50,100", "25s", "3m").await;
     assert_eq!(run.code, 0, "promoted: {} {}", run.stdout, run.stderr);
     let plan = run.json();
     assert_eq!(plan["phase"], "promoted", "{plan}");
@@ -531,41 +542,17 @@ async fn a_firing_alert_rolls_a_plan_back_at_once_and_webhooks_hear_of_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flag_plan_ramps_the_flag_and_leaves_the_weight_alone() {
-    let scratch = Scratch::new("flag-plan");
-    let (old, new) = (
-        FlakyOrigin::start("old", 0).await,
-        FlakyOrigin::start("new", 0).await,
-    );
-    let e = edge_between(&scratch.0, "edge", &old.url(), &new.url(), None, None).await;
-    let control = Control::start(&scratch.0).await;
-    control.cli(ADMIN, &["edges", "add", &url(&e)]).await.ok();
-    let doc = config(
-        &old.url(),
-        &new.url(),
-        30.0,
-        json!({"flags": [{"name": "beta", "percent": 0}]}),
-    );
-    let file = scratch.path("v1.json");
-    std::fs::write(&file, serde_json::to_vec(&doc).expect("json")).expect("write");
-    control.push_wait(file.to_str().expect("utf-8")).await;
+    let setup = Setup {
+        edges: 1,
+        weight: 30.0,
+        route: json!({"flags": [{"name": "beta", "percent": 0}]}),
+        ..Setup::default()
+    };
+    let r = rollout_with("flag-plan", 0, 0, setup).await;
     let plan =
         json!({"schema": 1, "flag": "beta", "steps": [{"set_weight": 20}, {"set_weight": 100}]});
-    let path = scratch.path("plan.json");
-    std::fs::write(&path, plan.to_string()).expect("plan");
-    let run = control
-        .cli(
-            DEPLOY,
-            &[
-                "plan",
-                "start",
-                "web",
-                path.to_str().expect("utf-8"),
-                "--wait",
-                "--timeout",
-                "30s",
-            ],
-        )
-        .await;
+    let run = r.start(&plan, &["--wait", "--timeout", "30s"]).await;
+    let control = &r.control;
     assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
     let route = &control.get("/v1/current").await["config"]["routes"][0];
     assert_eq!(
@@ -708,19 +695,15 @@ fn prometheus_bin() -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prometheus_check_against_a_real_server_rolls_a_plan_back() {
-    let scratch = Scratch::new("prometheus");
-    let old = FlakyOrigin::start("old", 0).await;
-    let new = FlakyOrigin::start("new", 50).await;
     let metrics = std::sync::Arc::new(rollout_host::Metrics::default());
-    let edge = edge_between(
-        &scratch.0,
-        "edge",
-        &old.url(),
-        &new.url(),
-        None,
-        Some(metrics.clone()),
-    )
-    .await;
+    let setup = Setup {
+        edges: 1,
+        metrics: Some(metrics.clone()),
+        weight: 50.0,
+        ..Setup::default()
+    };
+    let r = rollout_with("prometheus", 0, 50, setup).await;
+    let scratch = &r.scratch;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -754,18 +737,10 @@ async fn a_prometheus_check_against_a_real_server_rolls_a_plan_back() {
         .expect("prometheus starts");
     let prom_url = format!("http://127.0.0.1:{port}");
 
-    let control = Control::start(&scratch.0).await;
-    control
-        .cli(ADMIN, &["edges", "add", &url(&edge)])
-        .await
-        .ok();
-    let doc = config(&old.url(), &new.url(), 50.0, json!({}));
-    let file = scratch.path("v1.json");
-    std::fs::write(&file, serde_json::to_vec(&doc).expect("json")).expect("write");
-    control.push_wait(file.to_str().expect("utf-8")).await;
+    let control = &r.control;
 
     // Traffic through the edge, half of it to a new arm failing half the time.
-    let addr = edge.addr;
+    let addr = r.edges[0].addr;
     let traffic = tokio::spawn(async move {
         let http = client();
         for i in 0u64.. {
@@ -803,24 +778,7 @@ async fn a_prometheus_check_against_a_real_server_rolls_a_plan_back() {
                             "interval": "2s"}},
         "background": ["prom"],
     });
-    let path = scratch.path("plan.json");
-    std::fs::write(&path, plan.to_string()).expect("plan");
-    let run = control
-        .cli(
-            DEPLOY,
-            &[
-                "plan",
-                "start",
-                "web",
-                path.to_str().expect("utf-8"),
-                "--wait",
-                "--timeout",
-                "1m",
-                "--output",
-                "json",
-            ],
-        )
-        .await;
+    let run = r.start(&plan, &["--wait", "--timeout", "1m"]).await;
     traffic.abort();
     let _ = prom.kill().await;
     assert_eq!(run.code, 8, "{} {}", run.stdout, run.stderr);

@@ -216,6 +216,18 @@ async fn status(ctx: &Ctx, route: Option<&str>, watch: bool) -> Result<(), Fail>
     }
 }
 
+/// `plan 3: paused, step 2/5 (pause 2m)`.
+fn headline(p: &PlanView) -> String {
+    format!(
+        "plan {}: {}, step {}/{} ({})",
+        p.id,
+        p.phase.as_str(),
+        p.step.min(p.steps),
+        p.steps,
+        p.step_text
+    )
+}
+
 /// A plan for people.
 fn show(p: &PlanView) {
     let what = match &p.flag {
@@ -234,14 +246,7 @@ fn show(p: &PlanView) {
         })
         .unwrap_or_default();
     let dry = if p.dry_run { " (dry run)" } else { "" };
-    println!(
-        "plan {} on {what}{dry}: {}, step {}/{} ({}){weight}{left}",
-        p.id,
-        p.phase.as_str(),
-        p.step.min(p.steps),
-        p.steps,
-        p.step_text
-    );
+    println!("{} on {what}{dry}{weight}{left}", headline(p));
     if let Some(h) = &p.held {
         println!("  held: {}", shorten(h, 300));
     }
@@ -292,14 +297,7 @@ async fn finish(ctx: &Ctx, mut view: PlanView, wait: PlanWait) -> Result<(), Fai
             );
             return Err(if reported { fail.reported() } else { fail });
         }
-        let line = format!(
-            "plan {}: {}, step {}/{} ({})",
-            view.id,
-            view.phase.as_str(),
-            view.step.min(view.steps),
-            view.steps,
-            view.step_text
-        );
+        let line = headline(&view);
         if ctx.out == Output::Text && line != said {
             if terminal {
                 eprintln!("{line}");

@@ -476,25 +476,37 @@ impl Plans {
             let state = PlanState::start(&plan, now_ms());
             let id = tx.insert_plan(&req.route, &resolved, &state, who, &reason)?;
             committed = self.ready_probes(tx, id, &req.route, &plan)?;
-            tx.log_event(
-                id,
-                EventKind::Step,
-                &format!(
-                    "plan {id} started on route {} by {who}: {reason}",
-                    req.route
-                ),
-                committed,
-                &self.webhooks,
-            )?;
-            tx.plan(id)?
-                .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
+            let said = format!(
+                "plan {id} started on route {} by {who}: {reason}",
+                req.route
+            );
+            self.begun(tx, id, &said, committed)
         })?;
+        self.settle(committed);
+        Ok(row)
+    }
+
+    /// In the transaction that (re)starts plan `id`: says so; the plan.
+    fn begun(
+        &self,
+        tx: &Tx<'_>,
+        id: PlanId,
+        said: &str,
+        version: Option<Version>,
+    ) -> Result<PlanRow, PlanFailure> {
+        tx.log_event(id, EventKind::Step, said, version, &self.webhooks)?;
+        tx.plan(id)?
+            .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
+    }
+
+    /// After a plan's transaction: push what it committed, deliver what it
+    /// said, and let the executor look at it now.
+    fn settle(&self, committed: Option<Version>) {
         if let Some(v) = committed {
             self.fanout.committed(v);
         }
         self.events.wake();
         self.wake.notify_one();
-        Ok(row)
     }
 
     /// A person's command to plan `id`.
@@ -550,21 +562,9 @@ impl Plans {
             let plan = Plan::try_from(&row.doc)?;
             tx.save_plan(id, row.rev, &PlanState::start(&plan, now_ms()))?;
             committed = self.ready_probes(tx, id, &row.route, &plan)?;
-            tx.log_event(
-                id,
-                EventKind::Step,
-                &format!("retried by {who}"),
-                committed,
-                &self.webhooks,
-            )?;
-            tx.plan(id)?
-                .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
+            self.begun(tx, id, &format!("retried by {who}"), committed)
         })?;
-        if let Some(v) = committed {
-            self.fanout.committed(v);
-        }
-        self.events.wake();
-        self.wake.notify_one();
+        self.settle(committed);
         Ok(row)
     }
 
