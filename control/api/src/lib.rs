@@ -34,12 +34,22 @@ pub const MAX_REQUEST_BYTES: usize = 2 * rollout_core::config::MAX_CONFIG_BYTES;
 
 /// The API's paths.
 pub mod path {
+    /// `GET`: Prometheus text.
+    pub const METRICS: &str = "/metrics";
+    /// `GET`: liveness.
+    pub const HEALTHZ: &str = "/healthz";
     /// `GET`: the committed version with its config.
     pub const CURRENT: &str = "/v1/current";
     /// `GET`: a history page; `POST`: a new version.
     pub const VERSIONS: &str = "/v1/versions";
     /// `GET ?time=`: the version live at a time.
     pub const AT: &str = "/v1/at";
+
+    /// `GET`: one version.
+    pub fn version(n: super::Version) -> String {
+        format!("{VERSIONS}/{n}")
+    }
+
     /// `POST`: restore an earlier config as a new version.
     pub const ROLLBACK: &str = "/v1/rollback";
     /// `GET`: every edge against the committed version.
@@ -48,16 +58,8 @@ pub mod path {
     pub const EDGES: &str = "/v1/edges";
     /// `GET`: who did what.
     pub const AUDIT: &str = "/v1/audit";
-    /// `GET`: Prometheus text.
-    pub const METRICS: &str = "/metrics";
-    /// `GET`: liveness.
-    pub const HEALTHZ: &str = "/healthz";
     /// `GET ?route=`: plans; `POST`: start one.
     pub const PLANS: &str = "/v1/plans";
-    /// `GET`: stored check templates.
-    pub const TEMPLATES: &str = "/v1/templates";
-    /// `POST`: an Alertmanager webhook.
-    pub const ALERTS: &str = "/v1/alerts";
 
     /// `GET`: one plan.
     pub fn plan(id: i64) -> String {
@@ -74,15 +76,16 @@ pub mod path {
         format!("{PLANS}/{id}/events")
     }
 
+    /// `GET`: stored check templates.
+    pub const TEMPLATES: &str = "/v1/templates";
+
     /// `PUT`, `DELETE`: one template.
     pub fn template(name: &str) -> String {
         format!("{TEMPLATES}/{name}")
     }
 
-    /// `GET`: one version.
-    pub fn version(n: super::Version) -> String {
-        format!("{VERSIONS}/{n}")
-    }
+    /// `POST`: an Alertmanager webhook.
+    pub const ALERTS: &str = "/v1/alerts";
 }
 
 /// A request body that does not have the expected shape.
@@ -318,10 +321,8 @@ pub struct VersionView {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryQuery {
     /// Only versions below this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Version>,
     /// Page size (1 to 1000; default 50).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
 

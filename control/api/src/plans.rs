@@ -94,12 +94,10 @@ pub struct PlanList {
 /// `GET /v1/plans` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanQuery {
-    /// Only plans on this route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
     /// How many (default 20, at most 200).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only plans on this route.
+    pub route: Option<String>,
 }
 
 /// Something that happened to a plan; also the `data` of a webhook.

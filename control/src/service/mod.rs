@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub db: PathBuf,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where plan events are POSTed.
+    pub webhooks: Vec<String>,
     /// The signing key.
     pub key: SecretKey,
     /// Who may call.
@@ -52,9 +54,7 @@ pub struct ServeOptions {
     pub push: PushOptions,
     /// How long an edge may fail to answer before it is UNREACHABLE rather than STALE.
     pub unreachable_after: Duration,
-    /// Where plan events are POSTed.
-    pub webhooks: Vec<String>,
-    /// What signs them.
+    /// What signs plan events.
     pub webhook_secret: Option<Secret>,
 }
 
