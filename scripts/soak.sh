@@ -34,26 +34,27 @@ run() { # name, label of the printed figure
 }
 
 failed=0
+# runs KIND COUNT TEST LABEL SED: COUNT runs of TEST; each figure goes to
+# the array KIND_s, read from the printed LABEL line with SED.
+runs() {
+    local kind="$1" count="$2" test="$3" label="$4" pattern="$5" line
+    local -n figures="${kind}_s"
+    for i in $(seq 1 "$count"); do
+        if line=$(run "$test" "$label"); then
+            echo "$kind $i/$count: $line"
+            figures+=("$(sed -E "$pattern" <<<"$line")")
+        else
+            echo "$kind $i/$count: FAILED"
+            failed=$((failed + 1))
+        fi
+    done
+}
 bad_s=()
-for i in $(seq 1 "$bad"); do
-    if line=$(run canary_a_new_arm_failing_20_percent_is_rolled_back_on_every_edge_within_the_bound "bad canary:"); then
-        echo "bad  $i/$bad: $line"
-        bad_s+=("$(sed -E 's/.* ([0-9.]+) s after.*/\1/' <<<"$line")")
-    else
-        echo "bad  $i/$bad: FAILED"
-        failed=$((failed + 1))
-    fi
-done
 good_s=()
-for i in $(seq 1 "$good"); do
-    if line=$(run canary_equal_error_rates_on_both_arms_are_promoted "good canary:"); then
-        echo "good $i/$good: $line"
-        good_s+=("$(sed -E 's/.*promoted in ([0-9.]+) s.*/\1/' <<<"$line")")
-    else
-        echo "good $i/$good: FAILED (rolled back, or the run broke)"
-        failed=$((failed + 1))
-    fi
-done
+runs bad "$bad" canary_a_new_arm_failing_20_percent_is_rolled_back_on_every_edge_within_the_bound \
+    "bad canary:" 's/.* ([0-9.]+) s after.*/\1/'
+runs good "$good" canary_equal_error_rates_on_both_arms_are_promoted \
+    "good canary:" 's/.*promoted in ([0-9.]+) s.*/\1/'
 
 summary() { # label, values...
     local label="$1"; shift

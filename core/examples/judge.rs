@@ -56,7 +56,7 @@ fn run(plan: &Plan, rng: &mut Rng, old: f64, new: f64) -> Option<i64> {
     let interval = check.interval.as_millis() as i64;
     let per_interval = (f64::from(check.min_samples) * 1.1).round() as u64;
     let mut s = PlanState::start(plan, 0);
-    let (mut to, mut tn) = (Counts::default(), Counts::default());
+    let mut running = (Counts::default(), Counts::default());
     let mut version = 0u64;
     let mut now = 0i64;
     let mut inputs = vec![Input::Tick];
@@ -80,18 +80,10 @@ fn run(plan: &Plan, rng: &mut Rng, old: f64, new: f64) -> Option<i64> {
         }
         now += interval;
         let (io, inn) = (rng.errors(per_interval, old), rng.errors(per_interval, new));
-        to = to.plus(io);
-        tn = tn.plus(inn);
+        let sample = ProbeSample::accumulate(&mut running, io, inn);
         inputs.push(Input::Measured {
             check: "errors".to_owned(),
-            measurement: Measurement::Probe(ProbeSample {
-                total_old: to,
-                total_new: tn,
-                interval_old: io,
-                interval_new: inn,
-                p95_old_ms: None,
-                p95_new_ms: None,
-            }),
+            measurement: Measurement::Probe(sample),
         });
         inputs.push(Input::Tick);
     }

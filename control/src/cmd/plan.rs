@@ -390,14 +390,8 @@ pub(crate) fn canary_doc(
         doc_steps.push(StepDoc::SetWeight(*w));
     }
     let probe = ProbeDoc {
-        path: probe.to_owned(),
         host: host.map(str::to_owned),
-        method: None,
-        timeout: None,
-        max_error_increase: None,
-        max_error_rate: None,
-        max_latency_ratio: None,
-        latency_slack: None,
+        ..ProbeDoc::new(probe)
     };
     let check = CheckDoc {
         probe: Some(probe),

@@ -76,6 +76,23 @@ pub struct ProbeSample {
     pub p95_new_ms: Option<f64>,
 }
 
+impl ProbeSample {
+    /// An interval's counts and the totals they bring `running` (old, new)
+    /// to, without latencies: how a probe that only counts reports.
+    pub fn accumulate(running: &mut (Counts, Counts), old: Counts, new: Counts) -> ProbeSample {
+        running.0 = running.0.plus(old);
+        running.1 = running.1.plus(new);
+        ProbeSample {
+            total_old: running.0,
+            total_new: running.1,
+            interval_old: old,
+            interval_new: new,
+            p95_old_ms: None,
+            p95_new_ms: None,
+        }
+    }
+}
+
 /// One measurement of a check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -123,16 +123,7 @@ fn a_plan_takes_its_defaults_and_templates() {
     .expect("doc");
     assert_eq!(doc.templates().collect::<Vec<_>>(), ["http"]);
     let stored = CheckDoc {
-        probe: Some(ProbeDoc {
-            path: "/up".into(),
-            host: None,
-            method: None,
-            timeout: None,
-            max_error_increase: None,
-            max_error_rate: None,
-            max_latency_ratio: None,
-            latency_slack: None,
-        }),
+        probe: Some(ProbeDoc::new("/up")),
         failure_limit: Some(9),
         interval: Some("20s".into()),
         ..CheckDoc::default()
@@ -528,23 +519,14 @@ fn simulate(next: &mut impl FnMut() -> f64, old: f64, new: f64, intervals: u64) 
     let mut s = PlanState::start(&p, 0);
     s.advance(&p, 0, Input::Tick);
     s.advance(&p, 0, Input::Committed(None));
-    let (mut to, mut tn) = (Counts::default(), Counts::default());
+    let mut running = (Counts::default(), Counts::default());
     for i in 1..=intervals {
         let mut draw = |rate: f64| Counts {
             samples: 220,
             errors: (0..220).filter(|_| next() < rate).count() as u64,
         };
         let (io, inn) = (draw(old), draw(new));
-        to = to.plus(io);
-        tn = tn.plus(inn);
-        let m = Measurement::Probe(ProbeSample {
-            total_old: to,
-            total_new: tn,
-            interval_old: io,
-            interval_new: inn,
-            p95_old_ms: None,
-            p95_new_ms: None,
-        });
+        let m = Measurement::Probe(ProbeSample::accumulate(&mut running, io, inn));
         let out = s.advance(&p, i as i64 * 10_000, measured("errors", m));
         if outputs(&out).contains(&"rollback".to_owned()) {
             return Some(i);

@@ -151,6 +151,22 @@ pub struct PrometheusDoc {
     pub max_increase: Option<f64>,
 }
 
+impl ProbeDoc {
+    /// A probe of `path` with every other field at its default.
+    pub fn new(path: impl Into<String>) -> ProbeDoc {
+        ProbeDoc {
+            path: path.into(),
+            host: None,
+            method: None,
+            timeout: None,
+            max_error_increase: None,
+            max_error_rate: None,
+            max_latency_ratio: None,
+            latency_slack: None,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
