@@ -680,7 +680,9 @@ impl Plans {
             .transpose()?
             .map(|e| e.config);
         let percent = weight.percent();
-        let have = config.as_ref().and_then(|c| target_of(c, &row.route, flag));
+        let have = config
+            .as_ref()
+            .and_then(|c| Change::target(c, &row.route, flag));
         if have == Some(percent) {
             return Ok(None);
         }
@@ -721,55 +723,6 @@ impl Plans {
     }
 }
 
-/// What a version did to a running plan's route, if it did anything.
-fn change_of(
-    before: Option<&ConfigDoc>,
-    after: &ConfigDoc,
-    route: &str,
-    flag: Option<&str>,
-) -> Option<Change> {
-    let find = |c: &ConfigDoc| c.routes.iter().find(|r| r.id == route).cloned();
-    let (Some(b), Some(a)) = (before.and_then(find), find(after)) else {
-        return before.and_then(find).is_some().then_some(Change::Route);
-    };
-    if a == b {
-        return None;
-    }
-    let Some(to) = target_of_route(&a, flag) else {
-        // The plan's flag is gone.
-        return Some(Change::Route);
-    };
-    let mut only_weight = b.clone();
-    match flag {
-        Some(f) => only_weight
-            .flags
-            .iter_mut()
-            .filter(|x| x.name == f)
-            .for_each(|x| x.percent = to),
-        None => only_weight.new_weight = to,
-    }
-    Some(if only_weight == a {
-        Change::Weight(to)
-    } else {
-        Change::Route
-    })
-}
-
-fn target_of(config: &ConfigDoc, route: &str, flag: Option<&str>) -> Option<f64> {
-    config
-        .routes
-        .iter()
-        .find(|r| r.id == route)
-        .and_then(|r| target_of_route(r, flag))
-}
-
-fn target_of_route(route: &RouteDoc, flag: Option<&str>) -> Option<f64> {
-    match flag {
-        Some(f) => route.flags.iter().find(|x| x.name == f).map(|x| x.percent),
-        None => Some(route.new_weight),
-    }
-}
-
 /// In a version's transaction: every running plan whose route it changed,
 /// and that did not make it, is told. A patch of only the plan's weight
 /// holds the plan; a push or rollback that changes its route, or any other
@@ -787,7 +740,8 @@ pub fn route_changed(
         if actor == format!("plan:{}", row.id) {
             continue;
         }
-        let Some(change) = change_of(before, after, &row.route, row.doc.flag.as_deref()) else {
+        let Some(change) = Change::between(before, after, &row.route, row.doc.flag.as_deref())
+        else {
             continue;
         };
         let change = if author.action == "patch" {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::judge::{Counts, Judgement, Measurement, Verdict, judge};
 use super::{Plan, Step};
+use crate::config::{ConfigDoc, RouteDoc};
 use crate::weight::Weight;
 
 /// Where a plan is.
@@ -145,6 +146,58 @@ pub enum Change {
     Weight(f64),
     /// Anything else about the route changed (a rollback, a push).
     Route,
+}
+
+impl Change {
+    /// What a version changed on `route` (its config `after`, the one
+    /// before it `before`) for a plan that ramps the weight, or `flag`:
+    /// nothing, only the plan's percentage, or something else (the route
+    /// or the flag gone included).
+    pub fn between(
+        before: Option<&ConfigDoc>,
+        after: &ConfigDoc,
+        route: &str,
+        flag: Option<&str>,
+    ) -> Option<Change> {
+        let find = |c: &ConfigDoc| c.routes.iter().find(|r| r.id == route).cloned();
+        let (Some(b), Some(a)) = (before.and_then(find), find(after)) else {
+            return before.and_then(find).is_some().then_some(Change::Route);
+        };
+        if a == b {
+            return None;
+        }
+        let Some(to) = percent_of(&a, flag) else {
+            return Some(Change::Route);
+        };
+        let mut only_that = b;
+        match flag {
+            Some(f) => only_that
+                .flags
+                .iter_mut()
+                .filter(|x| x.name == f)
+                .for_each(|x| x.percent = to),
+            None => only_that.new_weight = to,
+        }
+        Some(if only_that == a {
+            Change::Weight(to)
+        } else {
+            Change::Route
+        })
+    }
+
+    /// The percentage a plan ramps on `route` in `config`: the route's new
+    /// weight, or `flag`'s percentage.
+    pub fn target(config: &ConfigDoc, route: &str, flag: Option<&str>) -> Option<f64> {
+        let r = config.routes.iter().find(|r| r.id == route)?;
+        percent_of(r, flag)
+    }
+}
+
+fn percent_of(route: &RouteDoc, flag: Option<&str>) -> Option<f64> {
+    match flag {
+        Some(f) => route.flags.iter().find(|x| x.name == f).map(|x| x.percent),
+        None => Some(route.new_weight),
+    }
 }
 
 /// Something that happened.

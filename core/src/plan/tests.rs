@@ -686,3 +686,53 @@ fn an_analysis_step_keeps_a_background_checks_fails() {
         "the second fail, not a fresh count"
     );
 }
+
+#[test]
+fn a_version_changes_a_plans_weight_its_route_or_nothing() {
+    let doc = |weight: f64, beta: f64, old: &str| -> crate::ConfigDoc {
+        serde_json::from_value(json!({"schema": 1, "routes": [{"id": "web", "old": old,
+            "new": "http://n.example", "new_weight": weight,
+            "flags": [{"name": "beta", "percent": beta}]}]}))
+        .expect("doc")
+    };
+    let before = doc(10.0, 0.0, "http://o.example");
+    let cases = [
+        (doc(10.0, 0.0, "http://o.example"), None, None),
+        (
+            doc(30.0, 0.0, "http://o.example"),
+            None,
+            Some(Change::Weight(30.0)),
+        ),
+        (
+            doc(30.0, 5.0, "http://o.example"),
+            None,
+            Some(Change::Route),
+        ),
+        (
+            doc(10.0, 5.0, "http://o.example"),
+            Some("beta"),
+            Some(Change::Weight(5.0)),
+        ),
+        (
+            doc(10.0, 0.0, "http://x.example"),
+            None,
+            Some(Change::Route),
+        ),
+        (doc(10.0, 0.0, "http://o.example"), Some("gone"), None),
+    ];
+    for (after, flag, want) in cases {
+        assert_eq!(
+            Change::between(Some(&before), &after, "web", flag),
+            want,
+            "{flag:?}"
+        );
+    }
+    let mut no_flag = doc(10.0, 0.0, "http://o.example");
+    no_flag.routes[0].flags.clear();
+    assert_eq!(
+        Change::between(Some(&before), &no_flag, "web", Some("beta")),
+        Some(Change::Route)
+    );
+    assert_eq!(Change::target(&before, "web", Some("beta")), Some(0.0));
+    assert_eq!(Change::target(&before, "api", None), None);
+}
