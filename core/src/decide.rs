@@ -331,11 +331,18 @@ fn read_source<'q>(source: &KeySource, req: &Request<'q>) -> Option<&'q str> {
     (!value.is_empty()).then_some(value)
 }
 
+/// A key header's value: only when it occurs once and holds no comma and no
+/// U+FFFD. Every platform can obey that rule: JavaScript's fetch `Headers`
+/// joins repeated headers with `, ` and could not tell two values from one,
+/// and Cloudflare's runtime hands over bytes that are not UTF-8 as U+FFFD.
 fn header<'q>(req: &Request<'q>, name: &str) -> Option<&'q str> {
-    req.headers
+    let mut values = req
+        .headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| *v)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v);
+    let value = values.next()?;
+    (values.next().is_none() && !value.contains([',', '\u{FFFD}'])).then_some(value)
 }
 
 /// A cookie by name from every `cookie` header (RFC 6265 §5.4 syntax).

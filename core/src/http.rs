@@ -57,16 +57,22 @@ impl HeaderFilter {
         HeaderFilter { named }
     }
 
-    /// Whether header `name` may be copied to the next hop.
+    /// Whether header `name` may be copied to the next hop. The edge's own
+    /// namespace (`x-rollout-*`) never is, whatever the name, so nobody can
+    /// forge what the edge reports, now or in a later version.
     pub fn forwards(&self, name: &str) -> bool {
         let is = |list: &[&str]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
         !(is(NEVER_FORWARDED)
             || is(EDGE_HEADERS)
-            || name
-                .get(..6)
-                .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+            || prefixed(name, "proxy-")
+            || prefixed(name, "x-rollout-")
             || self.named.iter().any(|n| n.eq_ignore_ascii_case(name)))
     }
+}
+
+fn prefixed(name: &str, prefix: &str) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// What the edge knows about the hop it received, for the forwarded headers.
@@ -192,7 +198,11 @@ where
     let mut out: HeaderList<V> = incoming
         .iter()
         .filter(|(n, _)| filter.forwards(n) && !is_platform_header(n))
+        // The edge states the hop itself: a client's x-forwarded-* (port,
+        // prefix, ...) would speak for the edge; x-forwarded-for and
+        // forwarded are appended to, the others replaced.
         .filter(|(n, _)| !forwarded.iter().any(|(f, _)| f.eq_ignore_ascii_case(n)))
+        .filter(|(n, _)| !prefixed(n, "x-forwarded-"))
         .cloned()
         .collect();
     out.push(("x-rollout-arm".into(), edge.arm.as_str().to_owned().into()));
@@ -397,7 +407,11 @@ mod tests {
             ),
             (
                 "a client cannot forge the edge's headers",
-                &[("x-rollout-arm", "old"), ("X-Rollout-Flags", "all")],
+                &[
+                    ("x-rollout-arm", "old"),
+                    ("X-Rollout-Flags", "all"),
+                    ("x-rollout-debug", "1"),
+                ],
                 &[],
             ),
             (
@@ -414,6 +428,8 @@ mod tests {
                 &[
                     ("x-forwarded-host", "evil.example"),
                     ("X-Forwarded-Proto", "http"),
+                    ("x-forwarded-port", "443"),
+                    ("X-Forwarded-Prefix", "/evil"),
                 ],
                 &[],
             ),

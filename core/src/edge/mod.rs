@@ -1,8 +1,13 @@
-//! What every edge does with a push, whatever host it runs on: the admin
-//! endpoint's rules, its replies, and the stored form of the active config.
+//! The edge, written once and free of I/O: every build (the Spin component,
+//! the JavaScript edges) is only transport around these machines.
 //!
-//! An adapter reads the body (refusing more than [`MAX_ENVELOPE_BYTES`]),
-//! calls [`receive_push`], writes what it says to write, and sends the reply.
+//! - [`request`]: raw request facts in (method, target, header bytes), the
+//!   checks every build applies, the outbound request, and what to do with
+//!   the origin's answer: relay it, retry on old, or answer with this.
+//! - [`admin`]: `GET`/`PUT` on [`ADMIN_PATH`]: the checks before reading the
+//!   body, the body limit, the push rule ([`receive_push`]) and the exact
+//!   store operation (a compare-and-swap of one value).
+//! - [`stored`]: that one value: compact form, signature and envelope.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,16 +16,61 @@ use crate::decide::{Request, matches};
 use crate::envelope::{
     Admission, Applied, Digest, Envelope, EnvelopeError, MAX_ENVELOPE_BYTES, PublicKey, admit,
 };
+use crate::http::HeaderList;
 
 /// Path of the admin endpoint. Only this path, never a header, reaches it.
 pub const ADMIN_PATH: &str = "/.well-known/rollout/config";
-/// Store key of the active config in its compact, pre-validated form. It is
-/// written in one `set`, so a reader sees the old or the new config, never a mix.
-pub const KV_ACTIVE: &str = "rollout.active";
-/// Store key of the signed envelope body that was last applied (for audit).
-pub const KV_ENVELOPE: &str = "rollout.envelope";
-/// Store key of that envelope's signature header value.
-pub const KV_SIGNATURE: &str = "rollout.signature";
+
+pub mod admin;
+pub mod request;
+pub mod stored;
+
+pub use request::RawHeaders;
+pub use stored::{COMPACT_FORM, Held, KV_ACTIVE};
+
+/// A response the edge gives itself: status, headers and a complete body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers, in order.
+    pub headers: HeaderList<Vec<u8>>,
+    /// The whole body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// A short plain-text answer: `rollout edge: <message>` and a newline.
+    pub fn text(status: u16, message: &str) -> Answer {
+        Answer {
+            status,
+            headers: vec![(
+                "content-type".to_owned(),
+                b"text/plain; charset=utf-8".to_vec(),
+            )],
+            body: format!("rollout edge: {message}\n").into_bytes(),
+        }
+    }
+
+    /// A JSON answer that is never cached.
+    pub fn json(status: u16, body: Vec<u8>) -> Answer {
+        Answer {
+            status,
+            headers: vec![
+                ("content-type".to_owned(), b"application/json".to_vec()),
+                ("cache-control".to_owned(), b"no-store".to_vec()),
+            ],
+            body,
+        }
+    }
+
+    /// The same answer with `extra` headers before its own.
+    pub fn with_headers(mut self, mut extra: HeaderList<Vec<u8>>) -> Answer {
+        extra.append(&mut self.headers);
+        self.headers = extra;
+        self
+    }
+}
 
 /// The applied config as an edge keeps it: what is applied, and the compiled
 /// config ready for [`decide`](crate::decide).
@@ -242,8 +292,7 @@ pub struct PushOutcome {
     pub http_status: u16,
     /// The JSON reply.
     pub reply: PushReply,
-    /// What to store, when the push is to be applied. Write the envelope and
-    /// signature first and [`KV_ACTIVE`] last: the active key is the switch.
+    /// What to store, when the push is to be applied: see [`stored::frame_for`].
     pub apply: Option<Active>,
 }
 

@@ -1,0 +1,380 @@
+//! The admin machine: `GET` and `PUT` on [`ADMIN_PATH`](super::ADMIN_PATH),
+//! with every check, limit and store operation decided here.
+//!
+//! 1. [`begin`]: the method, the declared length and the edge's key are
+//!    checked before any body is read; a `GET` is answered at once.
+//! 2. The build reads at most [`Push::limit`] bytes of body, then calls
+//!    [`Push::finish`].
+//! 3. A push to apply comes back as a [`Swap`]: store [`Swap::value`] under
+//!    [`KV_ACTIVE`](super::KV_ACTIVE) *only if* the key still holds the bytes
+//!    read in step 1 (compare-and-swap). Then [`Swap::done`]; if the key
+//!    changed under it, [`Swap::conflict`] with what it holds now, which
+//!    decides again (apply over it, already applied, or refuse).
+
+use super::stored::{Held, frame_for};
+use super::{Answer, PushReply, PushStatus, RawHeaders, receive_push};
+use crate::envelope::{Admission, Applied, MAX_ENVELOPE_BYTES, PublicKey, SIGNATURE_HEADER, admit};
+
+/// Most compare-and-swap conflicts one push rides out before it answers 503.
+pub const MAX_CONFLICTS: u32 = 64;
+
+/// What the admin endpoint does first.
+#[derive(Debug)]
+pub enum AdminStep {
+    /// Answer with this (a `GET`, a wrong method, or a refusal).
+    Answer(Answer),
+    /// A push: read its body, then [`Push::finish`].
+    ReadBody(Box<Push>),
+}
+
+/// A push whose checks before the body passed.
+#[derive(Debug)]
+pub struct Push {
+    current: Option<Applied>,
+    signature: Option<String>,
+    key: PublicKey,
+}
+
+/// What to do with a verified push.
+#[derive(Debug)]
+pub enum PushStep {
+    /// Answer with this; nothing to write.
+    Answer(Answer),
+    /// Write [`Swap::value`] with compare-and-swap, then answer.
+    Swap(Swap),
+}
+
+/// A store write the push needs, and the answers that follow it.
+#[derive(Debug)]
+pub struct Swap {
+    /// The value to store under [`KV_ACTIVE`](super::KV_ACTIVE).
+    pub value: Vec<u8>,
+    incoming: Applied,
+    conflicts: u32,
+}
+
+fn header<'h>(headers: &'h RawHeaders, name: &str) -> Result<Option<&'h str>, ()> {
+    let mut values = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(());
+    }
+    first
+        .map(|(_, v)| std::str::from_utf8(v).map_err(|_| ()))
+        .transpose()
+}
+
+fn nack(status: u16, current: Option<Applied>, error: &str) -> Answer {
+    Answer::json(status, PushReply::nack(current, error).to_json())
+}
+
+/// The admin endpoint's first step for a request with `method` and
+/// `headers`. `stored` is the value under [`KV_ACTIVE`](super::KV_ACTIVE) (or
+/// why the store could not be read); `public_key` is the edge's setting (or
+/// why it has none).
+pub fn begin(
+    method: &str,
+    headers: &RawHeaders,
+    stored: Result<Option<&[u8]>, &str>,
+    public_key: Result<&str, &str>,
+) -> AdminStep {
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            return AdminStep::Answer(nack(
+                503,
+                None,
+                &format!("key-value store unavailable: {e}"),
+            ));
+        }
+    };
+    let current = Held::read(stored).applied();
+    match method {
+        "GET" | "HEAD" => AdminStep::Answer(Answer::json(
+            200,
+            super::AppliedReply::of(current).to_json(),
+        )),
+        "PUT" => {
+            let declared = match header(headers, "content-length") {
+                Ok(declared) => declared.map(|l| l.trim().parse::<u64>()),
+                Err(()) => {
+                    return AdminStep::Answer(nack(400, current, "more than one content-length"));
+                }
+            };
+            match declared {
+                Some(Ok(len)) if len > MAX_ENVELOPE_BYTES as u64 => {
+                    return AdminStep::Answer(Push::oversized(current));
+                }
+                Some(Err(_)) => {
+                    return AdminStep::Answer(nack(400, current, "content-length is not a number"));
+                }
+                _ => {}
+            }
+            let key = match public_key.map(str::parse::<PublicKey>) {
+                Ok(Ok(key)) => key,
+                Ok(Err(e)) => {
+                    return AdminStep::Answer(nack(
+                        503,
+                        current,
+                        &format!("public key setting: {e}"),
+                    ));
+                }
+                Err(e) => {
+                    return AdminStep::Answer(nack(
+                        503,
+                        current,
+                        &format!("public key setting: {e}"),
+                    ));
+                }
+            };
+            let signature = match header(headers, SIGNATURE_HEADER) {
+                Ok(signature) => signature.map(str::to_owned),
+                Err(()) => {
+                    return AdminStep::Answer(nack(
+                        401,
+                        current,
+                        "more than one rollout-signature header",
+                    ));
+                }
+            };
+            AdminStep::ReadBody(Box::new(Push {
+                current,
+                signature,
+                key,
+            }))
+        }
+        _ => {
+            let mut answer = Answer::text(405, "method not allowed (GET, PUT)");
+            answer
+                .headers
+                .push(("allow".to_owned(), b"GET, PUT".to_vec()));
+            AdminStep::Answer(answer)
+        }
+    }
+}
+
+impl Push {
+    /// Most body bytes to read; one more means [`Push::too_large`].
+    pub fn limit(&self) -> usize {
+        MAX_ENVELOPE_BYTES
+    }
+
+    fn oversized(current: Option<Applied>) -> Answer {
+        nack(
+            413,
+            current,
+            &format!("body is over the limit of {MAX_ENVELOPE_BYTES} bytes"),
+        )
+    }
+
+    /// The answer when the body went over [`Push::limit`].
+    pub fn too_large(&self) -> Answer {
+        Push::oversized(self.current)
+    }
+
+    /// The answer when the body could not be read to its end.
+    pub fn unreadable(&self) -> Answer {
+        nack(400, self.current, "request body could not be read")
+    }
+
+    /// The push rule for the whole `body`.
+    pub fn finish(self, body: &[u8]) -> PushStep {
+        let outcome = receive_push(self.current, body, self.signature.as_deref(), &self.key);
+        match outcome.apply {
+            Some(active) => PushStep::Swap(Swap {
+                value: frame_for(&active, self.signature.as_deref().unwrap_or_default(), body),
+                incoming: active.applied,
+                conflicts: 0,
+            }),
+            None => PushStep::Answer(Answer::json(outcome.http_status, outcome.body())),
+        }
+    }
+}
+
+impl Swap {
+    /// The answer once the value is stored.
+    pub fn done(self) -> Answer {
+        let reply = PushReply {
+            status: PushStatus::Ack,
+            version: self.incoming.version,
+            digest: Some(self.incoming.digest),
+            error: None,
+        };
+        Answer::json(200, reply.to_json())
+    }
+
+    /// The answer when the store refused the write; `current` is what the
+    /// edge still holds.
+    pub fn failed(self, current: Option<&[u8]>, why: &str) -> Answer {
+        nack(
+            503,
+            Held::read(current).applied(),
+            &format!("key-value store write failed: {why}"),
+        )
+    }
+
+    /// The key no longer held what was read: it holds `now`. Decides again
+    /// against it: swap over it, acknowledge (the same envelope landed), or
+    /// refuse (a higher version landed).
+    pub fn conflict(self, now: Option<&[u8]>) -> PushStep {
+        let current = Held::read(now).applied();
+        if self.conflicts >= MAX_CONFLICTS {
+            return PushStep::Answer(nack(
+                503,
+                current,
+                "the key-value store kept changing under this push",
+            ));
+        }
+        match admit(current, self.incoming) {
+            Admission::Apply => PushStep::Swap(Swap {
+                conflicts: self.conflicts + 1,
+                ..self
+            }),
+            Admission::AlreadyApplied => PushStep::Answer(self.done()),
+            Admission::Reject { current } => PushStep::Answer(nack(
+                409,
+                Some(current),
+                &format!(
+                    "version {} does not follow the applied version {} (digest {})",
+                    self.incoming.version, current.version, current.digest
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::Held;
+    use crate::{ConfigDoc, EnvelopeDoc, SecretKey};
+
+    fn signed(version: u64) -> (Vec<u8>, String) {
+        let config: ConfigDoc = serde_json::from_value(serde_json::json!({
+            "schema": 1,
+            "routes": [{"id": "web", "old": "http://o.example", "new": "http://n.example", "new_weight": version as f64}]
+        }))
+        .expect("doc");
+        let body = EnvelopeDoc {
+            version,
+            parent: None,
+            issued_at: "2026-11-30T08:00:00Z".into(),
+            actor: "test".into(),
+            reason: "test".into(),
+            config,
+        }
+        .to_body();
+        let sig = SecretKey::from_seed([1; 32]).sign(&body);
+        (body, sig)
+    }
+
+    fn key() -> String {
+        SecretKey::from_seed([1; 32]).public_key().to_string()
+    }
+
+    fn put(sig: &str) -> Vec<(String, Vec<u8>)> {
+        vec![(SIGNATURE_HEADER.to_owned(), sig.as_bytes().to_vec())]
+    }
+
+    fn json(answer: &Answer) -> serde_json::Value {
+        serde_json::from_slice(&answer.body).expect("json")
+    }
+
+    /// One push against a store holding `stored`, with a store that may
+    /// change to `race` between the read and the write.
+    fn push(stored: Option<&[u8]>, version: u64, race: Option<&[u8]>) -> (Answer, Option<Vec<u8>>) {
+        let (body, sig) = signed(version);
+        let AdminStep::ReadBody(push) = begin("PUT", &put(&sig), Ok(stored), Ok(&key())) else {
+            panic!("a valid PUT reads its body");
+        };
+        let mut held = race.or(stored).map(<[u8]>::to_vec);
+        let mut expected = stored.map(<[u8]>::to_vec);
+        let mut step = push.finish(&body);
+        loop {
+            match step {
+                PushStep::Answer(answer) => return (answer, held),
+                PushStep::Swap(swap) => {
+                    if held == expected {
+                        held = Some(swap.value.clone());
+                        return (swap.done(), held);
+                    }
+                    expected = held.clone();
+                    step = swap.conflict(held.as_deref());
+                }
+            }
+        }
+    }
+
+    fn version_of(value: Option<&[u8]>) -> Option<u64> {
+        Held::read(value).applied().map(|a| a.version)
+    }
+
+    #[test]
+    fn a_push_swaps_in_one_value_and_a_lost_race_decides_again() {
+        let (answer, v1) = push(None, 1, None);
+        assert_eq!((answer.status, version_of(v1.as_deref())), (200, Some(1)));
+
+        let (_, v5) = push(None, 5, None);
+        // Version 3 read an empty store, but 5 landed first: 3 is refused
+        // against 5 and the store keeps 5.
+        let (answer, held) = push(None, 3, v5.as_deref());
+        assert_eq!(answer.status, 409);
+        assert_eq!(json(&answer)["version"], 5);
+        assert_eq!(version_of(held.as_deref()), Some(5));
+
+        // Version 7 read 1, 5 landed meanwhile: 7 applies over 5.
+        let (answer, held) = push(v1.as_deref(), 7, v5.as_deref());
+        assert_eq!(answer.status, 200);
+        assert_eq!(version_of(held.as_deref()), Some(7));
+
+        // The same envelope landed meanwhile: acknowledged, nothing rewritten.
+        let (answer, held) = push(None, 5, v5.as_deref());
+        assert_eq!(
+            (answer.status, json(&answer)["status"].as_str()),
+            (200, Some("ack"))
+        );
+        assert_eq!(held, v5);
+    }
+
+    #[test]
+    fn checks_before_the_body_come_first() {
+        let (_, sig) = signed(1);
+        let answer = |step| match step {
+            AdminStep::Answer(a) => a,
+            AdminStep::ReadBody(_) => panic!("expected an answer"),
+        };
+        let mut headers = put(&sig);
+        headers.push(("content-length".into(), b"99999999".to_vec()));
+        assert_eq!(
+            answer(begin("PUT", &headers, Ok(None), Ok(&key()))).status,
+            413
+        );
+        assert_eq!(
+            answer(begin("PUT", &put(&sig), Ok(None), Err("missing"))).status,
+            503
+        );
+        assert_eq!(
+            answer(begin("PUT", &put(&sig), Ok(None), Ok("ed25519:nope"))).status,
+            503
+        );
+        assert_eq!(
+            answer(begin("PUT", &put(&sig), Err("down"), Ok(&key()))).status,
+            503
+        );
+        let mut twice = put(&sig);
+        twice.extend(put(&sig));
+        assert_eq!(
+            answer(begin("PUT", &twice, Ok(None), Ok(&key()))).status,
+            401
+        );
+        let post = answer(begin("POST", &[], Ok(None), Ok(&key())));
+        assert_eq!(post.status, 405);
+        assert!(
+            post.headers
+                .iter()
+                .any(|(n, v)| n == "allow" && v == b"GET, PUT")
+        );
+        let get = answer(begin("GET", &[], Ok(None), Err("missing")));
+        assert_eq!((get.status, json(&get)["version"].as_u64()), (200, Some(0)));
+    }
+}
