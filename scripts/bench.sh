@@ -30,7 +30,9 @@ fi
 # Debian starts the packaged nginx on port 80; the benchmark runs its own.
 rustup target add wasm32-wasip2 >/dev/null
 
-cargo build --locked --release --target wasm32-wasip2 -p rollout-router
+# The edge component, and the kernel component the decision section times
+# bucket_of, decide() and a request's routing work in.
+cargo build --locked --release --target wasm32-wasip2 -p rollout-router -p rollout-kernel
 if [ ${#smoke[@]} -gt 0 ]; then
     # Smoke: the debug builds the tests already made (dependencies optimised),
     # and criterion for a fraction of a second per benchmark.

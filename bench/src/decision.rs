@@ -1,13 +1,14 @@
 //! Decision cost: `bucket_of` and `decide()` natively (criterion's samples)
-//! and inside the component (a guest-side loop timed from the host), plus a
-//! request's whole routing work in the component.
+//! and inside a wasm guest (the kernel component's guest-side loops timed from
+//! the host), a request's whole routing work in that guest, and instantiating
+//! the edge component.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use rollout_host::{KvBackend, MemoryKv, Runtime};
+use rollout_host::{KERNEL_PATH, KernelComponent, KvBackend, MemoryKv, Runtime};
 use serde::Deserialize;
 
 use crate::report::Row;
@@ -88,7 +89,7 @@ fn criterion_samples(dir: &Path, full_id: &str) -> anyhow::Result<Vec<f64>> {
 }
 
 /// Pushes the decide case's config into `kv` the way an edge applies it, so
-/// the component's `route-repeat` reads what a real edge would.
+/// the kernel component's `route-repeat` reads what a real edge would.
 async fn apply(
     runtime: &Arc<Runtime>,
     kv: Arc<dyn KvBackend>,
@@ -115,7 +116,8 @@ async fn apply(
     Ok(())
 }
 
-/// Runs the section.
+/// Runs the section. The guest-side figures come from the kernel component
+/// ([`KERNEL_PATH`], built next to the edge), which the edge itself does not export.
 pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let native = |id: &str| -> anyhow::Result<Spread> {
@@ -158,7 +160,8 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
 
     let case: DecideCase = serde_json::from_str(DECIDE_CASE).context("decide-case.json")?;
     let config_json = serde_json::to_string(&case.config)?;
-    let mut kernel = runtime.kernel().await?;
+    let component = KernelComponent::load(Path::new(KERNEL_PATH))?;
+    let mut kernel = component.instantiate().await?;
 
     // Guest-side loops: each call runs `loop_len` iterations; one sample is
     // the call's time divided by them.
@@ -172,7 +175,7 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
     rows.push(Row::info(
         SECTION,
         format!(
-            "bucket_of in the component ({} calls of {} hashes)",
+            "bucket_of in the kernel component ({} calls of {} hashes)",
             wasm_bucket.n, plan.loop_len
         ),
         spread(&wasm_bucket),
@@ -213,7 +216,7 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
     rows.push(Row::budget(
         SECTION,
         format!(
-            "decide(), parsed config, in the component ({} calls of {}, parse time {} subtracted)",
+            "decide(), parsed config, in the kernel component ({} calls of {}, parse time {} subtracted)",
             wasm_decide.n,
             plan.loop_len,
             secs(fixed)
@@ -227,7 +230,7 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
     // and decode the stored config, decide.
     let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
     apply(runtime, kv.clone(), &case.config).await?;
-    let mut kernel = runtime.kernel_with(kv).await?;
+    let mut kernel = component.instantiate_with(kv).await?;
     let mut per_request = Vec::with_capacity(plan.samples * 10);
     for _ in 0..plan.samples * 10 {
         let start = Instant::now();
@@ -241,7 +244,7 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
     rows.push(Row::budget(
         SECTION,
         format!(
-            "per request in the component: store read + decode + decide ({} calls, host call included)",
+            "per request in the kernel component: store read + decode + decide ({} calls, host call included)",
             request.n
         ),
         spread(&request),
@@ -249,19 +252,19 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
         request.p50 <= 20e-6,
     ));
 
-    // Spin's model is a fresh instance per request: its cost on its own.
+    // Spin's model is a fresh instance of the edge per request: its cost on
+    // its own (instance dropped uncalled, inside the timing as in a request).
     let mut instantiate = Vec::with_capacity(plan.samples * 10);
     for _ in 0..plan.samples * 10 {
         let start = Instant::now();
-        let k = runtime.kernel().await?;
+        runtime.instantiate_once().await?;
         instantiate.push(start.elapsed().as_secs_f64());
-        drop(k);
     }
     let instantiate = Spread::of(&mut instantiate).context("no samples")?;
     rows.push(Row::info(
         SECTION,
         format!(
-            "instantiating the component (one per request; {} instances)",
+            "instantiating the edge component (one per request; {} instances)",
             instantiate.n
         ),
         spread(&instantiate),

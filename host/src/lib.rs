@@ -7,6 +7,7 @@
 //! SQLite file, `fermyon:spin/variables` from the caller, and outbound HTTP
 //! only to allowed origins. Production runs on Spin or another wasi:http host.
 
+mod keyvalue;
 pub mod kv;
 mod metrics;
 mod outbound;
@@ -42,6 +43,13 @@ pub const BUILD_COMMAND: &str = "cargo build --release --target wasm32-wasip2 -p
 
 /// Where the release build of the component lands, relative to the workspace.
 pub const COMPONENT_PATH: &str = "target/wasm32-wasip2/release/rollout_router.wasm";
+
+/// The command that builds the kernel component (tests and benchmarks only).
+pub const KERNEL_BUILD_COMMAND: &str =
+    "cargo build --release --target wasm32-wasip2 -p rollout-kernel";
+
+/// Where the release build of the kernel component lands, relative to the workspace.
+pub const KERNEL_PATH: &str = "target/wasm32-wasip2/release/rollout_kernel.wasm";
 
 /// A compiled component, ready to instantiate once per request.
 pub struct Runtime {
@@ -112,6 +120,8 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         spin::key_value::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         spin::variables::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        keyvalue::store::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        keyvalue::atomics::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -153,7 +163,92 @@ mod kernel_bindings {
     });
 }
 
-/// An instance of the component, for calling its `rollout:edge/kernel` export.
+/// The kernel component (`bench/kernel`, world `kernel-component`), compiled
+/// and linked against the same host imports as the edge, ready to instantiate.
+/// Tests and benchmarks call its `rollout:edge/kernel` export; the shipped
+/// edge does not have it.
+pub struct KernelComponent {
+    pre: kernel_bindings::KernelExportsPre<HostState>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for KernelComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelComponent")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelComponent {
+    /// Compiles the kernel component at `path` (see [`KERNEL_PATH`]).
+    pub fn load(path: &Path) -> anyhow::Result<KernelComponent> {
+        if !path.is_file() {
+            bail!(
+                "kernel component {} not found: build it with `{KERNEL_BUILD_COMMAND}`",
+                path.display()
+            );
+        }
+        // The edge's engine settings, pooling allocator included, so the
+        // guest runs as the edge's does (on-demand allocation makes a
+        // store-reading call measurably slower).
+        let engine = engine()?;
+        let component = Component::from_file(&engine, path)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!("{} is not a loadable WebAssembly component", path.display())
+            })?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        spin::key_value::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        spin::variables::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{} imports something this host does not provide",
+                    path.display()
+                )
+            })?;
+        let pre = kernel_bindings::KernelExportsPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} does not export rollout:edge/kernel", path.display()))?;
+        Ok(KernelComponent {
+            pre,
+            path: path.to_owned(),
+        })
+    }
+
+    /// A fresh instance with an empty store and no variables.
+    pub async fn instantiate(&self) -> anyhow::Result<Kernel> {
+        self.instantiate_with(Arc::new(MemoryKv::default())).await
+    }
+
+    /// A fresh instance whose key-value store is `kv`: pass an edge's store
+    /// and `route-repeat` reads the config that edge applied.
+    pub async fn instantiate_with(&self, kv: Arc<dyn KvBackend>) -> anyhow::Result<Kernel> {
+        let edge = Arc::new(Edge {
+            kv,
+            variables: HashMap::new(),
+            allow: AllowList::default(),
+        });
+        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None));
+        let exports = self.pre.instantiate_async(&mut store).await?;
+        Ok(Kernel { store, exports })
+    }
+
+    /// The imports and exports of the kernel component, by name.
+    pub fn interface_names(&self) -> (Vec<String>, Vec<String>) {
+        let engine = self.pre.engine();
+        let ty = self.pre.instance_pre().component().component_type();
+        let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+        let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        (imports, exports)
+    }
+}
+
+/// An instance of the kernel component, for calling its `rollout:edge/kernel` export.
 pub struct Kernel {
     store: Store<HostState>,
     exports: kernel_bindings::KernelExports,
@@ -166,7 +261,7 @@ impl std::fmt::Debug for Kernel {
 }
 
 impl Kernel {
-    /// The component's bucket for `key` under `salt`.
+    /// The kernel component's bucket for `key` under `salt`.
     pub async fn bucket(&mut self, salt: &str, key: &str) -> anyhow::Result<u32> {
         let kernel = self.exports.rollout_edge_kernel();
         Ok(kernel.call_bucket(&mut self.store, salt, key).await?)
@@ -218,33 +313,17 @@ impl Kernel {
 }
 
 impl Runtime {
-    /// A fresh instance (with an empty store and no variables) for kernel calls.
-    pub async fn kernel(&self) -> anyhow::Result<Kernel> {
-        self.kernel_with(Arc::new(MemoryKv::default())).await
-    }
-
-    /// A fresh instance whose key-value store is `kv`, for kernel calls.
-    pub async fn kernel_with(&self, kv: Arc<dyn KvBackend>) -> anyhow::Result<Kernel> {
+    /// Instantiates the edge component with an empty store and drops the
+    /// instance without calling it: what each request's fresh instance costs.
+    pub async fn instantiate_once(&self) -> anyhow::Result<()> {
         let edge = Arc::new(Edge {
-            kv,
+            kv: Arc::new(MemoryKv::default()),
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
         let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None));
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await?;
-        let exports = kernel_bindings::KernelExports::new(&mut store, &instance)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "{} does not export rollout:edge/kernel",
-                    self.path.display()
-                )
-            })?;
-        Ok(Kernel { store, exports })
+        self.pre.instantiate_async(&mut store).await?;
+        Ok(())
     }
 }
 
@@ -354,6 +433,11 @@ async fn answer(
     mut req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> hyper::Response<HyperOutgoingBody> {
+    // wasi:http hides Host from the component and reports one authority, so
+    // only the host can see a second Host header; the edge's rule is 400.
+    if req.headers().get_all(hyper::header::HOST).iter().count() > 1 {
+        return text_response(400, "rollout edge: more than one Host header\n");
+    }
     let Some(host) = req
         .headers()
         .get(hyper::header::HOST)

@@ -1,18 +1,22 @@
 //! The `rollout:edge/kernel` export: core's bucketing function and the
 //! per-request routing work, reachable by the host so the frozen vectors are
-//! checked against this very build and the guest's own cost can be timed.
+//! checked inside a wasm guest and the guest's own cost can be timed.
 
+use rollout_core::edge::{Held, KV_ACTIVE};
 use rollout_core::{Config, Request, bucket_of, decide};
 use spin_sdk::key_value::Store;
-
-use rollout_core::edge::StoredActive;
-
-use crate::component::load_stored;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "rollout:edge/kernel-exports",
 });
+
+/// The value the edge stored for what it applied (`rollout.active`), read as
+/// a request reads it, or `None` without a store or a config. Decoded by
+/// [`Held::read`], as the edge decodes it.
+fn stored_config(store: Option<&Store>) -> Option<Vec<u8>> {
+    store?.get(KV_ACTIVE).ok()?
+}
 
 struct Kernel;
 
@@ -44,8 +48,12 @@ impl exports::rollout::edge::kernel::Guest for Kernel {
             // The same steps as a request: a store handle, the compact
             // config, a decision.
             let store = Store::open_default().ok();
-            let bytes = load_stored(store.as_ref()).ok_or("no config applied")?;
-            let stored = StoredActive::parse(&bytes).ok_or("stored config does not decode")?;
+            let bytes = stored_config(store.as_ref()).ok_or("no config applied")?;
+            // A frame in this build's compact form: what a real edge finds
+            // after a push (an older form would be re-derived, not timed).
+            let Held::Ready(stored) = Held::read(Some(&bytes)) else {
+                return Err("stored config is not in this build's compact form".to_owned());
+            };
             let request = Request {
                 method: "GET",
                 host: &host,
