@@ -1,200 +1,187 @@
-//! The wasi:http handler. Spin gives every request a fresh instance, so the
-//! active config is read per request from the key-value store in its compact,
-//! pre-validated form: a decode, never a parse or a signature check.
+//! The wasi:http handler: transport around `rollout_core::edge`. Every rule
+//! (which requests are refused, where one goes, what the origin gets, when
+//! to fail over, what a push does and what is stored) comes from core's
+//! request and admin machines; this file moves bytes between them and
+//! wasi:http, the key-value store and the variables.
+//!
+//! Spin gives every request a fresh instance, so what the edge applied is
+//! read per request from the store: one value, its compact form decoded for
+//! the one route the request takes.
 
+use futures::stream::LocalBoxStream;
 use futures::{SinkExt, StreamExt};
-use rollout_core::config::Failover;
-use rollout_core::edge::{self, AppliedReply, PushReply, StoredActive, receive_push};
-use rollout_core::http::Hop;
-use rollout_core::{
-    Applied, Arm, MAX_ENVELOPE_BYTES, Origin, PublicKey, Request, SIGNATURE_HEADER, decide,
-};
+use rollout_core::edge::admin::{self, AdminStep, PushStep, Swap};
+use rollout_core::edge::request::{self, After, Forward, OriginError, RawRequest, Target};
+use rollout_core::edge::{Answer, Held, KV_ACTIVE};
 use spin_sdk::http::{
     ErrorCode, Headers, IncomingRequest, IncomingResponse, Method, OutgoingRequest,
     OutgoingResponse, ResponseOutparam, Scheme, SendError,
 };
 use spin_sdk::key_value::Store;
-
-use crate::plan::{self, HeaderList, Outcome};
+use spin_sdk::wit::wasi::keyvalue::{atomics, store as keyvalue};
 
 /// Spin variable holding the public key pushes must be signed with.
 const VAR_PUBLIC_KEY: &str = "public_key";
 /// Spin variable holding the origin to use while no config is applied.
 const VAR_BOOTSTRAP_ORIGIN: &str = "old_origin";
+/// The store Spin gives every component, under both key-value interfaces.
+const STORE: &str = "default";
 
 #[spin_sdk::http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    let path_with_query = req.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let path = path_with_query
-        .split_once('?')
-        .map_or(path_with_query.as_str(), |(p, _)| p);
-    if path == edge::ADMIN_PATH {
-        admin(req, out).await;
-    } else {
-        route(req, out, &path_with_query).await;
-    }
-}
-
-fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str> {
-    headers
+    let method = req.method().to_string();
+    let target = req.path_with_query().unwrap_or_default();
+    let authority = req.authority();
+    let headers = req.headers().entries();
+    let client_ip = headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .find(|(n, _)| n.eq_ignore_ascii_case("spin-client-addr"))
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
-}
-
-/// The stored active config's bytes; read with [`StoredActive::parse`].
-pub(crate) fn load_stored(store: Option<&Store>) -> Option<Vec<u8>> {
-    store?.get(edge::KV_ACTIVE).ok()?
-}
-
-/// No config, or one that does not decode: everything goes to the bootstrap
-/// origin. Never a 5xx because of config.
-fn bootstrap_plan() -> Option<Plan> {
-    let origin = spin_sdk::variables::get(VAR_BOOTSTRAP_ORIGIN).ok()?;
-    Some(Plan {
-        origin: Origin::parse(&origin).ok()?,
-        outcome: Outcome::bootstrap(),
-        failover: None,
-    })
+        .map(request::client_ip_of);
+    let raw = RawRequest {
+        method: &method,
+        target: &target,
+        authority: authority.as_deref(),
+        headers: &headers,
+        client_ip: client_ip.as_deref(),
+        https: matches!(req.scheme(), Some(Scheme::Https)),
+    };
+    match request::receive(&raw) {
+        Err(answer) => reply(out, answer).await,
+        Ok(Target::Admin) => {
+            admin(&method, &headers, req.into_body_stream().boxed_local(), out).await
+        }
+        Ok(Target::Proxy(inbound)) => {
+            let store = Store::open_default().ok();
+            let value = store.as_ref().and_then(|s| s.get(KV_ACTIVE).ok().flatten());
+            let held = Held::read(value.as_deref());
+            let bootstrap = spin_sdk::variables::get(VAR_BOOTSTRAP_ORIGIN).ok();
+            let forward = match inbound.forward(&held, bootstrap.as_deref(), random_id()) {
+                Ok(forward) => forward,
+                Err(answer) => return reply(out, answer).await,
+            };
+            if let Held::Rederived { value: rederived } = &held {
+                write_back(value.as_deref(), rederived);
+            }
+            proxy(forward, req.into_body_stream().boxed_local(), out).await;
+        }
+    }
 }
 
 fn random_id() -> Option<[u8; 16]> {
     wasi::random::random::get_random_bytes(16).try_into().ok()
 }
 
-/// Where one request goes.
-struct Plan {
-    origin: Origin,
-    outcome: Outcome,
-    /// The old origin and policy, when a failed request to new may be retried there.
-    failover: Option<(Origin, Failover)>,
-}
-
-fn plan_request(
-    req: &IncomingRequest,
-    headers: &[(String, Vec<u8>)],
-    method: &str,
-    path_with_query: &str,
-) -> Option<Plan> {
-    let store = Store::open_default().ok();
-    let bytes = load_stored(store.as_ref());
-    let (path, query) = path_with_query
-        .split_once('?')
-        .unwrap_or((path_with_query, ""));
-    let text_headers: Vec<(&str, &str)> = headers
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str(), std::str::from_utf8(v).ok()?)))
-        .collect();
-    let client_ip = header(headers, "spin-client-addr").map(plan::client_ip);
-    let authority = req.authority().unwrap_or_default();
-    let request = Request {
-        method,
-        host: &authority,
-        path,
-        query,
-        headers: &text_headers,
-        client_ip: client_ip.as_deref(),
-        mint: random_id(),
+/// Stores a frame re-derived from an older compact form, if the store still
+/// holds what this request read. Best effort: the next request re-derives.
+fn write_back(read: Option<&[u8]>, rederived: &[u8]) {
+    let Ok(bucket) = keyvalue::open(STORE) else {
+        return;
     };
-    // Only the route this request takes is decoded.
-    let Some(stored) = bytes.as_deref().and_then(StoredActive::parse) else {
-        return bootstrap_plan();
+    let Ok(cas) = atomics::Cas::new(&bucket, KV_ACTIVE) else {
+        return;
     };
-    let Some(config) = stored.config_for(&request) else {
-        return bootstrap_plan();
-    };
-    let decision = decide(&config, &request);
-    Some(Plan {
-        origin: decision.origin.clone(),
-        outcome: Outcome::of(&decision, stored.applied().version, config.debug_headers()),
-        failover: decision
-            .failover(method)
-            .map(|f| (decision.route.old().clone(), f.clone())),
-    })
-}
-
-async fn route(req: IncomingRequest, out: ResponseOutparam, path_with_query: &str) {
-    let method = req.method();
-    let method_name = method.to_string();
-    let headers = req.headers().entries();
-    let Some(mut plan) = plan_request(&req, &headers, &method_name, path_with_query) else {
-        let msg =
-            "rollout edge: no config applied and no valid old_origin variable to fall back to\n";
-        return respond(out, 502, &edge_headers(&Outcome::bootstrap()), msg).await;
-    };
-    let authority = req.authority().unwrap_or_default();
-    let client_ip = header(&headers, "spin-client-addr").map(plan::client_ip);
-    let proto = match req.scheme() {
-        Some(Scheme::Https) => "https",
-        _ => "http",
-    };
-    let hop = Hop {
-        client_ip: client_ip.as_deref(),
-        host: &authority,
-        proto,
-    };
-    let head_only = matches!(method, Method::Head);
-
-    // A request body is streamed, so it can be sent only once: failover is for
-    // requests without one.
-    let body = has_body(&method, &headers).then_some(req);
-    if body.is_some() {
-        plan.failover = None;
+    if cas.current().ok().flatten().as_deref() == read {
+        let _ = atomics::swap(cas, rederived);
     }
-    let out_headers = plan::request_headers(&headers, &plan.outcome, hop);
-    let first = send(&plan.origin, &method, path_with_query, &out_headers, body).await;
+}
 
-    let retry = match (&first, &plan.failover) {
-        (Ok(resp), Some((_, policy))) => policy.retries_status(resp.status()),
-        (Err(e), Some((_, policy))) => policy.connect_error && is_connect_error(e),
-        _ => false,
-    };
-    let (result, outcome) = match (retry, plan.failover) {
-        (true, Some((old, _))) => {
-            let outcome = Outcome {
-                arm: Arm::Old,
-                ..plan.outcome
-            };
-            let out_headers = plan::request_headers(&headers, &outcome, hop);
-            (
-                send(&old, &method, path_with_query, &out_headers, None).await,
-                outcome,
-            )
+/// A request body as wasi:http streams it.
+type BodyStream = LocalBoxStream<'static, Result<Vec<u8>, wasi::io::error::Error>>;
+
+fn method_of(name: &str) -> Method {
+    match name {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "CONNECT" => Method::Connect,
+        "OPTIONS" => Method::Options,
+        "TRACE" => Method::Trace,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_owned()),
+    }
+}
+
+/// The request body as far as the machine needs it read before sending:
+/// the bytes held back, and whether the body ended within them.
+struct Body {
+    held: Vec<u8>,
+    ended: bool,
+    rest: Option<BodyStream>,
+}
+
+impl Body {
+    /// Reads until the body ends or more than `limit` bytes are held (at
+    /// least one chunk, so an empty body is known to be empty).
+    async fn read(mut stream: BodyStream, limit: usize) -> Result<Body, ()> {
+        let mut held = Vec::new();
+        loop {
+            match stream.next().await {
+                None => {
+                    return Ok(Body {
+                        held,
+                        ended: true,
+                        rest: None,
+                    });
+                }
+                Some(Ok(chunk)) => {
+                    held.extend_from_slice(&chunk);
+                    if held.len() > limit {
+                        return Ok(Body {
+                            held,
+                            ended: false,
+                            rest: Some(stream),
+                        });
+                    }
+                }
+                Some(Err(_)) => return Err(()),
+            }
         }
-        _ => (first, plan.outcome),
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ended && self.held.is_empty()
+    }
+}
+
+async fn proxy(forward: Forward, stream: BodyStream, out: ResponseOutparam) {
+    let limit = forward.replay_limit().unwrap_or(0);
+    let Ok(mut body) = Body::read(stream, limit).await else {
+        return reply(out, forward.unreadable_body()).await;
+    };
+    let first = send(&forward, &mut body).await;
+    let (forward, result) = match forward.after(status_of(&first), body.ended) {
+        After::Relay => (forward, first),
+        After::Answer(answer) => return reply(out, answer).await,
+        After::Retry(retry) => {
+            drop(first);
+            let result = send(&retry, &mut body).await;
+            match retry.after(status_of(&result), false) {
+                After::Answer(answer) => return reply(out, answer).await,
+                _ => (*retry, result),
+            }
+        }
     };
     match result {
-        Ok(resp) => forward(resp, out, &outcome, head_only).await,
-        Err(e) => {
-            let msg = format!(
-                "rollout edge: origin {} ({}) failed: {}\n",
-                outcome.arm,
-                arm_origin_label(&outcome),
-                describe(&e)
-            );
-            respond(out, 502, &edge_headers(&outcome), &msg).await;
-        }
+        Ok(resp) => relay(&forward, resp, out).await,
+        Err(e) => reply(out, forward.failed(&e.to_string())).await,
     }
 }
 
-fn arm_origin_label(outcome: &Outcome) -> &'static str {
-    if outcome.version == 0 {
-        "bootstrap"
-    } else {
-        "config"
-    }
+fn status_of(result: &Result<IncomingResponse, OriginError>) -> Result<u16, &OriginError> {
+    result.as_ref().map(IncomingResponse::status)
 }
 
-fn describe(e: &SendError) -> String {
-    match e {
+fn origin_error(e: &SendError) -> OriginError {
+    let text = match e {
         SendError::Http(code) => format!("{code:?}"),
         other => other.to_string(),
-    }
-}
-
-/// Whether a failure happened before the origin answered at all.
-fn is_connect_error(e: &SendError) -> bool {
-    matches!(
+    };
+    // Failures before the origin answered at all (the request may be sent
+    // again); a denied request never left the edge.
+    let connect = matches!(
         e,
         SendError::Http(
             ErrorCode::DnsTimeout
@@ -204,7 +191,6 @@ fn is_connect_error(e: &SendError) -> bool {
                 | ErrorCode::DestinationIpProhibited
                 | ErrorCode::DestinationIpUnroutable
                 | ErrorCode::ConnectionRefused
-                | ErrorCode::ConnectionTerminated
                 | ErrorCode::ConnectionTimeout
                 | ErrorCode::ConnectionLimitReached
                 | ErrorCode::TlsProtocolError
@@ -212,93 +198,72 @@ fn is_connect_error(e: &SendError) -> bool {
                 | ErrorCode::TlsAlertReceived(_)
                 | ErrorCode::HttpRequestDenied
         )
-    )
-}
-
-/// Whether the request carries a body to stream. wasmtime hides
-/// `transfer-encoding`, so a chunked upload shows as a body-bearing method
-/// without `content-length`.
-fn has_body(method: &Method, headers: &[(String, Vec<u8>)]) -> bool {
-    match header(headers, "content-length") {
-        Some(len) => len.trim() != "0",
-        None => !matches!(
-            method,
-            Method::Get | Method::Head | Method::Options | Method::Delete | Method::Trace
-        ),
+    );
+    if connect {
+        OriginError::Connect(text)
+    } else {
+        OriginError::Other(text)
     }
 }
 
-async fn send(
-    origin: &Origin,
-    method: &Method,
-    path_with_query: &str,
-    headers: &HeaderList,
-    body: Option<IncomingRequest>,
-) -> Result<IncomingResponse, SendError> {
-    let fields = Headers::from_list(headers)
-        .map_err(|e| SendError::RequestConversion(format!("headers: {e:?}").into()))?;
+/// Sends `forward` with the body held so far; the first send also streams
+/// whatever of the body was not held.
+async fn send(forward: &Forward, body: &mut Body) -> Result<IncomingResponse, OriginError> {
+    let refused = |why: &str| OriginError::Other(format!("request refused: {why}"));
+    let fields = Headers::from_list(&forward.headers).map_err(|e| refused(&format!("{e:?}")))?;
     let request = OutgoingRequest::new(fields);
-    let scheme = match origin.scheme() {
+    let scheme = match forward.origin.scheme() {
         rollout_core::config::Scheme::Http => Scheme::Http,
         rollout_core::config::Scheme::Https => Scheme::Https,
     };
     let set = [
-        request.set_method(method),
+        request.set_method(&method_of(&forward.method)),
         request.set_scheme(Some(&scheme)),
-        request.set_authority(Some(&origin.authority())),
-        request.set_path_with_query(Some(path_with_query)),
+        request.set_authority(Some(&forward.origin.authority())),
+        request.set_path_with_query(Some(&forward.path_with_query)),
     ];
     if set.iter().any(Result::is_err) {
-        return Err(SendError::RequestConversion("request line refused".into()));
+        return Err(refused("request line"));
     }
-    let Some(incoming) = body else {
-        return spin_sdk::http::send::<_, IncomingResponse>(request).await;
-    };
+    if body.is_empty() {
+        return spin_sdk::http::send::<_, IncomingResponse>(request)
+            .await
+            .map_err(|e| origin_error(&e));
+    }
     // The body sink is taken before the request is sent, and filled while the
     // send runs: the host buffers only a couple of chunks.
     let mut sink = request.take_body();
+    let held = body.held.clone();
+    let rest = body.rest.take();
     let upload = async move {
-        let mut stream = incoming.into_body_stream();
-        while let Some(Ok(chunk)) = stream.next().await {
-            if sink.send(chunk).await.is_err() {
-                break;
+        if sink.send(held).await.is_err() {
+            return;
+        }
+        if let Some(mut rest) = rest {
+            while let Some(Ok(chunk)) = rest.next().await {
+                if sink.send(chunk).await.is_err() {
+                    break;
+                }
             }
         }
         // Dropping the sink finishes the body.
     };
     let (_, response) =
         futures::join!(upload, spin_sdk::http::send::<_, IncomingResponse>(request));
-    response
+    response.map_err(|e| origin_error(&e))
 }
 
-async fn forward(
-    resp: IncomingResponse,
-    out: ResponseOutparam,
-    outcome: &Outcome,
-    head_only: bool,
-) {
+async fn relay(forward: &Forward, resp: IncomingResponse, out: ResponseOutparam) {
     let status = resp.status();
-    let headers = plan::response_headers(&resp.headers().entries(), outcome);
+    let headers = forward.response_headers(&resp.headers().entries());
     let Ok(fields) = Headers::from_list(&headers) else {
-        return respond(
-            out,
-            502,
-            &edge_headers(outcome),
-            "rollout edge: origin sent headers that cannot be relayed\n",
-        )
-        .await;
+        return reply(out, forward.failed("its headers cannot be relayed")).await;
     };
     let response = OutgoingResponse::new(fields);
     if response.set_status_code(status).is_err() {
-        return respond(
-            out,
-            502,
-            &edge_headers(outcome),
-            "rollout edge: origin sent an invalid status\n",
-        )
-        .await;
+        return reply(out, forward.failed("its status is invalid")).await;
     }
-    if head_only || status == 204 || status == 304 {
+    if !forward.relays_body(status) {
         out.set(response);
         return;
     }
@@ -312,138 +277,90 @@ async fn forward(
     }
 }
 
-fn edge_headers(outcome: &Outcome) -> HeaderList {
-    plan::edge_response_headers(outcome)
-}
-
-async fn respond(out: ResponseOutparam, status: u16, extra: &HeaderList, body: &str) {
-    let mut headers = extra.clone();
-    headers.push(("content-type".into(), b"text/plain; charset=utf-8".to_vec()));
-    reply(out, status, headers, body.as_bytes().to_vec()).await;
-}
-
-async fn reply(out: ResponseOutparam, status: u16, headers: HeaderList, body: Vec<u8>) {
-    let fields = Headers::from_list(&headers).unwrap_or_else(|_| Headers::new());
+async fn reply(out: ResponseOutparam, answer: Answer) {
+    let fields = Headers::from_list(&answer.headers).unwrap_or_else(|_| Headers::new());
     let response = OutgoingResponse::new(fields);
-    // Every status passed here is a constant between 200 and 503.
-    let _ = response.set_status_code(status);
-    let _ = out.set_with_body(response, body).await;
+    // Every status the machines give is a constant between 200 and 503.
+    let _ = response.set_status_code(answer.status);
+    let _ = out.set_with_body(response, answer.body).await;
 }
 
-async fn reply_json(out: ResponseOutparam, status: u16, json: Vec<u8>) {
-    let headers = vec![
-        ("content-type".to_owned(), b"application/json".to_vec()),
-        ("cache-control".to_owned(), b"no-store".to_vec()),
-    ];
-    reply(out, status, headers, json).await;
-}
-
-fn nack_json(current: Option<Applied>, error: &str) -> Vec<u8> {
-    PushReply::nack(current, error).to_json()
-}
-
-/// `GET` / `PUT /.well-known/rollout/config`.
-async fn admin(req: IncomingRequest, out: ResponseOutparam) {
-    let store = match Store::open_default() {
-        Ok(s) => s,
-        Err(e) => {
-            return reply_json(
-                out,
-                503,
-                nack_json(None, &format!("key-value store unavailable: {e}")),
-            )
-            .await;
-        }
-    };
-    let stored = load_stored(Some(&store));
-    let current = stored
-        .as_deref()
-        .and_then(StoredActive::parse)
-        .map(|s| s.applied());
-    match req.method() {
-        Method::Get | Method::Head => {
-            reply_json(out, 200, AppliedReply::of(current).to_json()).await
-        }
-        Method::Put => push(req, out, &store, current).await,
-        _ => {
-            let headers = vec![("allow".to_owned(), b"GET, PUT".to_vec())];
-            reply(out, 405, headers, b"method not allowed\n".to_vec()).await;
-        }
-    }
-}
-
-async fn push(
-    req: IncomingRequest,
+/// `GET` / `PUT /.well-known/rollout/config`: core's admin machine over a
+/// compare-and-swap of the one stored value.
+async fn admin(
+    method: &str,
+    headers: &[(String, Vec<u8>)],
+    stream: BodyStream,
     out: ResponseOutparam,
-    store: &Store,
-    current: Option<Applied>,
 ) {
-    let headers = req.headers().entries();
-    let declared = header(&headers, "content-length").and_then(|l| l.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_ENVELOPE_BYTES as u64) {
-        let error = format!("body is over the limit of {MAX_ENVELOPE_BYTES} bytes");
-        return reply_json(out, 413, nack_json(current, &error)).await;
-    }
-    let key = match spin_sdk::variables::get(VAR_PUBLIC_KEY).map(|k| k.parse::<PublicKey>()) {
-        Ok(Ok(key)) => key,
-        Ok(Err(e)) => {
-            return reply_json(
-                out,
-                503,
-                nack_json(current, &format!("public_key variable: {e}")),
-            )
-            .await;
-        }
-        Err(e) => {
-            return reply_json(
-                out,
-                503,
-                nack_json(current, &format!("public_key variable: {e}")),
-            )
-            .await;
-        }
+    let opened = keyvalue::open(STORE)
+        .and_then(|bucket| atomics::Cas::new(&bucket, KV_ACTIVE).map(|cas| (bucket, cas)));
+    let (cas, read) = match opened.and_then(|(_, cas)| cas.current().map(|v| (cas, v))) {
+        Ok((cas, read)) => (Some(cas), Ok(read)),
+        Err(e) => (None, Err(format!("{e:?}"))),
     };
-    let signature = header(&headers, SIGNATURE_HEADER).map(str::to_owned);
+    let public_key = spin_sdk::variables::get(VAR_PUBLIC_KEY).map_err(|e| e.to_string());
+    let stored = match &read {
+        Ok(value) => Ok(value.as_deref()),
+        Err(e) => Err(e.as_str()),
+    };
+    let step = admin::begin(
+        method,
+        headers,
+        stored,
+        public_key.as_deref().map_err(String::as_str),
+    );
+    let push = match step {
+        AdminStep::Answer(answer) => return reply(out, answer).await,
+        AdminStep::ReadBody(push) => push,
+    };
+    let body = match read_limited(stream, push.limit()).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return reply(out, push.too_large()).await,
+        Err(()) => return reply(out, push.unreadable()).await,
+    };
+    let (Some(cas), Ok(read)) = (cas, read) else {
+        return;
+    };
+    let answer = match push.finish(&body) {
+        PushStep::Answer(answer) => answer,
+        PushStep::Swap(swap) => swap_in(cas, read, swap),
+    };
+    reply(out, answer).await;
+}
 
+/// Compare-and-swap until the push lands or the machine answers otherwise.
+fn swap_in(mut cas: atomics::Cas, mut read: Option<Vec<u8>>, mut swap: Swap) -> Answer {
+    loop {
+        let value = swap.value.clone();
+        match atomics::swap(cas, &value) {
+            Ok(()) => return swap.done(),
+            Err(atomics::CasError::StoreError(e)) => {
+                return swap.failed(read.as_deref(), &format!("{e:?}"));
+            }
+            Err(atomics::CasError::CasFailed(now)) => {
+                read = match now.current() {
+                    Ok(read) => read,
+                    Err(e) => return swap.failed(None, &format!("{e:?}")),
+                };
+                cas = now;
+                match swap.conflict(read.as_deref()) {
+                    PushStep::Answer(answer) => return answer,
+                    PushStep::Swap(again) => swap = again,
+                }
+            }
+        }
+    }
+}
+
+/// The whole body; `None` when it is over `limit` bytes (reading stops there).
+async fn read_limited(mut stream: BodyStream, limit: usize) -> Result<Option<Vec<u8>>, ()> {
     let mut body = Vec::new();
-    let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
-            return reply_json(
-                out,
-                400,
-                nack_json(current, "request body could not be read"),
-            )
-            .await;
-        };
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_ENVELOPE_BYTES {
-            let error = format!("body is over the limit of {MAX_ENVELOPE_BYTES} bytes");
-            return reply_json(out, 413, nack_json(current, &error)).await;
+        body.extend_from_slice(&chunk.map_err(|_| ())?);
+        if body.len() > limit {
+            return Ok(None);
         }
     }
-
-    let outcome = receive_push(current, &body, signature.as_deref(), &key);
-    if let Some(active) = &outcome.apply {
-        // The envelope first, the active key last: readers switch only when
-        // the compact form lands, in one write.
-        let written = store
-            .set(edge::KV_ENVELOPE, &body)
-            .and_then(|()| {
-                store.set(
-                    edge::KV_SIGNATURE,
-                    signature.as_deref().unwrap_or_default().as_bytes(),
-                )
-            })
-            .and_then(|()| store.set(edge::KV_ACTIVE, &active.to_compact()));
-        if let Err(e) = written {
-            return reply_json(
-                out,
-                503,
-                nack_json(current, &format!("key-value store write failed: {e}")),
-            )
-            .await;
-        }
-    }
-    reply_json(out, outcome.http_status, outcome.body()).await;
+    Ok(Some(body))
 }
