@@ -1,19 +1,23 @@
-// The rollout edge on Node (20+): node:http in front of the same fetch
-// handler Workers run. Run it directly:
+// The rollout edge on Node (20+): node:http in, node:http(s) out, and the
+// same core machines every build runs (handler.mjs `serve`). Node hands over
+// the request as it came off the wire (the target unparsed, every header
+// line, values as bytes), and sends to the origin exactly the headers the
+// machine lists, so nothing of Node's own (user-agent, accept, ...) is added.
+// Run it directly:
 //
 //   PUBLIC_KEY=ed25519:... OLD_ORIGIN=https://old.internal \
+//   ROLLOUT_ALLOWED_ORIGINS="https://old.internal https://new.internal" \
 //   ROLLOUT_STATE_DIR=/var/lib/rollout-edge PORT=8080 node router/js/node.mjs
 //
 // or import { createServer, fileKv, memoryKv } to embed it.
 
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import http from "node:http";
+import https from "node:https";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { pathToFileURL } from "node:url";
 
-import { handleRequest } from "./handler.mjs";
+import { serve } from "./handler.mjs";
 import { initSync } from "./pkg/rollout_router_js.js";
 
 initSync({ module: readFileSync(new URL("./pkg/rollout_router_js_bg.wasm", import.meta.url)) });
@@ -24,7 +28,15 @@ function bytesOf(value) {
   return new Uint8Array(value);
 }
 
-/** A KV namespace in memory: lost on restart (the control service re-pushes). */
+function sameBytes(a, b) {
+  if (a === null || b === null) return a === b;
+  return Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
+}
+
+/**
+ * A KV namespace in memory: lost on restart (the control service re-pushes).
+ * compareAndSwap is atomic: it runs to completion on Node's one thread.
+ */
 export function memoryKv() {
   const values = new Map();
   return {
@@ -34,92 +46,158 @@ export function memoryKv() {
     async put(key, value) {
       values.set(key, bytesOf(value));
     },
+    async compareAndSwap(key, expected, value) {
+      const now = values.get(key) ?? null;
+      if (!sameBytes(now, expected)) return { ok: false, current: now };
+      values.set(key, bytesOf(value));
+      return { ok: true, current: value };
+    },
   };
 }
 
-/** A KV namespace in a directory, one file per key; each put is an atomic rename. */
+/**
+ * A KV namespace in a directory, one file per key; each put is an atomic
+ * rename. compareAndSwap reads, compares and renames synchronously, so no
+ * other request of this process runs in between (one process per directory).
+ */
 export function fileKv(dir) {
   mkdirSync(dir, { recursive: true });
   const path = (key) => join(dir, encodeURIComponent(key));
+  const read = (key) => {
+    try {
+      return new Uint8Array(readFileSync(path(key)));
+    } catch (e) {
+      if (e.code === "ENOENT") return null;
+      throw e;
+    }
+  };
+  const write = (key, value) => {
+    const tmp = `${path(key)}.tmp-${process.pid}`;
+    writeFileSync(tmp, bytesOf(value));
+    renameSync(tmp, path(key));
+  };
   return {
     async get(key) {
-      try {
-        return new Uint8Array(await readFile(path(key)));
-      } catch (e) {
-        if (e.code === "ENOENT") return null;
-        throw e;
-      }
+      return read(key);
     },
     async put(key, value) {
-      const tmp = `${path(key)}.tmp-${process.pid}`;
-      writeFileSync(tmp, bytesOf(value));
-      renameSync(tmp, path(key));
+      write(key, value);
+    },
+    async compareAndSwap(key, expected, value) {
+      const now = read(key);
+      if (!sameBytes(now, expected)) return { ok: false, current: now };
+      write(key, value);
+      return { ok: true, current: value };
     },
   };
 }
-
-// Node's fetch decodes these content codings but keeps the header, so the
-// header no longer describes the body it relays.
-const DECODED = new Set(["gzip", "x-gzip", "deflate", "br"]);
 
 function clientIp(socket) {
   const ip = socket.remoteAddress ?? "";
   return ip.startsWith("::ffff:") ? ip.slice(7) : ip;
 }
 
-// A Host value that is an authority and nothing more: a name or address and an
-// optional port. Anything else (a "/", "?", "#", "@", space...) would let the
-// Host header rewrite the path or query of the URL the handler routes by.
-const AUTHORITY = /^(?:[A-Za-z0-9\-._~]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+// Errors that mean nothing reached the origin, so failover may resend.
+const CONNECT_CODES = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+]);
 
-function refuse(res, status, message) {
-  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", connection: "close" });
-  res.end(`rollout edge: ${message}\n`);
+const agents = { "http:": new http.Agent({ keepAlive: true }), "https:": new https.Agent({ keepAlive: true }) };
+
+/** Sends the machine's outbound request with node:http, adding only Host and framing. */
+function send(out) {
+  const url = new URL(out.origin);
+  const client = url.protocol === "https:" ? https : http;
+  const raw = ["host", url.host];
+  for (const [name, value] of out.headers) raw.push(name, value);
+  return new Promise((resolve, reject) => {
+    let connected = false;
+    const req = client.request({
+      protocol: url.protocol,
+      hostname: url.hostname.replace(/^\[|\]$/g, ""),
+      port: url.port || undefined,
+      method: out.method,
+      path: out.path,
+      headers: raw,
+      agent: agents[url.protocol],
+      setHost: false,
+    });
+    req.on("socket", (socket) => {
+      // A pooled socket is connected already; a new one says when it is.
+      if (!socket.connecting) {
+        connected = true;
+        return;
+      }
+      socket.once(url.protocol === "https:" ? "secureConnect" : "connect", () => {
+        connected = true;
+      });
+    });
+    req.on("error", (e) => {
+      const error = new Error(`${e.code ?? "error"}: ${e.message}`);
+      error.connect = !connected || CONNECT_CODES.has(e.code);
+      reject(error);
+    });
+    req.on("response", (res) => {
+      const headers = [];
+      for (let i = 0; i < res.rawHeaders.length; i += 2) headers.push([res.rawHeaders[i], res.rawHeaders[i + 1]]);
+      resolve({ status: res.statusCode, headers, body: res, cancel: () => res.destroy() });
+    });
+    if (!out.body) {
+      req.end();
+      return;
+    }
+    (async () => {
+      try {
+        for await (const chunk of out.body) {
+          if (!req.write(chunk)) await new Promise((r) => req.once("drain", r));
+        }
+        req.end();
+      } catch (e) {
+        req.destroy(e);
+      }
+    })();
+  });
 }
 
-/**
- * The URL the handler sees: the authority from Host (checked to be one), the
- * path and query from the request target alone. Null when either is not
- * what HTTP allows here.
- */
-export function requestUrl(host, target) {
-  if (!AUTHORITY.test(host)) return null;
-  // Origin-form only ("/path?query"); "*" and absolute-form are refused.
-  if (!target.startsWith("/")) return null;
-  return `http://${host}${target}`;
+function factsOf(req, https) {
+  const headers = [];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i], req.rawHeaders[i + 1]]);
+  return {
+    method: req.method,
+    target: req.url ?? "",
+    headers,
+    client_ip: clientIp(req.socket),
+    https,
+  };
+}
+
+async function write(res, answer) {
+  const raw = [];
+  for (const [name, value] of answer.headers) raw.push(name, value);
+  res.writeHead(answer.status, raw);
+  const body = answer.body;
+  if (body === null || body === undefined) return res.end();
+  if (typeof body === "string") return res.end(body);
+  for await (const chunk of body) {
+    if (!res.write(chunk)) await new Promise((resolve) => res.once("drain", resolve));
+  }
+  res.end();
 }
 
 /** An http.Server that hands every request to the edge with `env`. */
-export function createServer(env) {
-  return http.createServer(async (req, res) => {
+export function createServer(env, { https = false } = {}) {
+  const server = http.createServer(async (req, res) => {
     try {
-      const url = requestUrl(req.headers.host ?? "localhost", req.url ?? "");
-      if (url === null) return refuse(res, 400, "bad Host header or request target");
-      const headers = new Headers();
-      for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
-      const bodyless = req.method === "GET" || req.method === "HEAD";
-      const request = new Request(url, {
-        method: req.method,
-        headers,
-        body: bodyless ? undefined : Readable.toWeb(req),
-        duplex: "half",
-      });
-      const response = await handleRequest(request, env, { clientIp: clientIp(req.socket) });
-      const decoded = DECODED.has((response.headers.get("content-encoding") ?? "").toLowerCase());
-      const out = [];
-      for (const [name, value] of response.headers) {
-        if (name === "set-cookie") continue;
-        if (decoded && (name === "content-encoding" || name === "content-length")) continue;
-        out.push(name, value);
-      }
-      for (const cookie of response.headers.getSetCookie()) out.push("set-cookie", cookie);
-      res.writeHead(response.status, response.statusText, out);
-      if (response.body) {
-        for await (const chunk of response.body) {
-          if (!res.write(chunk)) await new Promise((resolve) => res.once("drain", resolve));
-        }
-      }
-      res.end();
+      const answer = await serve(factsOf(req, https), req, env, send);
+      await write(res, answer);
     } catch (e) {
       console.error(`rollout edge: ${e.stack ?? e}`);
       if (res.headersSent) {
@@ -130,6 +208,20 @@ export function createServer(env) {
       }
     }
   });
+  // CONNECT never reaches the request handler in Node; the machine answers it.
+  server.on("connect", async (req, socket) => {
+    try {
+      const answer = await serve(factsOf(req, https), null, env, send);
+      const lines = [`HTTP/1.1 ${answer.status} ${http.STATUS_CODES[answer.status] ?? ""}`];
+      const body = Buffer.from(typeof answer.body === "string" ? answer.body : "", "utf8");
+      for (const [name, value] of answer.headers) lines.push(`${name}: ${value}`);
+      lines.push(`content-length: ${body.byteLength}`, "connection: close", "", "");
+      socket.end(Buffer.concat([Buffer.from(lines.join("\r\n"), "latin1"), body]));
+    } catch {
+      socket.destroy();
+    }
+  });
+  return server;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
@@ -138,6 +230,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     ROLLOUT_KV: dir ? fileKv(dir) : memoryKv(),
     PUBLIC_KEY: process.env.PUBLIC_KEY,
     OLD_ORIGIN: process.env.OLD_ORIGIN,
+    ROLLOUT_ALLOWED_ORIGINS: process.env.ROLLOUT_ALLOWED_ORIGINS,
   };
   const host = process.env.HOST ?? "127.0.0.1";
   const port = Number(process.env.PORT ?? 8080);

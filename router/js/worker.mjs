@@ -9,6 +9,7 @@ initSync({ module: wasmModule });
 
 export default {
   fetch(request, env) {
-    return handleRequest(request, env);
+    // Cloudflare's runtime holds header values as UTF-8 text.
+    return handleRequest(request, env, { headerEncoding: "utf-8" });
   },
 };

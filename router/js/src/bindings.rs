@@ -1,15 +1,14 @@
 //! The wasm-bindgen surface. Every function converts JavaScript values to
-//! the types of [`crate::plan`] and core, calls them, and converts back; a
+//! the types of [`crate::edge`], [`crate::plan`] and core, calls them, and converts back; a
 //! refusal becomes a JavaScript `Error` whose message is the native one.
 //!
 //! Plain objects cross the boundary as JSON (the runtime's own
 //! `JSON.parse` / `JSON.stringify`), so what JavaScript sees is exactly what
 //! serde_json writes natively.
 
-use rollout_core::edge::Active;
-use rollout_core::edge::{
-    ADMIN_PATH, AppliedReply, KV_ACTIVE, KV_ENVELOPE, KV_SIGNATURE, receive_push,
-};
+use rollout_core::edge::admin::{Push, Swap};
+use rollout_core::edge::request::{After, AllowList, Forward, REPLAY_LIMIT};
+use rollout_core::edge::{ADMIN_PATH, Active, KV_ACTIVE};
 use rollout_core::{
     Admission, Applied, Config, Digest, Envelope, MAX_ENVELOPE_BYTES, PublicKey, SIGNATURE_HEADER,
     admit as core_admit, bucket_of,
@@ -18,7 +17,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 
-use crate::plan::{self, HeaderList, HopFacts, InputError, Outcome};
+use crate::edge::{self, Pairs, RawFacts, Routed};
+use crate::plan::{self, InputError};
 
 #[wasm_bindgen]
 extern "C" {
@@ -76,15 +76,6 @@ impl Router {
         })
     }
 
-    /// Decodes the compact form an admin push stored (see `receivePush`).
-    /// It was verified and validated when it was stored, so this only decodes.
-    #[wasm_bindgen(js_name = fromCompact)]
-    pub fn from_compact(bytes: &[u8]) -> Result<Router, JsError> {
-        Active::from_compact(bytes)
-            .map(|active| Router { active })
-            .ok_or_else(|| JsError::new("stored config is not in the compact form"))
-    }
-
     /// Compiles an unsigned config document (JSON text), as version 0: for
     /// tests and for deployments that ship the config with the code.
     #[wasm_bindgen(js_name = fromConfig)]
@@ -111,12 +102,6 @@ impl Router {
     #[wasm_bindgen(getter)]
     pub fn digest(&self) -> String {
         self.active.applied.digest.to_string()
-    }
-
-    /// The compact form, for storing.
-    #[wasm_bindgen(js_name = toCompact)]
-    pub fn to_compact(&self) -> Vec<u8> {
-        self.active.to_compact()
     }
 
     /// Decides a request. `facts` is `{method, host, path, query?, headers?:
@@ -163,125 +148,312 @@ pub fn validate_config(json: &str) -> Result<(), JsError> {
         .map_err(error)
 }
 
-/// What the admin endpoint does with a push.
-#[wasm_bindgen]
-#[derive(Debug)]
-pub struct PushResult {
-    status: u16,
-    body: String,
-    active: Option<Vec<u8>>,
-}
-
-#[wasm_bindgen]
-impl PushResult {
-    /// HTTP status: 200, 400, 401, 409 or 413.
-    #[wasm_bindgen(getter)]
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The JSON reply body.
-    #[wasm_bindgen(getter)]
-    pub fn body(&self) -> String {
-        self.body.clone()
-    }
-
-    /// The compact form to store under the active key when the push is to be
-    /// applied; `undefined` otherwise. Store the envelope and signature first
-    /// and this last: it is the switch.
-    #[wasm_bindgen(getter)]
-    pub fn active(&self) -> Option<Vec<u8>> {
-        self.active.clone()
-    }
-}
-
-/// The admin endpoint's rule (size, signature, validation, version) for a
-/// push `body` with its `signature` header, given the stored compact form of
-/// what is applied (`current`, or null). Throws only for a bad public key.
-#[wasm_bindgen(js_name = receivePush)]
-pub fn receive_push_js(
-    current: Option<Vec<u8>>,
-    body: &[u8],
-    signature: Option<String>,
-    public_key: &str,
-) -> Result<PushResult, JsError> {
-    let key: PublicKey = public_key.parse().map_err(error)?;
-    let held = plan::current(current.as_deref());
-    let outcome = receive_push(held, body, signature.as_deref(), &key);
-    Ok(PushResult {
-        status: outcome.http_status,
-        body: plan::reply_text(outcome.body()),
-        active: outcome.apply.as_ref().map(Active::to_compact),
+/// The request machine's first steps for one request: `facts` is
+/// `{method, target, authority?, headers: [[name, byteString]], client_ip?,
+/// https?}` as read off the wire; `stored` the value under the store key
+/// (`constants().kvActive`), `bootstrap` the old origin to use without a
+/// config, `mint` 32 hex digits of randomness.
+#[wasm_bindgen(js_name = routeRequest)]
+pub fn route_request(
+    facts: JsValue,
+    stored: Option<Vec<u8>>,
+    bootstrap: Option<String>,
+    mint: Option<String>,
+) -> Result<Routing, JsError> {
+    let facts: RawFacts = from_js(&facts, InputError::Facts)?;
+    let mint = mint
+        .map(|m| {
+            let mut bytes = [0u8; 16];
+            hex::decode_to_slice(&m, &mut bytes).map(|()| bytes)
+        })
+        .transpose()
+        .map_err(|_| error(InputError::Mint))?;
+    let routing = edge::route(&facts, stored.as_deref(), bootstrap.as_deref(), mint);
+    Ok(Routing {
+        routed: Some(routing.routed),
+        rewrite: routing.rewrite,
     })
 }
 
-/// The JSON reply to a GET on the admin path.
-#[wasm_bindgen(js_name = appliedReply)]
-pub fn applied_reply(current: Option<Vec<u8>>) -> String {
-    plan::reply_text(AppliedReply::of(plan::current(current.as_deref())).to_json())
-}
-
-/// A refusal (`nack`) naming `error`, for failures outside the push rule
-/// (storage, configuration of the edge).
-#[wasm_bindgen(js_name = nackReply)]
-pub fn nack_reply(current: Option<Vec<u8>>, error: &str) -> String {
-    plan::nack_reply(plan::current(current.as_deref()), error)
-}
-
-/// The 413 reply for a body over the limit.
-#[wasm_bindgen(js_name = oversizedReply)]
-pub fn oversized_reply(current: Option<Vec<u8>>) -> String {
-    plan::oversized_reply(plan::current(current.as_deref()))
-}
-
-/// The outcome when no config is applied: everything to `origin` on old.
+/// Where a request goes: an answer, the admin endpoint, or a [`ForwardJs`].
 #[wasm_bindgen]
-pub fn bootstrap(origin: &str) -> Result<JsValue, JsError> {
-    to_js(&plan::bootstrap(origin).map_err(error)?)
+#[derive(Debug)]
+pub struct Routing {
+    routed: Option<Routed>,
+    rewrite: Option<Vec<u8>>,
 }
 
-/// The outcome for retrying on old after new failed; null when the outcome
-/// does not allow failover.
-#[wasm_bindgen(js_name = failedOver)]
-pub fn failed_over(outcome: JsValue) -> Result<JsValue, JsError> {
-    let outcome: Outcome = from_js(&outcome, InputError::Outcome)?;
-    match plan::failed_over(&outcome) {
-        Some(retry) => to_js(&retry),
-        None => Ok(JsValue::NULL),
+#[wasm_bindgen]
+impl Routing {
+    /// `{status, headers, body}` when the edge answers itself; else undefined.
+    #[wasm_bindgen(getter)]
+    pub fn answer(&self) -> Result<JsValue, JsError> {
+        match &self.routed {
+            Some(Routed::Answer(a)) => to_js(a),
+            _ => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// Whether this is for the admin endpoint.
+    #[wasm_bindgen(getter)]
+    pub fn admin(&self) -> bool {
+        matches!(self.routed, Some(Routed::Admin))
+    }
+
+    /// The value to compare-and-swap in for the stored one when it held a
+    /// compact form older than this build's; undefined otherwise.
+    #[wasm_bindgen(getter)]
+    pub fn rewrite(&self) -> Option<Vec<u8>> {
+        self.rewrite.clone()
+    }
+
+    /// The request to send, once; undefined otherwise.
+    #[wasm_bindgen(js_name = takeForward)]
+    pub fn take_forward(&mut self) -> Option<ForwardJs> {
+        match self.routed.take() {
+            Some(Routed::Forward(f)) => Some(ForwardJs(*f)),
+            other => {
+                self.routed = other;
+                None
+            }
+        }
     }
 }
 
-/// Headers for the request to the origin, as `[[name, value]]`. `incoming`
-/// is the client's headers as pairs, `hop` is `{client_ip, host, proto}`.
-#[wasm_bindgen(js_name = originRequestHeaders)]
-pub fn origin_request_headers(
-    incoming: JsValue,
-    outcome: JsValue,
-    hop: JsValue,
-) -> Result<JsValue, JsError> {
-    let incoming: HeaderList = from_js(&incoming, InputError::Headers)?;
-    let outcome: Outcome = from_js(&outcome, InputError::Outcome)?;
-    let hop: HopFacts = from_js(&hop, InputError::Hop)?;
-    to_js(&plan::origin_request_headers(
-        &incoming,
-        &outcome,
-        hop.hop(),
-    ))
+/// The outbound allow-list (`ROLLOUT_ALLOWED_ORIGINS`): origins separated by
+/// spaces or commas.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct AllowedOrigins(AllowList);
+
+#[wasm_bindgen]
+impl AllowedOrigins {
+    /// Parses the list; throws naming the entry that is not an origin.
+    #[wasm_bindgen(constructor)]
+    pub fn new(list: &str) -> Result<AllowedOrigins, JsError> {
+        AllowList::parse(list).map(AllowedOrigins).map_err(error)
+    }
 }
 
-/// Headers for the client: the origin's (as pairs), filtered, plus the edge's.
-#[wasm_bindgen(js_name = clientResponseHeaders)]
-pub fn client_response_headers(origin: JsValue, outcome: JsValue) -> Result<JsValue, JsError> {
-    let origin: HeaderList = from_js(&origin, InputError::Headers)?;
-    let outcome: Outcome = from_js(&outcome, InputError::Outcome)?;
-    to_js(&plan::client_response_headers(&origin, &outcome))
+/// A request to send to an origin, and the rules for its result.
+#[wasm_bindgen(js_name = Forward)]
+#[derive(Debug)]
+pub struct ForwardJs(Forward);
+
+#[wasm_bindgen(js_class = Forward)]
+impl ForwardJs {
+    /// `{method, origin, path, headers}`: add only Host and framing.
+    #[wasm_bindgen(getter)]
+    pub fn request(&self) -> Result<JsValue, JsError> {
+        to_js(&edge::outbound(&self.0))
+    }
+
+    /// Bytes of body to hold back so failover can replay it; undefined when
+    /// the request is never sent twice.
+    #[wasm_bindgen(getter, js_name = replayLimit)]
+    pub fn replay_limit(&self) -> Option<u32> {
+        self.0
+            .replay_limit()
+            .map(|l| u32::try_from(l).unwrap_or(u32::MAX))
+    }
+
+    /// Whether the allow-list lets this request out.
+    #[wasm_bindgen(js_name = permittedBy)]
+    pub fn permitted_by(&self, allow: &AllowedOrigins) -> bool {
+        edge::permitted(&allow.0, &self.0)
+    }
+
+    /// The verdict on the origin's result: `status` when it answered, else
+    /// `error` and whether nothing reached it (`connect`). `replayable`: the
+    /// whole body was held (or there was none).
+    pub fn after(
+        &self,
+        status: Option<u16>,
+        error: Option<String>,
+        connect: bool,
+        replayable: bool,
+    ) -> AfterJs {
+        let result = edge::result(status, error, connect);
+        AfterJs(Some(edge::after(&self.0, &result, replayable)))
+    }
+
+    /// The client's headers for the origin's `[[name, byteString]]`.
+    #[wasm_bindgen(js_name = responseHeaders)]
+    pub fn response_headers(&self, headers: JsValue) -> Result<JsValue, JsError> {
+        let headers: Pairs = from_js(&headers, InputError::Outcome)?;
+        to_js(&edge::response_headers(&self.0, &headers))
+    }
+
+    /// Whether a response with `status` has a body to relay.
+    #[wasm_bindgen(js_name = relaysBody)]
+    pub fn relays_body(&self, status: u16) -> bool {
+        self.0.relays_body(status)
+    }
+
+    /// The 400 answer for a request body that broke while it was held.
+    #[wasm_bindgen(js_name = unreadableBody)]
+    pub fn unreadable_body(&self) -> Result<JsValue, JsError> {
+        to_js(&edge::AnswerJs::from(self.0.unreadable_body()))
+    }
+
+    /// The 502 answer for an origin that gave no usable response.
+    pub fn failed(&self, why: &str) -> Result<JsValue, JsError> {
+        to_js(&edge::AnswerJs::from(self.0.failed(why)))
+    }
 }
 
-/// The edge's own response headers, for responses it makes itself (502s).
-#[wasm_bindgen(js_name = edgeResponseHeaders)]
-pub fn edge_response_headers(outcome: JsValue) -> Result<JsValue, JsError> {
-    let outcome: Outcome = from_js(&outcome, InputError::Outcome)?;
-    to_js(&plan::edge_response_headers(&outcome))
+/// What to do once the origin answered.
+#[wasm_bindgen(js_name = After)]
+#[derive(Debug)]
+pub struct AfterJs(Option<After>);
+
+#[wasm_bindgen(js_class = After)]
+impl AfterJs {
+    /// Relay the origin's response.
+    #[wasm_bindgen(getter)]
+    pub fn relay(&self) -> bool {
+        matches!(self.0, Some(After::Relay))
+    }
+
+    /// The answer to give instead; undefined otherwise.
+    #[wasm_bindgen(getter)]
+    pub fn answer(&self) -> Result<JsValue, JsError> {
+        match &self.0 {
+            Some(After::Answer(a)) => to_js(&edge::AnswerJs::from(a.clone())),
+            _ => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// The request to send to old instead, once; undefined otherwise.
+    #[wasm_bindgen(js_name = takeRetry)]
+    pub fn take_retry(&mut self) -> Option<ForwardJs> {
+        match self.0.take() {
+            Some(After::Retry(f)) => Some(ForwardJs(*f)),
+            other => {
+                self.0 = other;
+                None
+            }
+        }
+    }
+}
+
+/// The admin machine's first step: `stored` is the value under the store key
+/// (`storeError` when it could not be read), `publicKey` the edge's key
+/// setting (undefined when unset).
+#[wasm_bindgen(js_name = adminBegin)]
+pub fn admin_begin(
+    method: &str,
+    headers: JsValue,
+    stored: Option<Vec<u8>>,
+    store_error: Option<String>,
+    public_key: Option<String>,
+) -> Result<AdminJs, JsError> {
+    let headers: Pairs = from_js(&headers, InputError::Facts)?;
+    let stored = match &store_error {
+        Some(e) => Err(e.as_str()),
+        None => Ok(stored.as_deref()),
+    };
+    let key = public_key.as_deref().ok_or("not set");
+    Ok(AdminJs(edge::admin_begin(method, &headers, stored, key)))
+}
+
+/// An admin request: answered, or a push whose body is to be read.
+#[wasm_bindgen(js_name = Admin)]
+#[derive(Debug)]
+pub struct AdminJs(Result<Box<Push>, edge::AnswerJs>);
+
+#[wasm_bindgen(js_class = Admin)]
+impl AdminJs {
+    /// The answer, when there is nothing to read; undefined otherwise.
+    #[wasm_bindgen(getter)]
+    pub fn answer(&self) -> Result<JsValue, JsError> {
+        match &self.0 {
+            Err(a) => to_js(a),
+            Ok(_) => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// The push, when its body is to be read: its limit, and `finish(body)`.
+    #[wasm_bindgen(getter)]
+    pub fn limit(&self) -> Option<u32> {
+        self.0
+            .as_ref()
+            .ok()
+            .map(|p| u32::try_from(p.limit()).unwrap_or(u32::MAX))
+    }
+
+    /// The answer for a body over the limit.
+    #[wasm_bindgen(js_name = tooLarge)]
+    pub fn too_large(&self) -> Result<JsValue, JsError> {
+        match &self.0 {
+            Ok(p) => to_js(&edge::AnswerJs::from(p.too_large())),
+            Err(a) => to_js(a),
+        }
+    }
+
+    /// The answer for a body that could not be read.
+    pub fn unreadable(&self) -> Result<JsValue, JsError> {
+        match &self.0 {
+            Ok(p) => to_js(&edge::AnswerJs::from(p.unreadable())),
+            Err(a) => to_js(a),
+        }
+    }
+
+    /// The push rule for the whole `body`.
+    pub fn finish(self, body: &[u8]) -> PushStepJs {
+        match self.0 {
+            Ok(push) => PushStepJs(edge::push_step(push.finish(body))),
+            Err(a) => PushStepJs(Err(a)),
+        }
+    }
+}
+
+/// A push's next step: an answer, or a value to compare-and-swap in.
+#[wasm_bindgen(js_name = PushStep)]
+#[derive(Debug)]
+pub struct PushStepJs(Result<Swap, edge::AnswerJs>);
+
+#[wasm_bindgen(js_class = PushStep)]
+impl PushStepJs {
+    /// The answer; undefined when there is a value to store first.
+    #[wasm_bindgen(getter)]
+    pub fn answer(&self) -> Result<JsValue, JsError> {
+        match &self.0 {
+            Err(a) => to_js(a),
+            Ok(_) => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// The value to store under the store key, only if it still holds what
+    /// was read; undefined when there is nothing to store.
+    #[wasm_bindgen(getter)]
+    pub fn value(&self) -> Option<Vec<u8>> {
+        self.0.as_ref().ok().map(|s| s.value.clone())
+    }
+
+    /// The answer once the value is stored.
+    pub fn done(self) -> Result<JsValue, JsError> {
+        match self.0 {
+            Ok(swap) => to_js(&edge::AnswerJs::from(swap.done())),
+            Err(a) => to_js(&a),
+        }
+    }
+
+    /// The answer when the store refused the write.
+    pub fn failed(self, current: Option<Vec<u8>>, why: &str) -> Result<JsValue, JsError> {
+        match self.0 {
+            Ok(swap) => to_js(&edge::AnswerJs::from(swap.failed(current.as_deref(), why))),
+            Err(a) => to_js(&a),
+        }
+    }
+
+    /// The key held `now` instead of what was read: decide again.
+    pub fn conflict(self, now: Option<Vec<u8>>) -> PushStepJs {
+        match self.0 {
+            Ok(swap) => PushStepJs(edge::push_step(swap.conflict(now.as_deref()))),
+            Err(a) => PushStepJs(Err(a)),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -291,12 +463,11 @@ struct Constants {
     signature_header: &'static str,
     max_envelope_bytes: usize,
     kv_active: &'static str,
-    kv_envelope: &'static str,
-    kv_signature: &'static str,
+    replay_limit: usize,
 }
 
-/// The names every edge shares: admin path, signature header, body limit and
-/// store keys.
+/// The names every edge shares: admin path, signature header, body limit,
+/// store key and the failover replay limit.
 #[wasm_bindgen]
 pub fn constants() -> Result<JsValue, JsError> {
     to_js(&Constants {
@@ -304,7 +475,6 @@ pub fn constants() -> Result<JsValue, JsError> {
         signature_header: SIGNATURE_HEADER,
         max_envelope_bytes: MAX_ENVELOPE_BYTES,
         kv_active: KV_ACTIVE,
-        kv_envelope: KV_ENVELOPE,
-        kv_signature: KV_SIGNATURE,
+        replay_limit: REPLAY_LIMIT,
     })
 }

@@ -1,13 +1,11 @@
-//! The host-independent layer under the bindings: request facts in, a
-//! plain-data outcome out, and the header lists a JavaScript edge sends. It
-//! speaks JSON-shaped types only, so it is tested natively and the bindings
-//! stay a thin conversion.
+//! Decisions as plain data, for `Router.route()`: request facts in core's JSON
+//! form (`core/tests/vectors/decisions.json`) in, the decision out. What an
+//! edge does with a request is [`crate::edge`]'s; this is for tools and for
+//! checking the shared decision vectors in JavaScript.
 
-use std::borrow::Cow;
-
-use rollout_core::edge::{Active, PushReply};
-use rollout_core::http::{self, EdgeHeaders, Hop};
-use rollout_core::{Applied, Arm, Config, Decision, MAX_ENVELOPE_BYTES, Origin, Reason};
+use rollout_core::edge::Active;
+use rollout_core::http;
+use rollout_core::{Arm, Config, Decision};
 use serde::{Deserialize, Serialize};
 
 /// A header list as JavaScript holds it: `[[name, value], ...]`.
@@ -25,15 +23,6 @@ pub enum InputError {
     /// An outcome that is not what `route()` returns.
     #[error("outcome: {0}")]
     Outcome(String),
-    /// A header list that is not `[[name, value], ...]`.
-    #[error("headers: {0}")]
-    Headers(String),
-    /// A hop that is not `{client_ip, host, proto}`.
-    #[error("hop: {0}")]
-    Hop(String),
-    /// A bootstrap origin that is not `http(s)://host[:port]`.
-    #[error("bootstrap origin: {0}")]
-    BootstrapOrigin(String),
 }
 
 /// What an edge knows about a request: core's JSON form of
@@ -145,21 +134,6 @@ impl Outcome {
     pub fn flags_header(&self) -> String {
         self.flags.join(",")
     }
-
-    /// The values the edge's own headers report.
-    fn edge_headers(&self) -> EdgeHeaders<'_> {
-        EdgeHeaders {
-            arm: self.arm.into(),
-            version: self.version,
-            flags: Cow::Owned(self.flags_header()),
-            set_cookie: self.set_cookie.as_deref(),
-            debug: self
-                .debug_headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect(),
-        }
-    }
 }
 
 fn owned(pairs: Vec<(&'static str, String)>) -> HeaderList {
@@ -176,122 +150,6 @@ pub fn route(active: &Active, facts: &Facts) -> Result<Outcome, InputError> {
         config.debug_headers(),
         &facts.method,
     ))
-}
-
-/// The outcome when no usable config is applied: everything to the bootstrap
-/// origin, on `old`.
-pub fn bootstrap(origin: &str) -> Result<Outcome, InputError> {
-    let origin = Origin::parse(origin).map_err(|p| InputError::BootstrapOrigin(p.to_string()))?;
-    Ok(Outcome {
-        route: None,
-        arm: ArmName::Old,
-        origin: origin.to_string(),
-        bucket: None,
-        reason: Reason::Bootstrap.as_str().to_owned(),
-        key: None,
-        flags: Vec::new(),
-        set_cookie: None,
-        version: 0,
-        debug_headers: vec![(
-            "x-rollout-reason".to_owned(),
-            Reason::Bootstrap.as_str().to_owned(),
-        )],
-        failover: None,
-    })
-}
-
-/// The outcome for retrying on `old` after `new` failed, when the outcome
-/// allows failover.
-pub fn failed_over(outcome: &Outcome) -> Option<Outcome> {
-    let plan = outcome.failover.as_ref()?;
-    Some(Outcome {
-        arm: ArmName::Old,
-        origin: plan.origin.clone(),
-        failover: None,
-        ..outcome.clone()
-    })
-}
-
-/// Headers the platform adds to every inbound request: they describe the
-/// edge's own hop, and Cloudflare refuses some of them on a subrequest.
-fn is_platform_header(name: &str) -> bool {
-    name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("cf-"))
-}
-
-/// Headers for the request to the origin: the client's minus hop-by-hop,
-/// platform and edge headers, plus the decision and the forwarded headers.
-pub fn origin_request_headers(
-    incoming: &[(String, String)],
-    outcome: &Outcome,
-    hop: Hop<'_>,
-) -> HeaderList {
-    http::origin_request_headers(incoming, &outcome.edge_headers(), hop, is_platform_header)
-}
-
-/// Headers for the client: the origin's minus hop-by-hop and edge headers,
-/// plus the edge's own.
-pub fn client_response_headers(origin: &[(String, String)], outcome: &Outcome) -> HeaderList {
-    http::client_response_headers(origin, &outcome.edge_headers())
-}
-
-/// The headers the edge adds to every response, its own errors included:
-/// `x-rollout-arm`, `x-rollout-version`, the sticky cookie and debug headers.
-/// Debug headers are limited to the edge's own names, so an outcome edited in
-/// JavaScript cannot add arbitrary headers this way.
-pub fn edge_response_headers(outcome: &Outcome) -> HeaderList {
-    http::edge_response_headers(&outcome.edge_headers())
-}
-
-/// What the edge holds, from the stored compact form. Foreign or damaged
-/// bytes count as nothing applied, as on the Spin edge.
-pub fn current(active: Option<&[u8]>) -> Option<Applied> {
-    active
-        .and_then(Active::from_compact)
-        .map(|active| active.applied)
-}
-
-/// The 413 reply for a push body over the limit, before it is read whole.
-pub fn oversized_reply(current: Option<Applied>) -> String {
-    let error = format!("body is over the limit of {MAX_ENVELOPE_BYTES} bytes");
-    reply_text(PushReply::nack(current, error).to_json())
-}
-
-/// A refusal naming `error`, leaving `current` in place.
-pub fn nack_reply(current: Option<Applied>, error: &str) -> String {
-    reply_text(PushReply::nack(current, error).to_json())
-}
-
-/// JSON replies are built by serde_json, so they are UTF-8.
-pub fn reply_text(json: Vec<u8>) -> String {
-    String::from_utf8(json).unwrap_or_default()
-}
-
-/// A hop as JavaScript describes it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HopFacts {
-    /// Client address, without port.
-    #[serde(default, alias = "clientIp")]
-    pub client_ip: Option<String>,
-    /// Host the client asked for.
-    pub host: String,
-    /// `http` or `https`.
-    pub proto: String,
-}
-
-impl HopFacts {
-    /// The core form.
-    pub fn hop(&self) -> Hop<'_> {
-        Hop {
-            client_ip: self.client_ip.as_deref(),
-            host: &self.host,
-            proto: if self.proto == "https" {
-                "https"
-            } else {
-                "http"
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -390,10 +248,9 @@ mod tests {
             &facts(r#"{"method":"GET","host":"h","path":"/api","headers":[["x-user-id","u"]]}"#),
         )
         .expect("routes");
-        let retry = failed_over(&get).expect("GET on new fails over");
         assert_eq!(
-            (retry.arm, retry.origin.as_str(), retry.failover),
-            (ArmName::Old, "http://127.0.0.1:1", None)
+            get.failover.as_ref().map(|f| f.origin.as_str()),
+            Some("http://127.0.0.1:1")
         );
         assert_eq!(
             get.failover.as_ref().map(|f| f.statuses.clone()),
@@ -404,134 +261,6 @@ mod tests {
             &facts(r#"{"method":"POST","host":"h","path":"/api","headers":[["x-user-id","u"]]}"#),
         )
         .expect("routes");
-        assert_eq!(failed_over(&post), None);
-    }
-
-    #[test]
-    fn bootstrap_routes_to_old_and_refuses_a_bad_origin() {
-        let b = bootstrap("http://127.0.0.1:9000/").expect("valid");
-        assert_eq!(
-            (b.arm, b.origin.as_str(), b.version, b.route),
-            (ArmName::Old, "http://127.0.0.1:9000", 0, None)
-        );
-        assert_eq!(
-            bootstrap("http://user@host").map(|_| ()),
-            Err(InputError::BootstrapOrigin(
-                "userinfo is not allowed".into()
-            ))
-        );
-    }
-
-    #[test]
-    fn the_origin_gets_the_decision_and_none_of_the_hop_headers() {
-        let a = active(7);
-        let incoming: HeaderList = [
-            ("accept", "*/*"),
-            ("connection", "x-private"),
-            ("x-private", "secret"),
-            ("te", "trailers"),
-            ("host", "edge.example"),
-            ("cf-connecting-ip", "203.0.113.9"),
-            ("x-rollout-arm", "new"),
-            ("x-forwarded-for", "203.0.113.1"),
-            ("x-user-id", "u"),
-        ]
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-        .collect();
-        let outcome = route(
-            &a,
-            &Facts {
-                headers: incoming.clone(),
-                ..facts(r#"{"method":"GET","host":"h","path":"/"}"#)
-            },
-        )
-        .expect("routes");
-        let hop = HopFacts {
-            client_ip: Some("192.0.2.1".into()),
-            host: "edge.example".into(),
-            proto: "https".into(),
-        };
-        let out = origin_request_headers(&incoming, &outcome, hop.hop());
-        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "accept",
-                "x-user-id",
-                "x-rollout-arm",
-                "x-rollout-version",
-                "x-rollout-flags",
-                "x-forwarded-for",
-                "forwarded",
-                "x-forwarded-host",
-                "x-forwarded-proto"
-            ]
-        );
-        assert_eq!(value(&out, "x-rollout-arm"), Some("old"), "weight 0 on web");
-        assert_eq!(value(&out, "x-rollout-version"), Some("7"));
-        assert_eq!(
-            value(&out, "x-forwarded-for"),
-            Some("203.0.113.1, 192.0.2.1")
-        );
-    }
-
-    #[test]
-    fn the_client_gets_the_origin_headers_and_the_edge_headers() {
-        let a = active(2);
-        let outcome = route(
-            &a,
-            &facts(r#"{"method":"GET","host":"h","path":"/","mint":"000102030405060708090a0b0c0d0e0f"}"#),
-        )
-        .expect("routes");
-        let origin: HeaderList = [
-            ("content-type", "text/plain"),
-            ("x-rollout-version", "999"),
-            ("keep-alive", "5"),
-            ("set-cookie", "a=1"),
-        ]
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-        .collect();
-        let out = client_response_headers(&origin, &outcome);
-        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "content-type",
-                "set-cookie",
-                "x-rollout-arm",
-                "x-rollout-version",
-                "set-cookie",
-                "x-rollout-route",
-                "x-rollout-reason",
-                "x-rollout-bucket",
-                "x-rollout-key"
-            ]
-        );
-        assert_eq!(value(&out, "x-rollout-version"), Some("2"));
-        let forged = Outcome {
-            debug_headers: vec![("location".into(), "https://evil.example".into())],
-            ..outcome
-        };
-        assert!(
-            value(&edge_response_headers(&forged), "location").is_none(),
-            "debug headers are limited to the edge's names"
-        );
-    }
-
-    #[test]
-    fn replies_for_refusals_name_the_current_version() {
-        let a = active(5);
-        let held = current(Some(&a.to_compact()));
-        assert_eq!(held.map(|h| h.version), Some(5));
-        assert_eq!(current(Some(b"junk")), None);
-        let json: serde_json::Value = serde_json::from_str(&oversized_reply(held)).expect("json");
-        assert_eq!(json["status"], "nack");
-        assert_eq!(json["version"], 5);
-        assert_eq!(
-            json["error"],
-            format!("body is over the limit of {MAX_ENVELOPE_BYTES} bytes")
-        );
+        assert_eq!(post.failover, None);
     }
 }

@@ -78,9 +78,7 @@ test("an envelope signed by Node's Ed25519 verifies and compiles", () => {
   const router = b.Router.fromEnvelope(body, signature, control.publicKey);
   assert.equal(router.version, 3);
   assert.equal(router.digest, sha256Hex(body));
-  const again = b.Router.fromCompact(router.toCompact());
-  assert.equal(again.digest, router.digest);
-  const out = again.route({ method: "GET", host: "h", path: "/", headers: [["x-user-id", "u1"]] });
+  const out = router.route({ method: "GET", host: "h", path: "/", headers: [["x-user-id", "u1"]] });
   assert.equal(out.version, 3);
   assert.equal(out.bucket, b.bucket("web", "u1"));
 });
@@ -91,7 +89,6 @@ test("envelope and key errors are exceptions with the native messages", () => {
     [() => b.Router.fromEnvelope(body, stranger.sign(body), control.publicKey), "signature does not verify"],
     [() => b.Router.fromEnvelope(body, "ed25519=abc", control.publicKey), "signature header must be ed25519=<base64 of 64 bytes>"],
     [() => b.Router.fromEnvelope(body, signature, "ed25519:short"), "public key must be ed25519:<base64 of 32 bytes>"],
-    [() => b.Router.fromCompact(new Uint8Array([1, 2, 3])), "stored config is not in the compact form"],
     [() => b.Router.fromConfig("{"), "config: EOF while parsing an object at line 1 column 1"],
   ];
   const bad = push(2, { ...CONFIG, routes: [{ ...CONFIG.routes[0], new_weight: 150 }] });
@@ -120,53 +117,70 @@ test("request facts in the wrong shape are refused, not guessed", () => {
   assert.equal(byIp.route({ method: "GET", host: "h", path: "/", clientIp: "192.0.2.1" }).bucket, b.bucket("web", "192.0.2.1"));
 });
 
-test("pushes follow the version rule with the documented statuses", () => {
-  const v1 = push(1);
-  const first = b.receivePush(null, v1.body, v1.signature, control.publicKey);
-  assert.equal(first.status, 200);
-  assert.deepEqual(JSON.parse(first.body), { status: "ack", version: 1, digest: sha256Hex(v1.body) });
-  const held = first.active;
-  assert.ok(held instanceof Uint8Array && held.length > 0, "an applied push has a compact form to store");
+function admin(method, headers, stored, publicKey = control.publicKey) {
+  return b.adminBegin(method, headers, stored ?? undefined, undefined, publicKey);
+}
 
-  const replay = b.receivePush(held, v1.body, v1.signature, control.publicKey);
-  assert.equal(replay.status, 200, "the same version and body is an idempotent ack");
-  assert.equal(replay.active, undefined, "nothing to write");
+// A push through the admin machine against a store holding `stored`:
+// returns the answer and the value the store holds after it.
+function pushTo(stored, { body, signature }) {
+  const begun = admin("PUT", [["rollout-signature", signature]], stored);
+  assert.equal(begun.answer, undefined, "a signed PUT reads its body");
+  const step = begun.finish(body);
+  const value = step.value;
+  if (value === undefined) return { answer: step.answer, held: stored };
+  return { answer: step.done(), held: value };
+}
+
+test("pushes go through the admin machine: version rule, statuses, one value to swap in", () => {
+  const v1 = push(1);
+  const first = pushTo(null, v1);
+  assert.equal(first.answer.status, 200);
+  assert.deepEqual(JSON.parse(first.answer.body), { status: "ack", version: 1, digest: sha256Hex(v1.body) });
+  const held = first.held;
+  assert.ok(held instanceof Uint8Array && held.length > v1.body.length, "one value: envelope, signature and compact form");
+
+  const replay = pushTo(held, v1);
+  assert.equal(replay.answer.status, 200, "the same version and body is an idempotent ack");
+  assert.equal(replay.held, held, "nothing to write");
 
   const other = push(1, { ...CONFIG, routes: [{ ...CONFIG.routes[0], new_weight: 20 }] });
-  const conflict = b.receivePush(held, other.body, other.signature, control.publicKey);
-  assert.equal(conflict.status, 409);
-  assert.match(JSON.parse(conflict.body).error, /does not follow the applied version 1/);
+  const conflict = pushTo(held, other);
+  assert.equal(conflict.answer.status, 409);
+  assert.match(JSON.parse(conflict.answer.body).error, /does not follow the applied version 1/);
 
-  assert.equal(b.receivePush(held, v1.body, stranger.sign(v1.body), control.publicKey).status, 401);
-  assert.equal(b.receivePush(held, v1.body, undefined, control.publicKey).status, 401);
+  assert.equal(pushTo(held, { body: v1.body, signature: stranger.sign(v1.body) }).answer.status, 401);
   const invalid = push(2, { schema: 2, routes: [] });
-  const refused = b.receivePush(held, invalid.body, invalid.signature, control.publicKey);
-  assert.equal(refused.status, 400);
-  assert.equal(JSON.parse(refused.body).version, 1, "a refusal names what is held");
-  const huge = Buffer.alloc(b.constants().maxEnvelopeBytes + 1, 0x20);
-  assert.equal(b.receivePush(held, huge, v1.signature, control.publicKey).status, 413);
+  const refused = pushTo(held, invalid);
+  assert.equal(refused.answer.status, 400);
+  assert.equal(JSON.parse(refused.answer.body).version, 1, "a refusal names what is held");
 
-  const v2 = push(2);
-  const next = b.receivePush(held, v2.body, v2.signature, control.publicKey);
-  assert.equal(next.status, 200);
-  assert.equal(b.Router.fromCompact(next.active).version, 2);
-  assert.throws(() => b.receivePush(held, v2.body, v2.signature, "nope"), {
-    message: "public key must be ed25519:<base64 of 32 bytes>",
-  });
+  const tooLong = admin("PUT", [["content-length", String(b.constants().maxEnvelopeBytes + 1)]], held);
+  assert.equal(tooLong.answer.status, 413, "refused before any body is read");
+  assert.equal(b.adminBegin("PUT", [], held, undefined, undefined).answer.status, 503, "no key: the edge is misconfigured");
+  assert.match(JSON.parse(admin("PUT", [], held, "nope").answer.body).error, /public key must be ed25519/);
+  const post = admin("POST", [], held);
+  assert.equal(post.answer.status, 405);
+  assert.ok(post.answer.headers.some(([n, v]) => n === "allow" && v === "GET, PUT"));
+  const get = admin("GET", [], held);
+  assert.deepEqual(JSON.parse(get.answer.body), { version: 1, digest: sha256Hex(v1.body) });
+  assert.deepEqual(JSON.parse(admin("GET", [], null).answer.body), { version: 0, digest: null });
 });
 
-test("admin replies are the documented JSON", () => {
-  const v4 = push(4);
-  const held = b.receivePush(null, v4.body, v4.signature, control.publicKey).active;
-  assert.deepEqual(JSON.parse(b.appliedReply(held)), { version: 4, digest: sha256Hex(v4.body) });
-  assert.deepEqual(JSON.parse(b.appliedReply(null)), { version: 0, digest: null });
-  assert.deepEqual(JSON.parse(b.oversizedReply(held)), {
-    status: "nack",
-    version: 4,
-    digest: sha256Hex(v4.body),
-    error: "body is over the limit of 1048576 bytes",
-  });
-  assert.equal(JSON.parse(b.nackReply(null, "store down")).error, "store down");
+test("a push that loses a compare-and-swap decides again against what landed", () => {
+  const v5 = pushTo(null, push(5)).held;
+  // Version 3 read an empty store, then found 5 there: refused against 5.
+  const late = admin("PUT", [["rollout-signature", push(3).signature]], null).finish(push(3).body);
+  assert.ok(late.value instanceof Uint8Array);
+  const refused = late.conflict(v5);
+  assert.equal(refused.value, undefined);
+  assert.equal(refused.answer.status, 409);
+  assert.equal(JSON.parse(refused.answer.body).version, 5);
+  // Version 7 read an empty store, found 5: it still applies, over 5.
+  const v7 = push(7);
+  const again = admin("PUT", [["rollout-signature", v7.signature]], null).finish(v7.body).conflict(v5);
+  assert.ok(again.value instanceof Uint8Array, "swap again, over what is there now");
+  assert.equal(JSON.parse(again.done().body).version, 7);
 });
 
 test("the version rule: higher applies, same is idempotent, anything else is refused", () => {
@@ -180,53 +194,68 @@ test("the version rule: higher applies, same is idempotent, anything else is ref
   assert.throws(() => b.admit(null, { version: 1, digest: "XYZ" }), /digest must be 64 lowercase hex digits/);
 });
 
-test("header lists keep hop-by-hop and edge headers away and add the decision", () => {
-  const router = b.Router.fromConfig(JSON.stringify({ ...CONFIG, debug_headers: true }));
-  const incoming = [
-    ["accept", "*/*"],
-    ["connection", "x-private"],
-    ["x-private", "1"],
-    ["x-rollout-arm", "new"],
-    ["cf-connecting-ip", "192.0.2.9"],
-    ["x-user-id", "u1"],
-  ];
-  const outcome = router.route({ method: "GET", host: "edge.example", path: "/", headers: incoming });
-  const toOrigin = b.originRequestHeaders(incoming, outcome, { client_ip: "192.0.2.9", host: "edge.example", proto: "https" });
+const ROUTED = {
+  ...CONFIG,
+  debug_headers: true,
+  routes: [
+    {
+      id: "api",
+      match: { path_prefix: "/api" },
+      old: "http://127.0.0.1:8001",
+      new: "http://127.0.0.1:8002",
+      new_weight: 100,
+      key: ["header:x-user-id"],
+      failover: { statuses: [503] },
+    },
+    CONFIG.routes[0],
+  ],
+};
+
+function route(target, headers, stored, extra = {}) {
+  const facts = { method: "GET", target, headers: [["host", "edge.example"], ...headers], client_ip: "192.0.2.9", ...extra };
+  return b.routeRequest(facts, stored ?? undefined, "http://127.0.0.1:8009", "000102030405060708090a0b0c0d0e0f");
+}
+
+test("the request machine refuses, routes, and lists exactly what the origin gets", () => {
+  const held = pushTo(null, push(3, ROUTED)).held;
+  for (const target of ["/a/../api", "/%2e%2e/x", "*"]) assert.equal(route(target, [], held).answer.status, 400, target);
+  assert.equal(route("/", [["host", "two.example"]], held).answer.status, 400, "two Host headers");
+  assert.equal(route("/x", [], held, { method: "CONNECT" }).answer.status, 405);
+  assert.equal(route("/.well-known/rollout/config", [], held).admin, true);
+
+  const forward = route("/api/x?q=1", [["x-user-id", "u1"], ["connection", "x-private"], ["x-private", "1"], ["cf-ray", "r"]], held).takeForward();
+  const out = forward.request;
+  assert.deepEqual([out.method, out.origin, out.path], ["GET", "http://127.0.0.1:8002", "/api/x?q=1"]);
   assert.deepEqual(
-    toOrigin.map(([n]) => n),
-    ["accept", "x-user-id", "x-rollout-arm", "x-rollout-version", "x-rollout-flags", "x-forwarded-for", "forwarded", "x-forwarded-host", "x-forwarded-proto"],
+    out.headers.map(([n]) => n),
+    ["x-user-id", "x-rollout-arm", "x-rollout-version", "x-rollout-flags", "x-forwarded-for", "forwarded", "x-forwarded-host", "x-forwarded-proto"],
   );
-  assert.deepEqual(toOrigin[2], ["x-rollout-arm", outcome.arm]);
-  const toClient = b.clientResponseHeaders([["content-type", "text/plain"], ["keep-alive", "5"]], outcome);
-  assert.deepEqual(toClient.slice(0, 3), [
-    ["content-type", "text/plain"],
-    ["x-rollout-arm", outcome.arm],
-    ["x-rollout-version", "0"],
-  ]);
-  assert.ok(toClient.some(([n, v]) => n === "x-rollout-bucket" && v === String(b.bucket("web", "u1"))));
+  const toClient = forward.responseHeaders([["content-type", "text/plain"], ["keep-alive", "5"], ["x-rollout-arm", "old"]]);
+  assert.deepEqual(toClient.slice(0, 3), [["content-type", "text/plain"], ["x-rollout-arm", "new"], ["x-rollout-version", "3"]]);
+
+  // Header values are byte strings: UTF-8 bytes of "é1" bucket as "é1".
+  const utf8 = Buffer.from("é1", "utf8").toString("latin1");
+  const keyed = route("/", [["x-user-id", utf8]], held).takeForward();
+  assert.ok(keyed.responseHeaders([]).some(([n, v]) => n === "x-rollout-bucket" && v === String(b.bucket("web", "é1"))));
+  assert.throws(() => b.routeRequest({ method: "GET" }), /^Error: request facts: missing field `target`/);
 });
 
-test("bootstrap and failover outcomes go to old", () => {
-  const boot = b.bootstrap("http://127.0.0.1:9/");
-  assert.deepEqual(decisionFields(boot), {
-    route: null,
-    arm: "old",
-    origin: "http://127.0.0.1:9",
-    bucket: null,
-    reason: "bootstrap",
-    key: null,
-    flags: [],
-    set_cookie: null,
-  });
-  assert.throws(() => b.bootstrap("ftp://x"), { message: "bootstrap origin: must be an absolute http or https URL" });
-  const router = b.Router.fromConfig(
-    JSON.stringify({ ...CONFIG, routes: [{ ...CONFIG.routes[0], new_weight: 100, failover: { statuses: [503] } }] }),
-  );
-  const onNew = router.route({ method: "GET", host: "h", path: "/", headers: [["x-user-id", "u"]] });
-  assert.equal(onNew.arm, "new");
-  const retry = b.failedOver(onNew);
-  assert.deepEqual([retry.arm, retry.origin, retry.failover], ["old", "http://127.0.0.1:8001", null]);
-  assert.equal(b.failedOver(retry), null);
-  const post = router.route({ method: "POST", host: "h", path: "/", headers: [["x-user-id", "u"]] });
-  assert.equal(post.failover, null, "POST is not idempotent");
+test("failover retries on old only when the body can be sent again, and allow-lists bind", () => {
+  const held = pushTo(null, push(3, ROUTED)).held;
+  const forward = route("/api/x", [["x-user-id", "u1"]], held).takeForward();
+  assert.equal(forward.replayLimit, b.constants().replayLimit);
+  const retry = forward.after(503, undefined, false, true).takeRetry();
+  assert.equal(retry.request.origin, "http://127.0.0.1:8001");
+  assert.ok(retry.request.headers.some(([n, v]) => n === "x-rollout-arm" && v === "old"));
+  assert.equal(forward.after(503, undefined, false, false).relay, true, "a streamed body is never replayed");
+  const failed = forward.after(undefined, "reset", false, true).answer;
+  assert.equal(failed.status, 502);
+  assert.equal(failed.body, "rollout edge: origin new (config) failed: reset\n");
+  assert.equal(forward.after(undefined, "refused", true, true).takeRetry().request.origin, "http://127.0.0.1:8001");
+
+  assert.equal(forward.permittedBy(new b.AllowedOrigins("http://127.0.0.1:8002")), true);
+  assert.equal(forward.permittedBy(new b.AllowedOrigins("http://127.0.0.1:8001, https://127.0.0.1:8002")), false);
+  assert.throws(() => new b.AllowedOrigins("ftp://x"), /ftp:\/\/x/);
+  const boot = route("/x", [], null).takeForward();
+  assert.equal(boot.request.origin, "http://127.0.0.1:8009", "nothing applied: the bootstrap origin");
 });

@@ -27,6 +27,7 @@ async function startEdge() {
     ROLLOUT_KV: fileKv(stateDir),
     PUBLIC_KEY: control.publicKey,
     OLD_ORIGIN: oldOrigin,
+    ROLLOUT_ALLOWED_ORIGINS: `${oldOrigin} ${newOrigin}`,
   });
   servers.push(server);
   return `http://127.0.0.1:${await listen(server)}`;
@@ -123,7 +124,9 @@ test("the Host header cannot rewrite the path the origin gets or reach the admin
     // ...and this one was answered by the admin endpoint with what is applied.
     "GET /public HTTP/1.1\r\nHost: x/.well-known/rollout/config?\r\nConnection: close\r\n\r\n",
     "GET /public HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n",
-    "GET http://evil.example/admin HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    // An absolute-form target is accepted (RFC 9112 §3.2.2), but its
+    // authority is held to the same rule as Host.
+    "GET http://user@evil.example/admin HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
     "OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
   ];
   for (const raw of cases) {

@@ -71,7 +71,7 @@ function capnpString(s) {
   return JSON.stringify(s);
 }
 
-function workerdConfig({ kvPort, oldOrigin }) {
+function workerdConfig({ kvPort, oldOrigin, allowed }) {
   return `using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
@@ -95,6 +95,7 @@ const edge :Workerd.Worker = (
     (name = "ROLLOUT_KV", kvNamespace = "kv"),
     (name = "PUBLIC_KEY", text = ${capnpString(control.publicKey)}),
     (name = "OLD_ORIGIN", text = ${capnpString(oldOrigin)}),
+    (name = "ROLLOUT_ALLOWED_ORIGINS", text = ${capnpString(allowed)}),
   ],
   globalOutbound = "loopback",
 );
@@ -132,6 +133,11 @@ before(async () => {
   oldOrigin = `http://127.0.0.1:${await listen(oldServer)}`;
   newOrigin = `http://127.0.0.1:${await listen(newServer)}`;
   const kvPort = await listen(kv);
+  // A port nobody listens on, for the connect-error failover test; it must
+  // be on the allow-list like any origin the config names.
+  const dead = http.createServer();
+  state.deadOrigin = `http://127.0.0.1:${await listen(dead)}`;
+  await close(dead);
 
   state.dir = mkdtempSync(join(tmpdir(), "rollout-workerd-"));
   mkdirSync(join(state.dir, "pkg"));
@@ -139,7 +145,8 @@ before(async () => {
     copyFileSync(join(here, f), join(state.dir, f));
   }
   const configPath = join(state.dir, "edge.capnp");
-  writeFileSync(configPath, workerdConfig({ kvPort, oldOrigin }));
+  const allowed = [oldOrigin, newOrigin, state.deadOrigin].join(" ");
+  writeFileSync(configPath, workerdConfig({ kvPort, oldOrigin, allowed }));
 
   const child = spawn(
     workerdBinary(),
@@ -294,8 +301,10 @@ test("push v1 at 10 % is acknowledged and applies on the next request", async ()
   assert.deepEqual(json, { status: "ack", version: 1, digest: sha256Hex(pushed.get(1).body) });
   const { res } = await get("/", { "x-user-id": "user-1" });
   assert.equal(res.headers.get("x-rollout-version"), "1");
-  assert.ok(state.kv.has("rollout.active") && state.kv.has("rollout.envelope"), "stored in KV");
-  assert.equal(state.kv.get("rollout.signature").toString(), pushed.get(1).signature);
+  assert.deepEqual([...state.kv.keys()], ["rollout.active"], "one value under one key");
+  const stored = Buffer.from(state.kv.get("rollout.active"));
+  assert.ok(stored.includes(Buffer.from(pushed.get(1).body)), "the value holds the signed envelope");
+  assert.ok(stored.includes(Buffer.from(pushed.get(1).signature)), "and its signature");
 });
 
 test("10 % of 10 000 keys go to new, each exactly as the bindings bucket it", async (t) => {
@@ -427,12 +436,9 @@ test("no header reaches the admin endpoint from another path", async () => {
   assert.equal(json.url, "/", "proxied, not handled as admin");
 });
 
-test("failover retries an idempotent request on old; a request with a body gets 502", async () => {
-  const dead = http.createServer();
-  const deadPort = await listen(dead);
-  await close(dead); // nothing listens there now
+test("failover retries an idempotent request on old; a POST gets 502", async () => {
   const config = WEB(100, {
-    new: `http://127.0.0.1:${deadPort}`,
+    new: state.deadOrigin,
     failover: { connect_error: true, statuses: [503] },
   });
   assert.equal((await pushConfig(7, config)).status, 200);
