@@ -401,6 +401,47 @@ async fn a_restarted_edge_with_a_file_store_serves_its_last_applied_version() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test]
+async fn an_edge_that_finds_an_older_compact_form_rederives_it_and_writes_it_back() {
+    use rollout_core::edge::stored::Frame;
+    use rollout_core::edge::{COMPACT_FORM, KV_ACTIVE};
+
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let (v4, s4) = envelope(4, config(&old.url(), &new.url(), 100.0, json!({})));
+    // What an older build would have stored: its own compact form (bytes this
+    // build cannot read) beside the envelope it verified.
+    let older = Frame {
+        form: COMPACT_FORM - 1,
+        compact: b"an older build's compact form",
+        signature: &s4,
+        envelope: &v4,
+    }
+    .to_bytes();
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    kv.set(KV_ACTIVE, &older).expect("seed the store");
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), new.url()],
+    };
+    let edge = start_edge(setup, kv.clone()).await;
+    let client = client();
+
+    let resp = get_as(&client, edge.addr, "/", "dave").await;
+    assert_eq!(
+        (
+            header(&resp, "x-rollout-version"),
+            header(&resp, "x-origin")
+        ),
+        ("4".into(), "new".into()),
+        "served by the envelope's config, not the bootstrap origin"
+    );
+    let stored = kv.get(KV_ACTIVE).expect("read").expect("still stored");
+    let frame = Frame::parse(&stored).expect("a frame");
+    assert_eq!(frame.form, COMPACT_FORM, "written back in this build's form");
+    assert_eq!((frame.envelope, frame.signature), (v4.as_slice(), s4.as_str()));
+    assert_eq!(applied(&client, edge.addr).await, (4, Some(digest(&v4))));
+}
+
 /// Sends raw bytes and returns the raw response, so headers a client library
 /// would refuse or rewrite can be sent as they are.
 fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
