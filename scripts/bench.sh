@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the router and prints one table (BENCHMARKS.md explains it).
 #
-#   scripts/bench.sh [--smoke] [decision|hop|propagation|cold ...]
+#   scripts/bench.sh [--smoke] [decision|hop|propagation|cold|js ...]
 #
 # --smoke runs a few iterations of everything in seconds, so CI catches a
 # harness that no longer works; its output is not figures. Sections default
@@ -11,11 +11,13 @@ cd "$(dirname "$0")/.."
 
 smoke=()
 sections=()
+js=0
 for arg in "$@"; do
     case "$arg" in
         --smoke) smoke=(--smoke) ;;
         decision|hop|propagation|cold) sections+=("$arg") ;;
-        *) echo "usage: scripts/bench.sh [--smoke] [decision|hop|propagation|cold ...]" >&2; exit 2 ;;
+        js) js=1 ;;
+        *) echo "usage: scripts/bench.sh [--smoke] [decision|hop|propagation|cold|js ...]" >&2; exit 2 ;;
     esac
 done
 
@@ -47,4 +49,14 @@ fi
 cargo bench --locked -p rollout-core --bench core -- "${criterion[@]}"
 
 mkdir -p target/bench
-"target/$profile/rollout-bench" "${smoke[@]}" --out target/bench/results.md "${sections[@]}"
+if [ ${#sections[@]} -gt 0 ] || [ "$js" -eq 0 ]; then
+    "target/$profile/rollout-bench" "${smoke[@]}" --out target/bench/results.md "${sections[@]}"
+fi
+
+# The JavaScript edge's per-request cost (Node in process, and the hop
+# through Node and workerd): with every section, or when asked for.
+if [ ${#sections[@]} -eq 0 ] || [ "$js" -eq 1 ]; then
+    router/js/build.sh
+    (cd router/js && { [ -d node_modules/workerd ] || npm ci --no-audit --no-fund; })
+    node router/js/bench/cost.mjs "${smoke[@]}"
+fi
