@@ -24,7 +24,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use rollout_core::edge::ADMIN_PATH;
 use tokio::net::{TcpListener, TcpStream};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
@@ -100,37 +100,41 @@ fn engine() -> anyhow::Result<Engine> {
     }
 }
 
+/// Compiles the component at `path` and links everything this host provides
+/// (WASI, wasi:http, Spin's key-value and variables, wasi:keyvalue) against it.
+fn link(path: &Path, build: &str) -> anyhow::Result<InstancePre<HostState>> {
+    if !path.is_file() {
+        bail!(
+            "component {} not found: build it with `{build}`",
+            path.display()
+        );
+    }
+    let engine = engine()?;
+    let component = Component::from_file(&engine, path)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{} is not a loadable WebAssembly component", path.display()))?;
+    let mut linker = Linker::<HostState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    spin::key_value::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    spin::variables::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    keyvalue::store::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    keyvalue::atomics::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "{} imports something this host does not provide",
+                path.display()
+            )
+        })
+}
+
 impl Runtime {
     /// Compiles the component at `path` and links it against the host.
     pub fn load(path: &Path) -> anyhow::Result<Runtime> {
-        if !path.is_file() {
-            bail!(
-                "component {} not found: build it with `{BUILD_COMMAND}`",
-                path.display()
-            );
-        }
-        let engine = engine()?;
-        let component = Component::from_file(&engine, path)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!("{} is not a loadable WebAssembly component", path.display())
-            })?;
-        let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        spin::key_value::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        spin::variables::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        keyvalue::store::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        keyvalue::atomics::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "{} imports something this host does not provide",
-                    path.display()
-                )
-            })?;
+        let pre = link(path, BUILD_COMMAND)?;
         let pre = ProxyPre::new(pre)
             .map_err(anyhow::Error::from)
             .with_context(|| {
@@ -183,34 +187,10 @@ impl std::fmt::Debug for KernelComponent {
 impl KernelComponent {
     /// Compiles the kernel component at `path` (see [`KERNEL_PATH`]).
     pub fn load(path: &Path) -> anyhow::Result<KernelComponent> {
-        if !path.is_file() {
-            bail!(
-                "kernel component {} not found: build it with `{KERNEL_BUILD_COMMAND}`",
-                path.display()
-            );
-        }
-        // The edge's engine settings, pooling allocator included, so the
+        // The edge's engine and imports, pooling allocator included, so the
         // guest runs as the edge's does (on-demand allocation makes a
         // store-reading call measurably slower).
-        let engine = engine()?;
-        let component = Component::from_file(&engine, path)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!("{} is not a loadable WebAssembly component", path.display())
-            })?;
-        let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        spin::key_value::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        spin::variables::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "{} imports something this host does not provide",
-                    path.display()
-                )
-            })?;
+        let pre = link(path, KERNEL_BUILD_COMMAND)?;
         let pre = kernel_bindings::KernelExportsPre::new(pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} does not export rollout:edge/kernel", path.display()))?;

@@ -437,8 +437,14 @@ async fn an_edge_that_finds_an_older_compact_form_rederives_it_and_writes_it_bac
     );
     let stored = kv.get(KV_ACTIVE).expect("read").expect("still stored");
     let frame = Frame::parse(&stored).expect("a frame");
-    assert_eq!(frame.form, COMPACT_FORM, "written back in this build's form");
-    assert_eq!((frame.envelope, frame.signature), (v4.as_slice(), s4.as_str()));
+    assert_eq!(
+        frame.form, COMPACT_FORM,
+        "written back in this build's form"
+    );
+    assert_eq!(
+        (frame.envelope, frame.signature),
+        (v4.as_slice(), s4.as_str())
+    );
     assert_eq!(applied(&client, edge.addr).await, (4, Some(digest(&v4))));
 }
 

@@ -21,7 +21,7 @@ import http from "node:http";
 
 import { serve } from "../handler.mjs";
 import { createServer, memoryKv } from "../node.mjs";
-import { startWorkerd } from "../test/corpus-support.mjs";
+import { startWorkerd } from "../test/workerd-support.mjs";
 import { close, envelope, listen, signer } from "../test/support.mjs";
 
 const smoke = process.argv.includes("--smoke");

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { createServer, memoryKv } from "../node.mjs";
-import { closedPort, loadCorpus, places, pushConfig, recorder, report, runCorpus, startWorkerd } from "./corpus-support.mjs";
+import { closedPort, loadCorpus, places, pushConfig, recorder, report, runCorpus } from "./corpus-support.mjs";
+import { startWorkerd } from "./workerd-support.mjs";
 import { close, listen, signer } from "./support.mjs";
 
 const corpus = loadCorpus();

@@ -4,187 +4,47 @@
 // stopped at the end, by SIGKILL if it does not stop by itself.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import { close, envelope, listen, loadBindings, origin, sha256Hex, signer } from "./support.mjs";
+import { startWorkerd } from "./workerd-support.mjs";
 
 const b = await loadBindings();
 const control = signer(11);
 const stranger = signer(12);
 const ADMIN = "/.well-known/rollout/config";
-const here = fileURLToPath(new URL("..", import.meta.url));
-
-// ---------------------------------------------------------------- fixtures
-
-/** The KV protocol workerd speaks to the service behind a kvNamespace binding. */
-function kvServer(store) {
-  return http.createServer((req, res) => {
-    const url = new URL(req.url, "http://kv");
-    const key = decodeURIComponent(url.pathname.slice(1));
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-      if (req.method === "GET" && key === "") {
-        const keys = [...store.keys()].sort().map((name) => ({ name }));
-        res.writeHead(200, { "content-type": "application/json" });
-        return res.end(JSON.stringify({ keys, list_complete: true }));
-      }
-      if (req.method === "GET") {
-        if (!store.has(key)) {
-          res.writeHead(404);
-          return res.end();
-        }
-        res.writeHead(200);
-        return res.end(store.get(key));
-      }
-      if (req.method === "PUT") {
-        store.set(key, Buffer.concat(chunks));
-        res.writeHead(200);
-        return res.end();
-      }
-      if (req.method === "DELETE") {
-        store.delete(key);
-        res.writeHead(200);
-        return res.end();
-      }
-      res.writeHead(405);
-      res.end();
-    });
-  });
-}
-
-function workerdBinary() {
-  const platform = { linux: "linux", darwin: "darwin", win32: "windows" }[process.platform];
-  const arch = { x64: "64", arm64: "arm64" }[process.arch];
-  const direct = join(here, "node_modules", "@cloudflare", `workerd-${platform}-${arch}`, "bin", "workerd");
-  if (existsSync(direct)) return direct;
-  return join(here, "node_modules", ".bin", "workerd");
-}
-
-function capnpString(s) {
-  return JSON.stringify(s);
-}
-
-function workerdConfig({ kvPort, oldOrigin, allowed }) {
-  return `using Workerd = import "/workerd/workerd.capnp";
-
-const config :Workerd.Config = (
-  services = [
-    (name = "edge", worker = .edge),
-    (name = "kv", external = (address = ${capnpString(`127.0.0.1:${kvPort}`)}, http = ())),
-    (name = "loopback", network = (allow = ["local"])),
-  ],
-  sockets = [ (name = "http", address = "127.0.0.1:0", http = (), service = "edge") ],
-);
-
-const edge :Workerd.Worker = (
-  modules = [
-    (name = "worker.mjs", esModule = embed "worker.mjs"),
-    (name = "handler.mjs", esModule = embed "handler.mjs"),
-    (name = "pkg/rollout_router_js.js", esModule = embed "pkg/rollout_router_js.js"),
-    (name = "pkg/rollout_router_js_bg.wasm", wasm = embed "pkg/rollout_router_js_bg.wasm"),
-  ],
-  compatibilityDate = "2025-01-01",
-  bindings = [
-    (name = "ROLLOUT_KV", kvNamespace = "kv"),
-    (name = "PUBLIC_KEY", text = ${capnpString(control.publicKey)}),
-    (name = "OLD_ORIGIN", text = ${capnpString(oldOrigin)}),
-    (name = "ROLLOUT_ALLOWED_ORIGINS", text = ${capnpString(allowed)}),
-  ],
-  globalOutbound = "loopback",
-);
-`;
-}
 
 // ---------------------------------------------------------------- lifecycle
 
-const state = { servers: [], kv: new Map(), dir: null, workerd: null, log: [] };
+const state = { servers: [], kv: null, workerd: null };
 let edge; // "http://127.0.0.1:PORT"
 let oldOrigin;
 let newOrigin;
 
-function killWorkerd() {
-  const child = state.workerd;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const hard = setTimeout(() => child.kill("SIGKILL"), 2000);
-    child.once("exit", () => {
-      clearTimeout(hard);
-      resolve();
-    });
-    child.kill("SIGTERM");
-  });
-}
-
-// If the test process dies early, workerd must not outlive it.
-process.on("exit", () => state.workerd?.kill("SIGKILL"));
-
 before(async () => {
   const oldServer = origin("old");
   const newServer = origin("new");
-  const kv = kvServer(state.kv);
-  state.servers.push(oldServer, newServer, kv);
+  state.servers.push(oldServer, newServer);
   oldOrigin = `http://127.0.0.1:${await listen(oldServer)}`;
   newOrigin = `http://127.0.0.1:${await listen(newServer)}`;
-  const kvPort = await listen(kv);
   // A port nobody listens on, for the connect-error failover test; it must
   // be on the allow-list like any origin the config names.
   const dead = http.createServer();
   state.deadOrigin = `http://127.0.0.1:${await listen(dead)}`;
   await close(dead);
-
-  state.dir = mkdtempSync(join(tmpdir(), "rollout-workerd-"));
-  mkdirSync(join(state.dir, "pkg"));
-  for (const f of ["worker.mjs", "handler.mjs", "pkg/rollout_router_js.js", "pkg/rollout_router_js_bg.wasm"]) {
-    copyFileSync(join(here, f), join(state.dir, f));
-  }
-  const configPath = join(state.dir, "edge.capnp");
-  const allowed = [oldOrigin, newOrigin, state.deadOrigin].join(" ");
-  writeFileSync(configPath, workerdConfig({ kvPort, oldOrigin, allowed }));
-
-  const child = spawn(
-    workerdBinary(),
-    ["serve", configPath, "--verbose", "--socket-addr", "http=127.0.0.1:0", "--control-fd", "3"],
-    { stdio: ["ignore", "pipe", "pipe", "pipe"] },
-  );
-  state.workerd = child;
-  child.stdout.on("data", (d) => state.log.push(d.toString()));
-  child.stderr.on("data", (d) => state.log.push(d.toString()));
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`workerd did not listen in 30 s:\n${state.log.join("")}`)), 30_000);
-    let buffered = "";
-    child.stdio[3].on("data", (d) => {
-      buffered += d.toString();
-      for (const line of buffered.split("\n")) {
-        try {
-          const event = JSON.parse(line);
-          if (event.event === "listen" && event.socket === "http") {
-            clearTimeout(timer);
-            resolve(event.port);
-          }
-        } catch {
-          // A partial line; wait for the rest.
-        }
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`workerd exited with ${code}:\n${state.log.join("")}`));
-    });
+  state.workerd = await startWorkerd({
+    PUBLIC_KEY: control.publicKey,
+    OLD_ORIGIN: oldOrigin,
+    ROLLOUT_ALLOWED_ORIGINS: [oldOrigin, newOrigin, state.deadOrigin].join(" "),
   });
-  edge = `http://127.0.0.1:${port}`;
+  state.kv = state.workerd.store;
+  edge = `http://${state.workerd.edge}`;
 });
 
 after(async () => {
-  await killWorkerd();
+  await state.workerd?.stop();
   await Promise.all(state.servers.map(close));
-  if (state.dir) rmSync(state.dir, { recursive: true, force: true });
 });
 
 // ---------------------------------------------------------------- helpers
