@@ -108,7 +108,15 @@ pub fn receive<'a>(raw: &RawRequest<'a>) -> Result<Target<'a>, Answer> {
         return Ok(Target::Admin);
     }
     Ok(Target::Proxy(Inbound {
-        raw: *raw,
+        raw: RawRequest {
+            // Only an address goes into the forwarded headers and the
+            // client-ip key: a platform header a client could set on a
+            // self-hosted runtime (cf-connecting-ip) is checked too.
+            client_ip: raw
+                .client_ip
+                .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok()),
+            ..*raw
+        },
         host,
         path_with_query,
     }))

@@ -330,3 +330,31 @@ fn allow_lists_match_scheme_host_and_port() {
     assert!(AllowList::parse("ftp://x").is_err());
     assert_eq!(AllowList::parse("").expect("empty"), AllowList::default());
 }
+
+#[test]
+fn only_an_address_is_taken_as_the_client_ip() {
+    let h = headers(&[("host", b"edge.example")]);
+    for (given, kept) in [
+        (Some("192.0.2.7"), Some("192.0.2.7")),
+        (Some("2001:db8::1"), Some("2001:db8::1")),
+        (Some("1.2.3.4;host=evil"), None),
+        (Some("x\", for=evil"), None),
+        (None, None),
+    ] {
+        let r = RawRequest {
+            client_ip: given,
+            ..raw("GET", "/", &h)
+        };
+        let Ok(Target::Proxy(inbound)) = receive(&r) else {
+            panic!("proxied");
+        };
+        let f = inbound
+            .forward(&Held::Nothing, Some("http://boot.test"), None)
+            .expect("bootstrap");
+        assert_eq!(
+            value(&f.headers, "x-forwarded-for").map(|v| std::str::from_utf8(v).expect("utf-8")),
+            kept,
+            "{given:?}"
+        );
+    }
+}
