@@ -162,6 +162,17 @@ fn joined<V: AsRef<[u8]>>(headers: &[(String, V)], name: &str) -> Option<String>
     (!values.is_empty()).then(|| values.join(", "))
 }
 
+/// `headers` without the ones its `Connection` header names (RFC 9110
+/// §7.6.1): they describe the hop the message came on, not the message.
+pub fn without_connection_named<V: AsRef<[u8]> + Clone>(headers: &[(String, V)]) -> HeaderList<V> {
+    let filter = connection_filter(headers);
+    headers
+        .iter()
+        .filter(|(n, _)| !filter.named.iter().any(|x| x.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect()
+}
+
 /// The filter for a message with `headers`, honouring its `Connection` header.
 fn connection_filter<V: AsRef<[u8]>>(headers: &[(String, V)]) -> HeaderFilter {
     HeaderFilter::new(

@@ -370,6 +370,25 @@ impl WasiHttpView for HostState {
     }
 }
 
+/// Removes the headers a message's `Connection` header names (RFC 9110
+/// §7.6.1): they belong to the hop it came on. wasi:http hides `Connection`
+/// from the component, so only the host can do this, for requests and for
+/// origins' responses alike. Host is never removed (it is no hop header, and
+/// wasi:http needs it).
+pub(crate) fn drop_connection_named(headers: &mut http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty() && n != "host")
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+}
+
 fn text_response(status: u16, body: &'static str) -> hyper::Response<HyperOutgoingBody> {
     let body = Full::new(Bytes::from_static(body.as_bytes()))
         .map_err(|never| match never {})
@@ -429,18 +448,7 @@ async fn answer(
     // Headers a client names in `Connection` belong to this hop (RFC 9110
     // §7.6.1). wasi:http hides `Connection` from the component, so only the
     // host that terminates the connection can drop them.
-    let named: Vec<String> = req
-        .headers()
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
-    for name in named {
-        req.headers_mut().remove(name.as_str());
-    }
+    drop_connection_named(req.headers_mut());
     // Spin sets these on every request, overwriting any a client sent.
     let full_url = format!(
         "http://{host}{}",

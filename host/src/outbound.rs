@@ -178,8 +178,9 @@ impl WasiHttpHooks for Hooks {
                     Ok(Err(e)) => return Err(pooled_error(&e)),
                     Ok(Ok(resp)) => resp,
                 };
-                let resp =
+                let mut resp =
                     resp.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                crate::drop_connection_named(resp.headers_mut());
                 // The pool drives its connections itself.
                 Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
             });
@@ -189,7 +190,8 @@ impl WasiHttpHooks for Hooks {
             if let Some(timer) = timer {
                 timer.finish(sent.is_ok());
             }
-            let (resp, io) = sent?;
+            let (mut resp, io) = sent?;
+            crate::drop_connection_named(resp.headers_mut());
             Ok((resp.map(|b| b.boxed_unsync()), Box::new(io) as IoFuture))
         })
     }

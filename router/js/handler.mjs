@@ -159,6 +159,10 @@ async function proxy(routing, chunks, env, send) {
   } catch {
     return forward.unreadableBody();
   }
+  if (!(body.ended && body.total === 0)) {
+    const refused = forward.refusesBody();
+    if (refused) return refused;
+  }
   let result = await attempt(forward, body, allow, send);
   let verdict = forward.after(result.status, result.error, result.connect === true, body.ended);
   const retry = verdict.takeRetry();

@@ -117,7 +117,15 @@ function send(out) {
   const url = new URL(out.origin);
   const client = url.protocol === "https:" ? https : http;
   const raw = ["host", url.host];
-  for (const [name, value] of out.headers) raw.push(name, value);
+  let length = false;
+  for (const [name, value] of out.headers) {
+    raw.push(name, value);
+    if (name.toLowerCase() === "content-length") length = true;
+  }
+  // Framing is the transport's: a body without a length goes chunked, for
+  // every method (node:http would write a GET's or DELETE's body unframed,
+  // and the origin would read it as the next request on the connection).
+  if (out.body && !length) raw.push("transfer-encoding", "chunked");
   return new Promise((resolve, reject) => {
     let connected = false;
     const req = client.request({
@@ -144,6 +152,12 @@ function send(out) {
       const error = new Error(`${e.code ?? "error"}: ${e.message}`);
       error.connect = !connected || CONNECT_CODES.has(e.code);
       reject(error);
+    });
+    // A 101 the edge never asked for: no response to relay (the machine
+    // answers 502 for any status outside 200-599).
+    req.on("upgrade", (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode, headers: [], body: null, cancel: () => {} });
     });
     req.on("response", (res) => {
       const headers = [];
@@ -172,7 +186,9 @@ function factsOf(req, https) {
   for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i], req.rawHeaders[i + 1]]);
   return {
     method: req.method,
-    target: req.url ?? "",
+    // A fragment is never sent on; hyper and workerd drop it before the
+    // edge runs, so it is dropped here too.
+    target: (req.url ?? "").split("#")[0],
     headers,
     client_ip: clientIp(req.socket),
     https,

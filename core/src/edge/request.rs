@@ -67,10 +67,20 @@ pub struct Inbound<'a> {
 
 /// Checks a request's method, target and Host, the same way on every build.
 pub fn receive<'a>(raw: &RawRequest<'a>) -> Result<Target<'a>, Answer> {
-    if raw.method.eq_ignore_ascii_case("CONNECT") {
+    if raw.method == "CONNECT" {
         return Err(Answer::text(405, "CONNECT is not served by this edge"));
     }
+    if !METHODS.contains(&raw.method) {
+        // RFC 9110 §9.1: methods are case-sensitive; an unknown one is 501.
+        return Err(Answer::text(501, "method not implemented"));
+    }
     let (target_authority, path_with_query) = split_target(raw.target)?;
+    if let Some(c) = path_with_query.chars().find(|&c| !target_char(c)) {
+        return Err(Answer::text(
+            400,
+            &format!("the request target holds {c:?}, which must be percent-encoded"),
+        ));
+    }
     let mut hosts = raw
         .headers
         .iter()
@@ -120,6 +130,21 @@ pub fn receive<'a>(raw: &RawRequest<'a>) -> Result<Target<'a>, Answer> {
         host,
         path_with_query,
     }))
+}
+
+/// The methods an edge proxies (RFC 9110 §9.3 and PATCH); CONNECT is refused.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Whether `c` may appear unencoded in a path or query: RFC 3986's
+/// unreserved characters, sub-delimiters but `'`, `:`, `@`, `/`, `?` and `%`.
+/// Everything else (spaces, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`,
+/// `'`, `#`, controls, bytes above 0x7E) is what URL parsers in JavaScript
+/// runtimes rewrite (`\` becomes `/`, the rest percent-encoded, `#` cut), so
+/// a request holding one would reach the origin differently per build.
+fn target_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&()*+,;=:@/?%".contains(c)
 }
 
 /// `(authority of an absolute-form target, path and query)`.
@@ -320,9 +345,11 @@ impl<'a> Inbound<'a> {
         bootstrap: Option<&str>,
         mint: Option<[u8; 16]>,
     ) -> Result<Forward, Answer> {
-        let text: Vec<(&str, &str)> = self
-            .raw
-            .headers
+        // Headers the client named in Connection belong to its hop: gone
+        // before anything reads them, as rollout-host strips them before the
+        // component runs.
+        let message = http::without_connection_named(self.raw.headers);
+        let text: Vec<(&str, &str)> = message
             .iter()
             // A value that is not UTF-8 reads as empty: no key, but still
             // counted, so a duplicate key header stays a duplicate.
@@ -362,18 +389,19 @@ impl<'a> Inbound<'a> {
                     )
                     .with_headers(Outcome::bootstrap().response_headers())
                 })?;
-            return Ok(self.plan(origin, Outcome::bootstrap(), None));
+            return Ok(self.plan(&message, origin, Outcome::bootstrap(), None));
         };
         let decision = decide(&config, &request);
         let failover = decision
             .failover(self.raw.method)
             .map(|f| (decision.route.old().clone(), f.clone()));
         let outcome = Outcome::of(&decision, version, config.debug_headers());
-        Ok(self.plan(decision.origin.clone(), outcome, failover))
+        Ok(self.plan(&message, decision.origin.clone(), outcome, failover))
     }
 
     fn plan(
         &self,
+        message: &RawHeaders,
         origin: Origin,
         outcome: Outcome,
         failover: Option<(Origin, Failover)>,
@@ -383,12 +411,8 @@ impl<'a> Inbound<'a> {
             host: self.host,
             proto: if self.raw.https { "https" } else { "http" },
         };
-        let headers = http::origin_request_headers(
-            self.raw.headers,
-            &outcome.edge_headers(),
-            hop,
-            is_platform_header,
-        );
+        let headers =
+            http::origin_request_headers(message, &outcome.edge_headers(), hop, is_platform_header);
         Forward {
             method: self.raw.method.to_owned(),
             origin,
@@ -397,7 +421,7 @@ impl<'a> Inbound<'a> {
             head_only: self.raw.method.eq_ignore_ascii_case("HEAD"),
             outcome,
             failover,
-            client_headers: self.raw.headers.to_vec(),
+            client_headers: message.to_vec(),
             hop_host: self.host.to_owned(),
             client_ip: self.raw.client_ip.map(str::to_owned),
             https: self.raw.https,
@@ -496,7 +520,10 @@ impl Forward {
             }));
         }
         match result {
-            Ok(_) => After::Relay,
+            // A final status HTTP can carry to the client (a 101 was never
+            // asked for; 999 is not a status a Fetch Response can hold).
+            Ok(status) if (200..=599).contains(&status) => After::Relay,
+            Ok(status) => After::Answer(self.failed(&format!("it answered status {status}"))),
             Err(OriginError::Connect(why) | OriginError::Other(why)) => {
                 After::Answer(self.failed(why))
             }
@@ -515,6 +542,17 @@ impl Forward {
             &format!("origin {} ({label}) failed: {why}", self.outcome.arm),
         )
         .with_headers(self.outcome.response_headers())
+    }
+
+    /// The 400 for a GET or HEAD that carries a body: builds disagree on
+    /// what to do with one (send it unframed, drop it, refuse it), so every
+    /// build refuses it. `None` for every other method.
+    pub fn refuses_body(&self) -> Option<Answer> {
+        let bodiless = self.method == "GET" || self.method == "HEAD";
+        bodiless.then(|| {
+            Answer::text(400, "a GET or HEAD request cannot carry a body")
+                .with_headers(self.outcome.response_headers())
+        })
     }
 
     /// The 400 for a request whose body broke before the edge held what it

@@ -290,6 +290,16 @@ impl ForwardJs {
         self.0.relays_body(status)
     }
 
+    /// The 400 answer when this request (a GET or HEAD) must not carry the
+    /// body it came with; undefined when a body is fine.
+    #[wasm_bindgen(js_name = refusesBody)]
+    pub fn refuses_body(&self) -> Result<JsValue, JsError> {
+        match self.0.refuses_body() {
+            Some(a) => to_js(&edge::AnswerJs::from(a)),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
     /// The 400 answer for a request body that broke while it was held.
     #[wasm_bindgen(js_name = unreadableBody)]
     pub fn unreadable_body(&self) -> Result<JsValue, JsError> {

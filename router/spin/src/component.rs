@@ -151,6 +151,11 @@ async fn proxy(forward: Forward, stream: BodyStream, out: ResponseOutparam) {
     let Ok(mut body) = Body::read(stream, limit).await else {
         return reply(out, forward.unreadable_body()).await;
     };
+    if !body.is_empty()
+        && let Some(refused) = forward.refuses_body()
+    {
+        return reply(out, refused).await;
+    }
     let first = send(&forward, &mut body).await;
     let (forward, result) = match forward.after(status_of(&first), body.ended) {
         After::Relay => (forward, first),

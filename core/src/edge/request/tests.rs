@@ -358,3 +358,68 @@ fn only_an_address_is_taken_as_the_client_ip() {
         );
     }
 }
+
+#[test]
+fn methods_and_target_characters_every_build_reads_alike() {
+    let h = headers(&[("host", b"edge.example")]);
+    for method in ["get", "FOO", "Get"] {
+        assert_eq!(status(receive(&raw(method, "/", &h))), 501, "{method}");
+    }
+    for target in [
+        "/web\\..\\api",
+        "/a\"b",
+        "/a b",
+        "/x#frag",
+        "/q?name=O'Brien",
+        "/{x}",
+        "/a^b",
+        "/a`b",
+        "/a|b",
+        "/a<b>",
+        "/\u{e9}",
+        "/a\u{7f}",
+    ] {
+        assert_eq!(status(receive(&raw("GET", target, &h))), 400, "{target:?}");
+    }
+    for target in ["/a;p=1/b", "/%7Euser/%5C", "/x?a=1&b=(2)*!$+,:@", "/%zz"] {
+        assert_eq!(status(receive(&raw("GET", target, &h))), 0, "{target:?}");
+    }
+}
+
+#[test]
+fn headers_named_in_connection_are_gone_before_the_decision() {
+    let f = forward(
+        "GET",
+        "/flaky/x",
+        &[
+            ("x-user-id", b"u"),
+            ("connection", b"close, x-user-id, x-forwarded-for"),
+            ("x-forwarded-for", b"9.9.9.9"),
+        ],
+    );
+    assert_eq!(f.outcome.arm, Arm::Old, "no key once x-user-id is gone");
+    assert_eq!(
+        value(&f.headers, "x-forwarded-for"),
+        Some(&b"192.0.2.1"[..])
+    );
+    assert_eq!(value(&f.headers, "x-user-id"), None);
+}
+
+#[test]
+fn only_final_statuses_are_relayed_and_get_and_head_carry_no_body() {
+    let f = forward("GET", "/x", &[]);
+    for status in [101, 199, 600, 999] {
+        match f.after(Ok(status), true) {
+            After::Answer(a) => assert_eq!(a.status, 502, "{status}"),
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+    assert!(matches!(f.after(Ok(599), true), After::Relay));
+    assert_eq!(f.refuses_body().map(|a| a.status), Some(400));
+    assert_eq!(
+        forward("HEAD", "/x", &[]).refuses_body().map(|a| a.status),
+        Some(400)
+    );
+    assert!(forward("PUT", "/x", &[]).refuses_body().is_none());
+    assert!(forward("DELETE", "/x", &[]).refuses_body().is_none());
+}
