@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { createServer, fileKv } from "../node.mjs";
+import { createServer, fileKv, memoryKv } from "../node.mjs";
 import { close, envelope, listen, loadBindings, origin, signer } from "./support.mjs";
 
 const b = await loadBindings();
@@ -101,6 +101,48 @@ test("the applied config survives a restart of the edge (file KV)", async () => 
   assert.equal((await res.json()).origin, "new");
   const replay = await fetch(second + ADMIN);
   assert.equal((await replay.json()).version, 2);
+});
+
+// The stored frame's fixed layout: magic, frame version, compact form number
+// (u16 LE), then three u32-LE-length-prefixed parts: compact, signature,
+// envelope (core/src/edge/stored.rs).
+function reframe(value, form, compact) {
+  const bytes = Buffer.from(value);
+  const head = 13 + 1;
+  const compactLen = bytes.readUInt32LE(head + 2);
+  const rest = bytes.subarray(head + 2 + 4 + compactLen);
+  const out = Buffer.alloc(head + 2 + 4 + compact.length);
+  bytes.copy(out, 0, 0, head);
+  out.writeUInt16LE(form, head);
+  out.writeUInt32LE(compact.length, head + 2);
+  compact.copy(out, head + 6);
+  return { bytes: Buffer.concat([out, rest]), form: bytes.readUInt16LE(head) };
+}
+
+test("an older compact form in the store is re-derived from its envelope and written back", async () => {
+  const kv = memoryKv();
+  const server = createServer({
+    ROLLOUT_KV: kv,
+    PUBLIC_KEY: control.publicKey,
+    OLD_ORIGIN: oldOrigin,
+    ROLLOUT_ALLOWED_ORIGINS: `${oldOrigin} ${newOrigin}`,
+  });
+  servers.push(server);
+  const base = `http://127.0.0.1:${await listen(server)}`;
+  const body = envelope({ version: 6, config: config(100) });
+  const pushed = await fetch(base + ADMIN, { method: "PUT", body, headers: { "rollout-signature": control.sign(body) } });
+  assert.equal(pushed.status, 200);
+  const current = Buffer.from(await kv.get("rollout.active"));
+  // What an older build would have stored: its own compact form beside the envelope.
+  const { bytes: older, form } = reframe(current, 1, Buffer.from("an older build's compact form"));
+  assert.equal(form, 2, "the form this build writes");
+  await kv.put("rollout.active", older);
+
+  const res = await fetch(`${base}/`, { headers: { "x-user-id": "node-7" } });
+  assert.equal(res.headers.get("x-rollout-version"), "6", "served by the envelope's config");
+  assert.equal((await res.json()).origin, "new");
+  await new Promise((resolve) => setTimeout(resolve, 20)); // the write-back is not awaited
+  assert.deepEqual(Buffer.from(await kv.get("rollout.active")), current, "written back in this build's form");
 });
 
 /** Sends `raw` bytes on a fresh connection and resolves with everything the edge sent back. */
