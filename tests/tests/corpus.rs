@@ -127,10 +127,21 @@ async fn serve_one(name: &'static str, tcp: TcpStream, log: Arc<Mutex<Vec<Record
         return;
     }
     let status = status_for(name, &recorded.target);
+    // `/conn-named`: the answer names a header in Connection and forges an
+    // edge header, neither of which may reach the client.
+    let connection = if recorded
+        .target
+        .windows(b"/conn-named".len())
+        .any(|w| w == b"/conn-named")
+    {
+        "connection: close, x-secret\r\nx-secret: s\r\nx-rollout-version: 999"
+    } else {
+        "connection: close"
+    };
     log.lock().expect("origin log").push(recorded);
     let body = format!("ok {name}");
     let response = format!(
-        "HTTP/1.1 {status} Status\r\ncontent-type: text/plain\r\nx-origin: {name}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} Status\r\ncontent-type: text/plain\r\nx-origin: {name}\r\ncontent-length: {}\r\n{connection}\r\n\r\n{body}",
         body.len()
     );
     let mut tcp = reader.into_inner();
@@ -585,6 +596,21 @@ async fn run_case(
                     resp.status.map_or("none".into(), |s| s.to_string()),
                     want_status.map_or("?".into(), |s| s.to_string())
                 ));
+            }
+            for name in case
+                .get("response_headers_absent")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if resp
+                    .headers
+                    .iter()
+                    .any(|(h, _)| h.eq_ignore_ascii_case(name))
+                {
+                    diffs.push(format!("response header {name} must not reach the client"));
+                }
             }
             let wanted = places.json(case.get("response_headers").unwrap_or(&Value::Null));
             for pair in wanted.as_array().into_iter().flatten() {

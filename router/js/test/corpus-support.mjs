@@ -148,9 +148,14 @@ export async function recorder(name) {
       log.push(recorded);
       const body = `ok ${name}`;
       const status = statusFor(name, recorded.target);
+      // `/conn-named`: the answer names a header in Connection and forges an
+      // edge header, neither of which may reach the client.
+      const connection = (recorded.target ?? "").includes("/conn-named")
+        ? "connection: close, x-secret\r\nx-secret: s\r\nx-rollout-version: 999"
+        : "connection: close";
       socket.end(
         `HTTP/1.1 ${status} Status\r\ncontent-type: text/plain\r\nx-origin: ${name}\r\n` +
-          `content-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+          `content-length: ${body.length}\r\n${connection}\r\n\r\n${body}`,
       );
     }
     socket.on("data", (chunk) => {
@@ -327,6 +332,9 @@ async function runCase(c, { edge, origins, p, prepare }) {
     const resp = parseResponse(reply.raw);
     if (resp.status !== c.status) {
       diffs.push(`status ${resp.status ?? "none"} (want ${c.status}); response began ${JSON.stringify(resp.first || "<nothing>")}`);
+    }
+    for (const name of c.response_headers_absent ?? []) {
+      if (resp.headers.some(([h]) => h === name.toLowerCase())) diffs.push(`response header ${name} must not reach the client`);
     }
     for (const [n, v] of p.json(c.response_headers ?? [])) {
       const got = resp.headers.filter(([h]) => h === n.toLowerCase()).map(([, x]) => x);
