@@ -19,6 +19,10 @@ use crate::config::{Config, ConfigDoc, ConfigError, MAX_CONFIG_BYTES, Problem};
 pub const MAX_ENVELOPE_BYTES: usize = 1024 * 1024;
 /// Name of the header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "rollout-signature";
+/// Most keys one envelope may declare trusted.
+pub const MAX_TRUSTED_KEYS: usize = 8;
+/// How far a push stamp's time may be from the edge's clock, either way, in seconds.
+pub const MAX_STAMP_SKEW_SECS: u64 = 300;
 
 /// SHA-256 of an envelope body; shown and sent as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,9 +104,52 @@ pub enum EnvelopeError {
     /// A key that is not in the documented text form.
     #[error("{0}")]
     BadKey(&'static str),
+    /// The signature names a key the edge does not trust (unknown, or retired).
+    #[error(
+        "signature key {key} is not trusted by this edge (it trusts {})",
+        list_ids(trusted)
+    )]
+    UntrustedKey {
+        /// The key the signature names.
+        key: KeyId,
+        /// The keys the edge trusts.
+        trusted: Vec<KeyId>,
+    },
+    /// An unnamed signature that no trusted key verifies.
+    #[error("signature does not verify under any key this edge trusts ({})", list_ids(.0))]
+    NoTrustedKey(Vec<KeyId>),
+    /// A push stamp too far from the edge's clock: replayed, or long delayed.
+    #[error(
+        "push stamp at={at} is {} s from this edge's clock ({now}), over the limit of {MAX_STAMP_SKEW_SECS} s: a replayed or delayed push",
+        at.abs_diff(*now)
+    )]
+    StaleStamp {
+        /// The stamp's time (Unix seconds).
+        at: u64,
+        /// The edge's time (Unix seconds).
+        now: u64,
+    },
+    /// A first push (the edge holds nothing) without a push stamp.
+    #[error(
+        "this edge holds no config, so a push must carry a fresh push stamp (at=..., stamp=...) from the control service; an unstamped envelope could be a replay"
+    )]
+    StampRequired,
+    /// The `keys` an envelope declares are unusable.
+    #[error("keys: {0}")]
+    BadKeySet(String),
     /// The config inside the envelope is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+fn list_ids(ids: &[KeyId]) -> String {
+    if ids.is_empty() {
+        return "no key".to_owned();
+    }
+    ids.iter()
+        .map(KeyId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The metadata of an envelope, as written.
@@ -121,6 +168,12 @@ pub struct EnvelopeDoc<C> {
     pub reason: String,
     /// The config document.
     pub config: C,
+    /// The public keys (text form) edges trust from this version on, for
+    /// this version's successors; absent: the keys each edge was deployed
+    /// with. The control service declares its key set in every version, so
+    /// a signed version is how keys rotate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
 }
 
 /// An envelope whose config has been validated and compiled.
@@ -140,6 +193,8 @@ pub struct Envelope {
     pub digest: Digest,
     /// The compiled config.
     pub config: Config,
+    /// The keys it declares trusted from now on (absent: the edge's own).
+    pub keys: Option<Vec<PublicKey>>,
 }
 
 impl EnvelopeDoc<ConfigDoc> {
@@ -174,6 +229,7 @@ impl Envelope {
             .into());
         }
         let config = Config::from_json(raw).map_err(|e| e.nested("config"))?;
+        let keys = doc.keys.as_deref().map(parse_key_set).transpose()?;
         Ok(Envelope {
             version: doc.version,
             parent: doc.parent,
@@ -182,6 +238,7 @@ impl Envelope {
             reason: doc.reason,
             digest: Digest::of(body),
             config,
+            keys,
         })
     }
 
@@ -206,6 +263,51 @@ impl Envelope {
             digest: self.digest,
         }
     }
+}
+
+/// A declared key set: 1 to [`MAX_TRUSTED_KEYS`] distinct public keys.
+pub fn parse_key_set<S: AsRef<str>>(keys: &[S]) -> Result<Vec<PublicKey>, EnvelopeError> {
+    if keys.is_empty() {
+        return Err(EnvelopeError::BadKeySet(
+            "must list at least one key (an edge that trusts none could never be pushed to again)"
+                .to_owned(),
+        ));
+    }
+    if keys.len() > MAX_TRUSTED_KEYS {
+        return Err(EnvelopeError::BadKeySet(format!(
+            "{} keys, over the limit of {MAX_TRUSTED_KEYS}",
+            keys.len()
+        )));
+    }
+    let mut out: Vec<PublicKey> = Vec::with_capacity(keys.len());
+    for (i, text) in keys.iter().enumerate() {
+        let key: PublicKey = text
+            .as_ref()
+            .parse()
+            .map_err(|e| EnvelopeError::BadKeySet(format!("[{i}]: {e}")))?;
+        if out.contains(&key) {
+            return Err(EnvelopeError::BadKeySet(format!(
+                "[{i}]: key {} is listed twice",
+                key.id()
+            )));
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
+/// An edge's bootstrap setting: one or more public keys, separated by
+/// commas or whitespace.
+pub fn parse_key_list(setting: &str) -> Result<Vec<PublicKey>, EnvelopeError> {
+    let keys: Vec<&str> = setting
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if keys.is_empty() {
+        // The error a single missing key gives.
+        return "".parse::<PublicKey>().map(|k| vec![k]);
+    }
+    parse_key_set(&keys)
 }
 
 /// The version and digest an edge holds.
@@ -243,6 +345,176 @@ pub fn admit(current: Option<Applied>, incoming: Applied) -> Admission {
     }
 }
 
+/// A key's short name, sent with every signature: the first 8 bytes of
+/// SHA-256 of the 32 public key bytes, as 16 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; 8]);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = EnvelopeError;
+
+    fn from_str(s: &str) -> Result<KeyId, EnvelopeError> {
+        let mut out = [0u8; 8];
+        let lower = s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !lower || hex::decode_to_slice(s, &mut out).is_err() {
+            return Err(EnvelopeError::BadKey(
+                "key id must be 16 lowercase hex digits",
+            ));
+        }
+        Ok(KeyId(out))
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A parsed `rollout-signature` header:
+/// `ed25519=<base64>[; key=<key id>][; at=<unix seconds>; stamp=<base64>]`.
+///
+/// The first signature is over the envelope body (it is stored and audited
+/// with the version). The optional push stamp is a second signature, by the
+/// same key, over the body's digest and the time the control service sent
+/// this push: it tells a fresh push from a replayed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureHeader {
+    signature: ed25519_dalek::Signature,
+    /// The key that signed, when named.
+    pub key: Option<KeyId>,
+    /// The push stamp, when present.
+    pub stamp: Option<Stamp>,
+}
+
+/// A push stamp: when the push was sent, signed with the body's digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Unix seconds.
+    pub at: u64,
+    signature: ed25519_dalek::Signature,
+}
+
+fn decode_signature(b64: &str) -> Result<ed25519_dalek::Signature, EnvelopeError> {
+    let bytes: [u8; 64] = BASE64
+        .decode(b64)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or(EnvelopeError::BadSignatureHeader)?;
+    Ok(ed25519_dalek::Signature::from_bytes(&bytes))
+}
+
+fn stamp_message(digest: &Digest, at: u64) -> Vec<u8> {
+    format!("rollout-push-stamp\n{digest}\n{at}").into_bytes()
+}
+
+impl SignatureHeader {
+    /// Parses a header value; any other shape is [`EnvelopeError::BadSignatureHeader`].
+    pub fn parse(value: &str) -> Result<SignatureHeader, EnvelopeError> {
+        let bad = || EnvelopeError::BadSignatureHeader;
+        let mut parts = value.split(';').map(str::trim);
+        let first = parts.next().ok_or_else(bad)?;
+        let signature = decode_signature(first.strip_prefix(SIGNATURE_PREFIX).ok_or_else(bad)?)?;
+        let (mut key, mut at, mut stamp) = (None, None, None);
+        for part in parts {
+            let (name, v) = part.split_once('=').ok_or_else(bad)?;
+            let slot_taken = match name.trim() {
+                "key" => key
+                    .replace(v.trim().parse::<KeyId>().map_err(|_| bad())?)
+                    .is_some(),
+                "at" => at
+                    .replace(v.trim().parse::<u64>().map_err(|_| bad())?)
+                    .is_some(),
+                "stamp" => stamp.replace(decode_signature(v.trim())?).is_some(),
+                _ => return Err(bad()),
+            };
+            if slot_taken {
+                return Err(bad());
+            }
+        }
+        let stamp = match (at, stamp) {
+            (Some(at), Some(signature)) => Some(Stamp { at, signature }),
+            (None, None) => None,
+            _ => return Err(bad()),
+        };
+        Ok(SignatureHeader {
+            signature,
+            key,
+            stamp,
+        })
+    }
+
+    /// The trusted key that signed `body`. A named key must be in `trusted`
+    /// ([`EnvelopeError::UntrustedKey`] names it otherwise); an unnamed
+    /// signature is tried against each.
+    pub fn verify<'k>(
+        &self,
+        body: &[u8],
+        trusted: &'k [PublicKey],
+    ) -> Result<&'k PublicKey, EnvelopeError> {
+        let ids = || trusted.iter().map(PublicKey::id).collect::<Vec<_>>();
+        match self.key {
+            Some(id) => {
+                let key = trusted.iter().find(|k| k.id() == id).ok_or_else(|| {
+                    EnvelopeError::UntrustedKey {
+                        key: id,
+                        trusted: ids(),
+                    }
+                })?;
+                key.verify_signature(body, &self.signature)?;
+                Ok(key)
+            }
+            None => match trusted {
+                [only] => only.verify_signature(body, &self.signature).map(|()| only),
+                _ => trusted
+                    .iter()
+                    .find(|k| k.verify_signature(body, &self.signature).is_ok())
+                    .ok_or_else(|| EnvelopeError::NoTrustedKey(ids())),
+            },
+        }
+    }
+
+    /// Checks the push stamp, if any, against the body's `digest`, the key
+    /// that signed the body and the edge's clock `now` (Unix seconds).
+    /// `Ok(true)`: stamped and fresh; `Ok(false)`: no stamp.
+    pub fn check_stamp(
+        &self,
+        key: &PublicKey,
+        digest: &Digest,
+        now: u64,
+    ) -> Result<bool, EnvelopeError> {
+        let Some(stamp) = &self.stamp else {
+            return Ok(false);
+        };
+        key.verify_signature(&stamp_message(digest, stamp.at), &stamp.signature)?;
+        if stamp.at.abs_diff(now) > MAX_STAMP_SKEW_SECS {
+            return Err(EnvelopeError::StaleStamp { at: stamp.at, now });
+        }
+        Ok(true)
+    }
+}
+
 const PUBLIC_PREFIX: &str = "ed25519:";
 const SECRET_PREFIX: &str = "ed25519-secret:";
 const SIGNATURE_PREFIX: &str = "ed25519=";
@@ -261,22 +533,31 @@ pub struct PublicKey(ed25519_dalek::VerifyingKey);
 pub struct SecretKey(ed25519_dalek::SigningKey);
 
 impl PublicKey {
-    /// Verifies a `rollout-signature` header value over `body`.
+    /// Verifies a `rollout-signature` header value over `body` with this key
+    /// alone.
     pub fn verify(&self, body: &[u8], signature_header: &str) -> Result<(), EnvelopeError> {
-        let b64 = signature_header
-            .trim()
-            .strip_prefix(SIGNATURE_PREFIX)
-            .ok_or(EnvelopeError::BadSignatureHeader)?;
-        let bytes: [u8; 64] = BASE64
-            .decode(b64)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or(EnvelopeError::BadSignatureHeader)?;
-        let signature = ed25519_dalek::Signature::from_bytes(&bytes);
+        SignatureHeader::parse(signature_header)?
+            .verify(body, std::slice::from_ref(self))
+            .map(|_| ())
+    }
+
+    fn verify_signature(
+        &self,
+        message: &[u8],
+        signature: &ed25519_dalek::Signature,
+    ) -> Result<(), EnvelopeError> {
         // Strict verification refuses malleable and small-order signatures.
         self.0
-            .verify_strict(body, &signature)
+            .verify_strict(message, signature)
             .map_err(|_| EnvelopeError::BadSignature)
+    }
+
+    /// This key's short name.
+    pub fn id(&self) -> KeyId {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        KeyId(id)
     }
 }
 
@@ -291,10 +572,40 @@ impl SecretKey {
         PublicKey(self.0.verifying_key())
     }
 
-    /// The `rollout-signature` header value for `body`.
+    /// The `rollout-signature` header value for `body`, naming this key.
     pub fn sign(&self, body: &[u8]) -> String {
         let signature = self.0.sign(body);
-        format!("{SIGNATURE_PREFIX}{}", BASE64.encode(signature.to_bytes()))
+        format!(
+            "{SIGNATURE_PREFIX}{}; key={}",
+            BASE64.encode(signature.to_bytes()),
+            self.public_key().id()
+        )
+    }
+
+    /// The header to push `signature` (this key's signature of the body
+    /// whose digest is `digest`) with at Unix time `at`: the same signature,
+    /// this key's id and a fresh push stamp. Refuses a signature that names
+    /// another key.
+    pub fn stamp(
+        &self,
+        signature: &str,
+        digest: &Digest,
+        at: u64,
+    ) -> Result<String, EnvelopeError> {
+        let header = SignatureHeader::parse(signature)?;
+        let id = self.public_key().id();
+        if let Some(named) = header.key.filter(|named| *named != id) {
+            return Err(EnvelopeError::UntrustedKey {
+                key: named,
+                trusted: vec![id],
+            });
+        }
+        let stamp = self.0.sign(&stamp_message(digest, at));
+        Ok(format!(
+            "{SIGNATURE_PREFIX}{}; key={id}; at={at}; stamp={}",
+            BASE64.encode(header.signature.to_bytes()),
+            BASE64.encode(stamp.to_bytes())
+        ))
     }
 
     /// A 32-byte secret derived from this key for one `purpose` (the

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rollout_core::edge::stored::{Frame, frame_for};
-use rollout_core::edge::{ADMIN_PATH, Active, receive_push};
+use rollout_core::edge::{ADMIN_PATH, Active, Trust, receive_push};
 use rollout_core::{Envelope, SIGNATURE_HEADER};
 use rollout_fuzz::{CONFIG, RequestInput, frame, key, older_frame, signed};
 use serde_json::{Value, json};
@@ -159,7 +159,12 @@ fn stored_seeds() -> Seeds {
     for (i, (name, config)) in configs().into_iter().enumerate() {
         let text = String::from_utf8(config).expect("configs are text");
         let (body, signature) = signed(i as u64 + 1, &text);
-        let outcome = receive_push(None, &body, Some(&signature), &key().public_key());
+        let outcome = receive_push(
+            None,
+            &body,
+            Some(&signature),
+            &Trust::key(key().public_key()),
+        );
         let active: Active = outcome.apply.expect("a valid config applies");
         let value = frame_for(&active, &signature, &body);
         out.push((format!("{name}-compact"), active.to_compact()));

@@ -13,12 +13,20 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
-use rollout_core::edge::{Held, PushStatus, receive_push, stored};
-use rollout_core::{Applied, Digest, Envelope, MAX_ENVELOPE_BYTES};
-use rollout_fuzz::{key, split_nul};
+use rollout_core::edge::{Held, PushStatus, Trust, receive_push, stored};
+use rollout_core::{Applied, Digest, Envelope, MAX_ENVELOPE_BYTES, SignatureHeader};
+use rollout_fuzz::{NOW, key, split_nul, stamped};
 
 fuzz_target!(|data: &[u8]| {
-    let public = key().public_key();
+    let public = Trust::key(key().public_key());
+    let clocked = Trust {
+        keys: public.keys.clone(),
+        now: Some(NOW),
+    };
+    // Whether `header` is a signature of `body` by the edge's key.
+    let signs = |body: &[u8], header: &str| {
+        SignatureHeader::parse(header).is_ok_and(|h| h.verify(body, &public.keys).is_ok())
+    };
     let parsed = Envelope::parse(data);
     if let Ok(envelope) = &parsed {
         assert_eq!(envelope.digest, Digest::of(data));
@@ -64,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     let (body, header) = split_nul(data);
     let header = String::from_utf8_lossy(header);
     let outcome = receive_push(None, body, Some(&header), &public);
-    if header.trim() != key().sign(body) {
+    if !signs(body, &header) {
         assert!(
             outcome.apply.is_none(),
             "a body under another signature was applied"
@@ -72,11 +80,28 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(outcome.http_status, 200);
     }
     let _ = receive_push(None, body, None, &public);
+    // With a clock, a first push needs a stamp made at most
+    // MAX_STAMP_SKEW_SECS from it: the unstamped signature never applies,
+    // the stamped one does when the body is a valid envelope.
+    let unstamped = receive_push(None, body, Some(&key().sign(body)), &clocked);
+    assert!(
+        unstamped.apply.is_none(),
+        "an unstamped first push was applied"
+    );
+    if body.len() <= MAX_ENVELOPE_BYTES {
+        let fresh = receive_push(None, body, Some(&stamped(body)), &clocked);
+        assert_eq!(
+            fresh.apply.is_some(),
+            Envelope::parse(body).is_ok(),
+            "{:?}",
+            fresh.reply
+        );
+    }
     if data.len() >= 64 {
         let (body, sig) = data.split_at(data.len() - 64);
         let header = format!("ed25519={}", STANDARD.encode(sig));
         let outcome = receive_push(None, body, Some(&header), &public);
-        if header != key().sign(body) {
+        if !signs(body, &header) {
             assert!(outcome.apply.is_none(), "a forged signature was applied");
             assert!(matches!(outcome.http_status, 401 | 413));
         }

@@ -25,7 +25,7 @@ use rollout_core::edge::request::{
 };
 use rollout_core::edge::{Answer, Held};
 use rollout_core::{Arm, Envelope, SIGNATURE_HEADER};
-use rollout_fuzz::{OriginResult, RequestInput, frame, key, older_frame};
+use rollout_fuzz::{NOW, OriginResult, RequestInput, frame, key, older_frame, stamped};
 
 /// Names only the edge may set on the way to an origin.
 const EDGE_OUT: &[&str] = &[
@@ -174,10 +174,7 @@ fn check_forward(forward: &Forward, input: &RequestInput, input_clean: bool) {
 fn admin(input: &RequestInput) {
     let mut headers = input.headers.clone();
     if input.sign_body() {
-        headers.push((
-            SIGNATURE_HEADER.into(),
-            key().sign(&input.body).into_bytes(),
-        ));
+        headers.push((SIGNATURE_HEADER.into(), stamped(&input.body).into_bytes()));
     }
     let stored = input.admin_holds_frame().then(frame);
     let public = key().public_key().to_string();
@@ -186,7 +183,7 @@ fn admin(input: &RequestInput) {
     } else {
         public.as_str()
     };
-    let step = admin::begin(&input.method, &headers, Ok(stored), Ok(setting));
+    let step = admin::begin(&input.method, &headers, Ok(stored), Ok(setting), NOW);
     let push = match step {
         AdminStep::Answer(answer) => return check_answer(&answer),
         AdminStep::ReadBody(push) => push,
@@ -206,7 +203,7 @@ fn admin(input: &RequestInput) {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(SIGNATURE_HEADER))
         .and_then(|(_, v)| std::str::from_utf8(v).ok());
-    let signature = key().sign(&input.body);
+    let signature = stamped(&input.body);
     assert_eq!(
         sent.map(str::trim),
         Some(signature.as_str()),

@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use rollout_core::edge::receive_push;
 use rollout_core::edge::stored::{self, Frame};
+use rollout_core::edge::{Trust, receive_push};
 use rollout_core::{ConfigDoc, EnvelopeDoc, SecretKey};
 
 /// The seed of the key every target signs with and verifies against.
@@ -49,6 +49,17 @@ pub const CONFIG: &str = r#"{
   ]
 }"#;
 
+/// The edge's clock in the fuzz targets (Unix seconds).
+pub const NOW: u64 = 1_796_030_000;
+
+/// The edge key's signature of `body`, stamped at [`NOW`], as the control
+/// service pushes it.
+pub fn stamped(body: &[u8]) -> String {
+    key()
+        .stamp(&key().sign(body), &rollout_core::Digest::of(body), NOW)
+        .expect("fuzz: a key stamps its own signature")
+}
+
 /// A signed envelope body of `version` holding `config`, and its signature.
 pub fn signed(version: u64, config: &str) -> (Vec<u8>, String) {
     let config: ConfigDoc = serde_json::from_str(config).expect("fuzz: the config parses");
@@ -59,6 +70,7 @@ pub fn signed(version: u64, config: &str) -> (Vec<u8>, String) {
         actor: "fuzz".into(),
         reason: "fuzz".into(),
         config,
+        keys: None,
     }
     .to_body();
     let signature = key().sign(&body);
@@ -70,7 +82,12 @@ pub fn frame() -> &'static [u8] {
     static FRAME: OnceLock<Vec<u8>> = OnceLock::new();
     FRAME.get_or_init(|| {
         let (body, signature) = signed(7, CONFIG);
-        let outcome = receive_push(None, &body, Some(&signature), &key().public_key());
+        let outcome = receive_push(
+            None,
+            &body,
+            Some(&signature),
+            &Trust::key(key().public_key()),
+        );
         let active = outcome.apply.expect("fuzz: the fixed envelope applies");
         stored::frame_for(&active, &signature, &body)
     })

@@ -207,6 +207,7 @@ async function admin(facts, chunks, env, stored, storeError) {
     stored ?? undefined,
     storeError ?? undefined,
     env.PUBLIC_KEY ?? undefined,
+    Date.now() / 1000,
   );
   const answer = begun.answer;
   if (answer) return answer;

@@ -188,7 +188,8 @@ pub fn config(old: &str, new: &str, weight: f64, extra: serde_json::Value) -> Co
     .expect("test config is well-formed")
 }
 
-/// A signed envelope: the body and its `rollout-signature` value.
+/// A signed envelope: the body and its `rollout-signature` value, stamped
+/// now as the control service stamps every push.
 pub fn envelope(version: u64, config: ConfigDoc) -> (Vec<u8>, String) {
     let body = EnvelopeDoc {
         version,
@@ -197,9 +198,15 @@ pub fn envelope(version: u64, config: ConfigDoc) -> (Vec<u8>, String) {
         actor: "test".into(),
         reason: format!("test version {version}"),
         config,
+        keys: None,
     }
     .to_body();
-    let signature = secret().sign(&body);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let signature = secret()
+        .stamp(&secret().sign(&body), &Digest::of(&body), now)
+        .expect("a key stamps its own signature");
     (body, signature)
 }
 

@@ -11,9 +11,11 @@
 //!    changed under it, [`Swap::conflict`] with what it holds now, which
 //!    decides again (apply over it, already applied, or refuse).
 
-use super::stored::{Held, frame_for};
-use super::{Answer, PushReply, PushStatus, RawHeaders, receive_push};
-use crate::envelope::{Admission, Applied, MAX_ENVELOPE_BYTES, PublicKey, SIGNATURE_HEADER, admit};
+use super::stored::{Held, declared, frame_for};
+use super::{Answer, AppliedReply, PushReply, PushStatus, RawHeaders, Trust, receive_push};
+use crate::envelope::{
+    Admission, Applied, MAX_ENVELOPE_BYTES, SIGNATURE_HEADER, admit, parse_key_list,
+};
 
 /// Most compare-and-swap conflicts one push rides out before it answers 503.
 pub const MAX_CONFLICTS: u32 = 64;
@@ -32,7 +34,7 @@ pub enum AdminStep {
 pub struct Push {
     current: Option<Applied>,
     signature: Option<String>,
-    key: PublicKey,
+    trust: Trust,
 }
 
 /// What to do with a verified push.
@@ -68,15 +70,25 @@ fn nack(status: u16, current: Option<Applied>, error: &str) -> Answer {
     Answer::json(status, PushReply::nack(current, error).to_json())
 }
 
+/// Seconds from an RFC 3339 time to `now` (Unix seconds); `None` when the
+/// time does not parse or lies ahead.
+fn age(issued_at: &str, now: u64) -> Option<u64> {
+    let issued = humantime::parse_rfc3339_weak(issued_at).ok()?;
+    let issued = issued.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    now.checked_sub(issued)
+}
+
 /// The admin endpoint's first step for a request with `method` and
 /// `headers`. `stored` is the value under [`KV_ACTIVE`](super::KV_ACTIVE) (or
-/// why the store could not be read); `public_key` is the edge's setting (or
-/// why it has none).
+/// why the store could not be read); `public_key` is the edge's bootstrap
+/// key setting, one or more keys (or why it has none), used until a held
+/// envelope declares keys; `now` is the edge's clock in Unix seconds.
 pub fn begin(
     method: &str,
     headers: &RawHeaders,
     stored: Result<Option<&[u8]>, &str>,
     public_key: Result<&str, &str>,
+    now: u64,
 ) -> AdminStep {
     let stored = match stored {
         Ok(stored) => stored,
@@ -89,11 +101,26 @@ pub fn begin(
         }
     };
     let current = Held::read(stored).applied();
+    let declared = declared(stored);
+    let keys = match declared.keys {
+        Some(keys) => Ok(keys),
+        None => match public_key {
+            Ok(setting) => parse_key_list(setting).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_owned()),
+        },
+    };
     match method {
-        "GET" | "HEAD" => AdminStep::Answer(Answer::json(
-            200,
-            super::AppliedReply::of(current).to_json(),
-        )),
+        "GET" | "HEAD" => {
+            let mut reply = AppliedReply::of(current);
+            if current.is_some() {
+                reply.age_s = declared.issued_at.as_deref().and_then(|t| age(t, now));
+                reply.issued_at = declared.issued_at;
+            }
+            reply.keys = keys
+                .map(|k| Trust { keys: k, now: None }.ids())
+                .unwrap_or_default();
+            AdminStep::Answer(Answer::json(200, reply.to_json()))
+        }
         "PUT" => {
             let declared = match header(headers, "content-length") {
                 Ok(declared) => declared.map(|l| l.trim().parse::<u64>()),
@@ -110,15 +137,8 @@ pub fn begin(
                 }
                 _ => {}
             }
-            let key = match public_key.map(str::parse::<PublicKey>) {
-                Ok(Ok(key)) => key,
-                Ok(Err(e)) => {
-                    return AdminStep::Answer(nack(
-                        503,
-                        current,
-                        &format!("public key setting: {e}"),
-                    ));
-                }
+            let keys = match keys {
+                Ok(keys) => keys,
                 Err(e) => {
                     return AdminStep::Answer(nack(
                         503,
@@ -140,7 +160,10 @@ pub fn begin(
             AdminStep::ReadBody(Box::new(Push {
                 current,
                 signature,
-                key,
+                trust: Trust {
+                    keys,
+                    now: Some(now),
+                },
             }))
         }
         _ => {
@@ -179,7 +202,7 @@ impl Push {
 
     /// The push rule for the whole `body`.
     pub fn finish(self, body: &[u8]) -> PushStep {
-        let outcome = receive_push(self.current, body, self.signature.as_deref(), &self.key);
+        let outcome = receive_push(self.current, body, self.signature.as_deref(), &self.trust);
         match outcome.apply {
             Some(active) => PushStep::Swap(Swap {
                 value: frame_for(&active, self.signature.as_deref().unwrap_or_default(), body),
@@ -247,7 +270,7 @@ impl Swap {
 mod tests {
     use super::*;
     use crate::edge::Held;
-    use crate::{ConfigDoc, EnvelopeDoc, SecretKey};
+    use crate::{ConfigDoc, Digest, EnvelopeDoc, SecretKey};
 
     fn signed(version: u64) -> (Vec<u8>, String) {
         let config: ConfigDoc = serde_json::from_value(serde_json::json!({
@@ -262,11 +285,18 @@ mod tests {
             actor: "test".into(),
             reason: "test".into(),
             config,
+            keys: None,
         }
         .to_body();
-        let sig = SecretKey::from_seed([1; 32]).sign(&body);
+        let secret = SecretKey::from_seed([1; 32]);
+        let sig = secret
+            .stamp(&secret.sign(&body), &Digest::of(&body), NOW)
+            .expect("stamps");
         (body, sig)
     }
+
+    /// The edge's clock in these tests.
+    const NOW: u64 = 1_796_030_000;
 
     fn key() -> String {
         SecretKey::from_seed([1; 32]).public_key().to_string()
@@ -284,7 +314,8 @@ mod tests {
     /// change to `race` between the read and the write.
     fn push(stored: Option<&[u8]>, version: u64, race: Option<&[u8]>) -> (Answer, Option<Vec<u8>>) {
         let (body, sig) = signed(version);
-        let AdminStep::ReadBody(push) = begin("PUT", &put(&sig), Ok(stored), Ok(&key())) else {
+        let AdminStep::ReadBody(push) = begin("PUT", &put(&sig), Ok(stored), Ok(&key()), NOW)
+        else {
             panic!("a valid PUT reads its body");
         };
         let mut held = race.or(stored).map(<[u8]>::to_vec);
@@ -346,35 +377,172 @@ mod tests {
         let mut headers = put(&sig);
         headers.push(("content-length".into(), b"99999999".to_vec()));
         assert_eq!(
-            answer(begin("PUT", &headers, Ok(None), Ok(&key()))).status,
+            answer(begin("PUT", &headers, Ok(None), Ok(&key()), NOW)).status,
             413
         );
         assert_eq!(
-            answer(begin("PUT", &put(&sig), Ok(None), Err("missing"))).status,
+            answer(begin("PUT", &put(&sig), Ok(None), Err("missing"), NOW)).status,
             503
         );
         assert_eq!(
-            answer(begin("PUT", &put(&sig), Ok(None), Ok("ed25519:nope"))).status,
+            answer(begin("PUT", &put(&sig), Ok(None), Ok("ed25519:nope"), NOW)).status,
             503
         );
         assert_eq!(
-            answer(begin("PUT", &put(&sig), Err("down"), Ok(&key()))).status,
+            answer(begin("PUT", &put(&sig), Err("down"), Ok(&key()), NOW)).status,
             503
         );
         let mut twice = put(&sig);
         twice.extend(put(&sig));
         assert_eq!(
-            answer(begin("PUT", &twice, Ok(None), Ok(&key()))).status,
+            answer(begin("PUT", &twice, Ok(None), Ok(&key()), NOW)).status,
             401
         );
-        let post = answer(begin("POST", &[], Ok(None), Ok(&key())));
+        let post = answer(begin("POST", &[], Ok(None), Ok(&key()), NOW));
         assert_eq!(post.status, 405);
         assert!(
             post.headers
                 .iter()
                 .any(|(n, v)| n == "allow" && v == b"GET, PUT")
         );
-        let get = answer(begin("GET", &[], Ok(None), Err("missing")));
+        let get = answer(begin("GET", &[], Ok(None), Err("missing"), NOW));
         assert_eq!((get.status, json(&get)["version"].as_u64()), (200, Some(0)));
+    }
+
+    /// A stamped push of `version` signed by `signer`, declaring `keys`.
+    fn rotation_push(
+        held: Option<&[u8]>,
+        version: u64,
+        signer: &SecretKey,
+        keys: Option<&[&SecretKey]>,
+        at: Option<u64>,
+    ) -> (Answer, Option<Vec<u8>>) {
+        let config: ConfigDoc = serde_json::from_value(serde_json::json!({
+            "schema": 1,
+            "routes": [{"id": "web", "old": "http://o.example", "new": "http://n.example", "new_weight": 1}]
+        }))
+        .expect("doc");
+        let body = EnvelopeDoc {
+            version,
+            parent: None,
+            issued_at: "2026-11-30T08:00:00Z".into(),
+            actor: "test".into(),
+            reason: "rotation".into(),
+            config,
+            keys: keys.map(|k| k.iter().map(|k| k.public_key().to_string()).collect()),
+        }
+        .to_body();
+        let mut sig = signer.sign(&body);
+        if let Some(at) = at {
+            sig = signer.stamp(&sig, &Digest::of(&body), at).expect("stamps");
+        }
+        // The bootstrap setting names key A only.
+        let bootstrap = SecretKey::from_seed([1; 32]).public_key().to_string();
+        match begin("PUT", &put(&sig), Ok(held), Ok(&bootstrap), NOW) {
+            AdminStep::Answer(answer) => (answer, held.map(<[u8]>::to_vec)),
+            AdminStep::ReadBody(push) => match push.finish(&body) {
+                PushStep::Answer(answer) => (answer, held.map(<[u8]>::to_vec)),
+                PushStep::Swap(swap) => {
+                    let value = swap.value.clone();
+                    (swap.done(), Some(value))
+                }
+            },
+        }
+    }
+
+    #[test]
+    fn keys_rotate_by_signed_versions_and_a_retired_key_is_refused_by_name() {
+        let a = SecretKey::from_seed([1; 32]);
+        let b = SecretKey::from_seed([2; 32]);
+        // B is unknown to an edge deployed with A.
+        let (answer, _) = rotation_push(None, 1, &b, None, Some(NOW));
+        assert_eq!(answer.status, 401);
+        let error = json(&answer)["error"].as_str().map(str::to_owned);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains(&b.public_key().id().to_string())),
+            "{error:?}"
+        );
+        // A introduces B.
+        let (answer, held) = rotation_push(None, 1, &a, Some(&[&a, &b]), Some(NOW));
+        assert_eq!(answer.status, 200);
+        // B signs now.
+        let (answer, held) = rotation_push(held.as_deref(), 2, &b, Some(&[&a, &b]), Some(NOW));
+        assert_eq!(answer.status, 200);
+        // B retires A.
+        let (answer, held) = rotation_push(held.as_deref(), 3, &b, Some(&[&b]), Some(NOW));
+        assert_eq!(answer.status, 200);
+        let AdminStep::Answer(get) = begin("GET", &[], Ok(held.as_deref()), Ok("ignored"), NOW)
+        else {
+            panic!("a GET is answered");
+        };
+        assert_eq!(
+            json(&get)["keys"],
+            serde_json::json!([b.public_key().id().to_string()])
+        );
+        // A push signed with A is refused with 401 naming A, though A is the
+        // edge's bootstrap key, and the edge keeps version 3.
+        let (answer, after) = rotation_push(held.as_deref(), 4, &a, Some(&[&a]), Some(NOW));
+        assert_eq!(
+            (answer.status, json(&answer)["version"].as_u64()),
+            (401, Some(3))
+        );
+        let error = json(&answer)["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
+        assert!(
+            error.contains(&format!(
+                "signature key {} is not trusted",
+                a.public_key().id()
+            )),
+            "{error}"
+        );
+        assert_eq!(after, held);
+    }
+
+    #[test]
+    fn an_edge_that_holds_nothing_takes_only_a_fresh_stamped_push() {
+        let a = SecretKey::from_seed([1; 32]);
+        // An old envelope replayed to an edge that lost its store: refused.
+        let (answer, held) = rotation_push(None, 5, &a, None, None);
+        assert_eq!((answer.status, held), (401, None));
+        assert!(
+            json(&answer)["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("holds no config"))
+        );
+        // The same envelope stamped long ago (a captured push): refused.
+        let (answer, _) = rotation_push(None, 5, &a, None, Some(NOW - 3600));
+        assert_eq!(answer.status, 401);
+        assert!(
+            json(&answer)["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("3600 s from this edge's clock"))
+        );
+        // Fresh: applied. Then an unstamped higher version is fine: the
+        // version rule protects an edge that holds something.
+        let (answer, held) = rotation_push(None, 5, &a, None, Some(NOW - 10));
+        assert_eq!(answer.status, 200);
+        let (answer, held) = rotation_push(held.as_deref(), 6, &a, None, None);
+        assert_eq!(answer.status, 200);
+        // A stale stamp is refused whatever the edge holds.
+        let (answer, _) = rotation_push(held.as_deref(), 7, &a, None, Some(NOW + 3600));
+        assert_eq!(answer.status, 401);
+        // GET reports the config's age by the edge's clock.
+        let AdminStep::Answer(get) = begin("GET", &[], Ok(held.as_deref()), Ok("ignored"), NOW)
+        else {
+            panic!("a GET is answered");
+        };
+        let issued = humantime::parse_rfc3339("2026-11-30T08:00:00Z").expect("time");
+        let issued = issued
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let get = json(&get);
+        assert_eq!(get["version"], 6);
+        assert_eq!(get["issued_at"], "2026-11-30T08:00:00Z");
+        assert_eq!(get["age_s"].as_u64(), NOW.checked_sub(issued));
     }
 }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Match, Route};
 use crate::decide::{Request, matches};
 use crate::envelope::{
-    Admission, Applied, Digest, Envelope, EnvelopeError, MAX_ENVELOPE_BYTES, PublicKey, admit,
+    Admission, Applied, Digest, Envelope, EnvelopeError, KeyId, MAX_ENVELOPE_BYTES, PublicKey,
+    SignatureHeader, admit,
 };
 use crate::http::HeaderList;
 
@@ -26,7 +27,7 @@ pub mod request;
 pub mod stored;
 
 pub use request::RawHeaders;
-pub use stored::{COMPACT_FORM, Held, KV_ACTIVE};
+pub use stored::{COMPACT_FORM, Declared, Held, KV_ACTIVE};
 
 /// A response the edge gives itself: status, headers and a complete body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,13 +242,25 @@ pub enum PushStatus {
     Nack,
 }
 
-/// The reply to a GET on the admin path: what is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The reply to a GET on the admin path: what is applied, how old it is,
+/// and which keys a push must be signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedReply {
     /// Version (0: nothing applied).
     pub version: u64,
     /// Digest (null: nothing applied).
     pub digest: Option<Digest>,
+    /// When the control service issued the applied envelope (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    /// Seconds from `issued_at` to the edge's clock: how long since control
+    /// issued what this edge routes by. An edge keeps serving its last config
+    /// when control is gone, and says here how old it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_s: Option<u64>,
+    /// Ids of the keys a push must be signed with.
+    #[serde(default)]
+    pub keys: Vec<KeyId>,
 }
 
 impl AppliedReply {
@@ -256,6 +269,9 @@ impl AppliedReply {
         AppliedReply {
             version: current.map_or(0, |c| c.version),
             digest: current.map(|c| c.digest),
+            issued_at: None,
+            age_s: None,
+            keys: Vec::new(),
         }
     }
 
@@ -303,13 +319,42 @@ impl PushOutcome {
     }
 }
 
-/// The admin endpoint's rule: size, signature, parse and validate, then the
-/// version rule. `current` is what the edge holds now.
+/// What an edge trusts a push by: its keys, and its clock for push stamps.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// The keys a push may be signed with: those the held envelope declares,
+    /// else the edge's bootstrap keys.
+    pub keys: Vec<PublicKey>,
+    /// The edge's clock (Unix seconds). With a clock, every push stamp must
+    /// be fresh and a first push (nothing held) must carry one, so an old
+    /// envelope replayed to an edge that lost its store is refused. Without
+    /// one (tests, the library API) stamps are not checked.
+    pub now: Option<u64>,
+}
+
+impl Trust {
+    /// One key, no clock.
+    pub fn key(key: PublicKey) -> Trust {
+        Trust {
+            keys: vec![key],
+            now: None,
+        }
+    }
+
+    /// The ids of the trusted keys.
+    pub fn ids(&self) -> Vec<KeyId> {
+        self.keys.iter().map(PublicKey::id).collect()
+    }
+}
+
+/// The admin endpoint's rule: size, signature (by a trusted key, with a
+/// fresh push stamp when required), parse and validate, then the version
+/// rule. `current` is what the edge holds now.
 pub fn receive_push(
     current: Option<Applied>,
     body: &[u8],
     signature: Option<&str>,
-    key: &PublicKey,
+    trust: &Trust,
 ) -> PushOutcome {
     let nack = |http_status, error: String| PushOutcome {
         http_status,
@@ -322,11 +367,21 @@ pub fn receive_push(
     let Some(signature) = signature else {
         return nack(401, "missing rollout-signature header".to_owned());
     };
-    let envelope = match Envelope::open(body, signature, key) {
-        Ok(e) => e,
-        Err(e @ (EnvelopeError::BadSignature | EnvelopeError::BadSignatureHeader)) => {
-            return nack(401, e.to_string());
+    let verified = SignatureHeader::parse(signature).and_then(|header| {
+        let key = header.verify(body, &trust.keys)?;
+        if let Some(now) = trust.now {
+            let stamped = header.check_stamp(key, &Digest::of(body), now)?;
+            if !stamped && current.is_none() {
+                return Err(EnvelopeError::StampRequired);
+            }
         }
+        Ok(())
+    });
+    if let Err(e) = verified {
+        return nack(401, e.to_string());
+    }
+    let envelope = match Envelope::parse(body) {
+        Ok(e) => e,
         Err(e @ EnvelopeError::TooLarge(_)) => return nack(413, e.to_string()),
         Err(e) => return nack(400, e.to_string()),
     };
@@ -375,14 +430,15 @@ mod tests {
             actor: "test".into(),
             reason: "test".into(),
             config,
+            keys: None,
         }
         .to_body();
         let sig = SecretKey::from_seed([1; 32]).sign(&body);
         (body, sig)
     }
 
-    fn key() -> PublicKey {
-        SecretKey::from_seed([1; 32]).public_key()
+    fn key() -> Trust {
+        Trust::key(SecretKey::from_seed([1; 32]).public_key())
     }
 
     #[test]

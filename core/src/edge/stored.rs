@@ -10,7 +10,7 @@
 //! frame (already verified when it was stored) and writes the frame back.
 
 use super::{Active, StoredActive};
-use crate::envelope::{Applied, Envelope};
+use crate::envelope::{Applied, Envelope, PublicKey, parse_key_set};
 
 /// Store key of what the edge applied: one frame, written in one operation.
 pub const KV_ACTIVE: &str = "rollout.active";
@@ -171,6 +171,38 @@ impl<'a> Held<'a> {
     }
 }
 
+/// What the envelope in a stored frame says besides its config.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Declared {
+    /// The keys it declares trusted (absent: the edge's bootstrap keys).
+    pub keys: Option<Vec<PublicKey>>,
+    /// When the control service issued it (RFC 3339).
+    pub issued_at: Option<String>,
+}
+
+/// Reads [`Declared`] from a stored value without compiling its config.
+/// Anything unreadable (no frame, a bare compact form, damage) declares
+/// nothing: the edge falls back on its bootstrap keys.
+pub fn declared(value: Option<&[u8]>) -> Declared {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        issued_at: String,
+        #[serde(default)]
+        keys: Option<Vec<String>>,
+    }
+    let Some(frame) = value.and_then(Frame::parse) else {
+        return Declared::default();
+    };
+    let Ok(meta) = serde_json::from_slice::<Meta>(frame.envelope) else {
+        return Declared::default();
+    };
+    Declared {
+        // Checked when the envelope was applied; damage reads as nothing.
+        keys: meta.keys.and_then(|k| parse_key_set(&k).ok()),
+        issued_at: Some(meta.issued_at),
+    }
+}
+
 /// The compact form inside a frame this build wrote (or a bare one).
 pub fn compact_of(value: &[u8]) -> Option<&[u8]> {
     match Frame::parse(value) {
@@ -183,7 +215,7 @@ pub fn compact_of(value: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::receive_push;
+    use crate::edge::{Trust, receive_push};
     use crate::{ConfigDoc, EnvelopeDoc, SecretKey};
 
     /// A fixed envelope whose config uses every part of the compact form.
@@ -210,6 +242,7 @@ mod tests {
             actor: "golden".into(),
             reason: "golden".into(),
             config,
+            keys: None,
         }
         .to_body();
         let signature = SecretKey::from_seed([9; 32]).sign(&body);
@@ -219,7 +252,7 @@ mod tests {
     fn applied_frame() -> Vec<u8> {
         let (body, signature) = fixed();
         let key = SecretKey::from_seed([9; 32]).public_key();
-        let outcome = receive_push(None, &body, Some(&signature), &key);
+        let outcome = receive_push(None, &body, Some(&signature), &Trust::key(key));
         let Some(active) = outcome.apply else {
             panic!("the fixed envelope applies: {:?}", outcome.reply.error);
         };

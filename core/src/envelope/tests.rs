@@ -14,6 +14,7 @@ fn body(version: u64) -> Vec<u8> {
         actor: "ci".into(),
         reason: "test".into(),
         config: serde_json::from_str::<ConfigDoc>(CONFIG).expect("config doc"),
+        keys: None,
     };
     doc.to_body()
 }
@@ -50,11 +51,132 @@ fn any_change_to_the_body_breaks_the_signature() {
 #[test]
 fn another_key_does_not_verify() {
     let body = body(1);
-    let sig = SecretKey::from_seed([8; 32]).sign(&body);
+    let other = SecretKey::from_seed([8; 32]);
+    // Named: refused by name, before any signature check.
     assert_eq!(
-        key().public_key().verify(&body, &sig),
+        key().public_key().verify(&body, &other.sign(&body)),
+        Err(EnvelopeError::UntrustedKey {
+            key: other.public_key().id(),
+            trusted: vec![key().public_key().id()],
+        })
+    );
+    // Unnamed (an older signer): the signature itself fails.
+    let unnamed = other.sign(&body);
+    let unnamed = unnamed.split(';').next().expect("signature part");
+    assert_eq!(
+        key().public_key().verify(&body, unnamed),
         Err(EnvelopeError::BadSignature)
     );
+    // Naming a trusted key does not help a signature made by another.
+    let forged = format!("{unnamed}; key={}", key().public_key().id());
+    assert_eq!(
+        key().public_key().verify(&body, &forged),
+        Err(EnvelopeError::BadSignature)
+    );
+}
+
+#[test]
+fn a_signature_names_its_key_and_any_trusted_key_may_sign() {
+    let body = body(1);
+    let (a, b) = (key(), SecretKey::from_seed([8; 32]));
+    let trusted = [a.public_key(), b.public_key()];
+    let header = SignatureHeader::parse(&b.sign(&body)).expect("parses");
+    assert_eq!(header.key, Some(b.public_key().id()));
+    assert_eq!(header.verify(&body, &trusted), Ok(&trusted[1]));
+    let unnamed = b
+        .sign(&body)
+        .split(';')
+        .next()
+        .map(str::to_owned)
+        .expect("part");
+    let header = SignatureHeader::parse(&unnamed).expect("parses");
+    assert_eq!(header.verify(&body, &trusted), Ok(&trusted[1]));
+    let stranger = SecretKey::from_seed([9; 32]).sign(&body);
+    let err = SignatureHeader::parse(&stranger)
+        .and_then(|h| h.verify(&body, &trusted).map(|_| ()))
+        .expect_err("untrusted");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "signature key {} is not trusted by this edge (it trusts {}, {})",
+            SecretKey::from_seed([9; 32]).public_key().id(),
+            a.public_key().id(),
+            b.public_key().id()
+        )
+    );
+}
+
+#[test]
+fn a_push_stamp_binds_the_digest_and_the_time() {
+    let body = body(1);
+    let digest = Digest::of(&body);
+    let k = key();
+    let stamped = k.stamp(&k.sign(&body), &digest, 1_000_000).expect("stamps");
+    let header = SignatureHeader::parse(&stamped).expect("parses");
+    let public = k.public_key();
+    assert_eq!(header.check_stamp(&public, &digest, 1_000_000), Ok(true));
+    assert_eq!(
+        header.check_stamp(&public, &digest, 1_000_000 + MAX_STAMP_SKEW_SECS),
+        Ok(true)
+    );
+    assert_eq!(
+        header.check_stamp(&public, &digest, 1_000_000 + MAX_STAMP_SKEW_SECS + 1),
+        Err(EnvelopeError::StaleStamp {
+            at: 1_000_000,
+            now: 1_000_000 + MAX_STAMP_SKEW_SECS + 1
+        })
+    );
+    // The stamp of one body does not carry over to another.
+    assert_eq!(
+        header.check_stamp(&public, &Digest::of(b"other"), 1_000_000),
+        Err(EnvelopeError::BadSignature)
+    );
+    // A changed time breaks the stamp's signature.
+    let moved = stamped.replace("at=1000000", "at=1000001");
+    assert_eq!(
+        SignatureHeader::parse(&moved).and_then(|h| h.check_stamp(&public, &digest, 1_000_000)),
+        Err(EnvelopeError::BadSignature)
+    );
+    // The body signature is the same one, stamped or not.
+    assert_eq!(header.verify(&body, &[public]), Ok(&public));
+    // Another key cannot stamp this key's signature.
+    assert!(
+        SecretKey::from_seed([8; 32])
+            .stamp(&k.sign(&body), &digest, 1)
+            .is_err()
+    );
+}
+
+#[test]
+fn declared_key_sets_are_checked() {
+    let one = key().public_key().to_string();
+    assert_eq!(parse_key_set(&[one.as_str()]).map(|k| k.len()), Ok(1));
+    for (keys, why) in [
+        (vec![], "keys: must list at least one key"),
+        (vec![one.clone(), one.clone()], "is listed twice"),
+        (
+            vec!["ed25519:nope".to_owned()],
+            "keys: [0]: public key must be",
+        ),
+        (vec![one.clone(); 9], "9 keys, over the limit of 8"),
+    ] {
+        let err = parse_key_set(&keys).expect_err("refused").to_string();
+        assert!(err.contains(why), "{err}");
+    }
+    let two = SecretKey::from_seed([8; 32]).public_key().to_string();
+    assert_eq!(
+        parse_key_list(&format!(" {one}, {two}\n")).map(|k| k.len()),
+        Ok(2)
+    );
+    assert!(parse_key_list(" , ").is_err());
+    // An envelope that declares a bad set is invalid as a whole.
+    let mut doc: EnvelopeDoc<serde_json::Value> = serde_json::from_slice(&body(2)).expect("doc");
+    doc.keys = Some(vec![]);
+    let bad = serde_json::to_vec(&doc).expect("json");
+    assert!(matches!(
+        Envelope::parse(&bad),
+        Err(EnvelopeError::BadKeySet(_))
+    ));
 }
 
 #[test]
@@ -66,6 +188,7 @@ fn malformed_signature_headers_are_named_as_such() {
         "rsa=AAAA",
         "ed25519=not base64!",
         "ed25519=AAAA",
+        "ed25519=AAAA; key=0011223344556677",
     ] {
         assert_eq!(
             key().public_key().verify(&body, header),

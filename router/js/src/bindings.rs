@@ -348,8 +348,9 @@ impl AfterJs {
 }
 
 /// The admin machine's first step: `stored` is the value under the store key
-/// (`storeError` when it could not be read), `publicKey` the edge's key
-/// setting (undefined when unset).
+/// (`storeError` when it could not be read), `publicKey` the edge's bootstrap
+/// key setting (undefined when unset), `now` the edge's clock in Unix
+/// seconds (`Date.now() / 1000`).
 #[wasm_bindgen(js_name = adminBegin)]
 pub fn admin_begin(
     method: &str,
@@ -357,6 +358,7 @@ pub fn admin_begin(
     stored: Option<Vec<u8>>,
     store_error: Option<String>,
     public_key: Option<String>,
+    now: f64,
 ) -> Result<AdminJs, JsError> {
     let headers: Pairs = from_js(&headers, InputError::Facts)?;
     let stored = match &store_error {
@@ -364,7 +366,16 @@ pub fn admin_begin(
         None => Ok(stored.as_deref()),
     };
     let key = public_key.as_deref().ok_or("not set");
-    Ok(AdminJs(edge::admin_begin(method, &headers, stored, key)))
+    // A clock before 1970 or not a number reads as 0: every stamp is then
+    // stale, so a misreporting clock refuses pushes rather than replays.
+    let now = if now.is_finite() && now > 0.0 {
+        now as u64
+    } else {
+        0
+    };
+    Ok(AdminJs(edge::admin_begin(
+        method, &headers, stored, key, now,
+    )))
 }
 
 /// An admin request: answered, or a push whose body is to be read.

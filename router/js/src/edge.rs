@@ -205,8 +205,9 @@ pub fn admin_begin(
     headers: &Pairs,
     stored: Result<Option<&[u8]>, &str>,
     public_key: Result<&str, &str>,
+    now: u64,
 ) -> Result<Box<Push>, AnswerJs> {
-    match admin::begin(method, &to_raw(headers), stored, public_key) {
+    match admin::begin(method, &to_raw(headers), stored, public_key, now) {
         AdminStep::Answer(answer) => Err(answer.into()),
         AdminStep::ReadBody(push) => Ok(push),
     }

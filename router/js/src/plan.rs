@@ -154,7 +154,7 @@ pub fn route(active: &Active, facts: &Facts) -> Result<Outcome, InputError> {
 
 #[cfg(test)]
 mod tests {
-    use rollout_core::edge::receive_push;
+    use rollout_core::edge::{Trust, receive_push};
     use rollout_core::{ConfigDoc, EnvelopeDoc, SecretKey};
 
     use super::*;
@@ -175,12 +175,18 @@ mod tests {
             actor: "test".into(),
             reason: "test".into(),
             config,
+            keys: None,
         }
         .to_body();
         let key = SecretKey::from_seed([3; 32]);
-        receive_push(None, &body, Some(&key.sign(&body)), &key.public_key())
-            .apply
-            .expect("applies")
+        receive_push(
+            None,
+            &body,
+            Some(&key.sign(&body)),
+            &Trust::key(key.public_key()),
+        )
+        .apply
+        .expect("applies")
     }
 
     fn facts(json: &str) -> Facts {

@@ -118,7 +118,7 @@ test("request facts in the wrong shape are refused, not guessed", () => {
 });
 
 function admin(method, headers, stored, publicKey = control.publicKey) {
-  return b.adminBegin(method, headers, stored ?? undefined, undefined, publicKey);
+  return b.adminBegin(method, headers, stored ?? undefined, undefined, publicKey, Date.now() / 1000);
 }
 
 // A push through the admin machine against a store holding `stored`:
@@ -157,7 +157,7 @@ test("pushes go through the admin machine: version rule, statuses, one value to 
 
   const tooLong = admin("PUT", [["content-length", String(b.constants().maxEnvelopeBytes + 1)]], held);
   assert.equal(tooLong.answer.status, 413, "refused before any body is read");
-  assert.equal(b.adminBegin("PUT", [], held, undefined, undefined).answer.status, 503, "no key: the edge is misconfigured");
+  assert.equal(b.adminBegin("PUT", [], held, undefined, undefined, Date.now() / 1000).answer.status, 503, "no key: the edge is misconfigured");
   assert.match(JSON.parse(admin("PUT", [], held, "nope").answer.body).error, /public key must be ed25519/);
   const post = admin("POST", [], held);
   assert.equal(post.answer.status, 405);

@@ -43,7 +43,13 @@ export function signer(seedByte) {
   const raw = crypto.createPublicKey(key).export({ format: "der", type: "spki" }).subarray(-32);
   return {
     publicKey: `ed25519:${raw.toString("base64")}`,
-    sign: (body) => `ed25519=${crypto.sign(null, body, key).toString("base64")}`,
+    // The body's signature with a fresh push stamp, as the control service
+    // sends it: an edge that holds nothing takes only a stamped push.
+    sign: (body, at = Math.floor(Date.now() / 1000)) => {
+      const digest = crypto.createHash("sha256").update(body).digest("hex");
+      const stamp = crypto.sign(null, Buffer.from(`rollout-push-stamp\n${digest}\n${at}`), key);
+      return `ed25519=${crypto.sign(null, body, key).toString("base64")}; at=${at}; stamp=${stamp.toString("base64")}`;
+    },
   };
 }
 

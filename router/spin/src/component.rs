@@ -309,11 +309,17 @@ async fn admin(
         Ok(value) => Ok(value.as_deref()),
         Err(e) => Err(e.as_str()),
     };
+    // The wall clock, for push stamps; a clock before 1970 reads as 0, which
+    // makes every stamp stale (pushes refused, never a replay taken).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let step = admin::begin(
         method,
         headers,
         stored,
         public_key.as_deref().map_err(String::as_str),
+        now,
     );
     let push = match step {
         AdminStep::Answer(answer) => return reply(out, answer).await,
