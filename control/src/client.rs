@@ -2,8 +2,8 @@
 
 use rollout_api::{
     AtQuery, AuditPage, CreateVersion, EdgeAdded, EdgeList, EdgeRemoved, EdgeRequest, ErrorBody,
-    HistoryPage, HistoryQuery, PlanEvents, PlanList, PlanQuery, PlanView, RollbackRequest,
-    StartPlan, StatusView, TemplateList, Version, VersionView, path, shorten,
+    HistoryPage, HistoryQuery, KeyChange, KeyList, PlanEvents, PlanList, PlanQuery, PlanView,
+    RollbackRequest, StartPlan, StatusView, TemplateList, Version, VersionView, path, shorten,
 };
 use rollout_core::plan::CheckDoc;
 use serde::Serialize;
@@ -29,6 +29,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 7;
     /// The plan waited for was aborted or failed (it rolled back).
     pub const ABORTED: u8 = 8;
+    /// The stored history does not verify (`rollout audit --verify`).
+    pub const BROKEN: u8 = 9;
 }
 
 /// Largest reply the CLI reads from the control service: a history page of
@@ -191,6 +193,16 @@ impl Api {
     /// Restores an earlier config as a new version.
     pub async fn rollback(&self, req: &RollbackRequest) -> Result<VersionView, Fail> {
         self.call(self.post(path::ROLLBACK, req), "rollback").await
+    }
+
+    /// The signing keys.
+    pub async fn keys(&self) -> Result<KeyList, Fail> {
+        self.call(self.get(path::KEYS), "keys").await
+    }
+
+    /// Rotates or retires a signing key.
+    pub async fn change_keys(&self, change: &KeyChange) -> Result<KeyList, Fail> {
+        self.call(self.post(path::KEYS, change), "key change").await
     }
 
     /// Every edge against the committed version.

@@ -4,9 +4,9 @@
 
 use rollout_api::Version;
 use rollout_core::config::PatchError;
-use rollout_core::{
-    Config, ConfigDoc, ConfigError, Envelope, EnvelopeDoc, EnvelopeError, SecretKey,
-};
+use rollout_core::{Config, ConfigDoc, ConfigError, Envelope, EnvelopeDoc, EnvelopeError};
+
+use crate::keys::{KeyError, Keyring};
 
 use crate::store::{CommitError, NewVersion, Tx, VersionRow, now_ms};
 use crate::time::format_ms;
@@ -26,6 +26,9 @@ pub enum Refusal {
     /// An envelope an edge would refuse (over its size limit).
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// The key file holds no key the edges trust.
+    #[error("signing key: {0}")]
+    Keys(#[from] KeyError),
     /// A stored version whose body does not parse: the store is damaged.
     #[error("stored version {version} does not parse")]
     Unreadable {
@@ -57,13 +60,14 @@ pub struct Author<'a> {
 }
 
 /// In `tx`: builds the config `doc` makes from the current version, checks
-/// it as an edge will, signs it with `key` and writes it as the next
+/// it as an edge will, signs it with the first key of `keys` the edges
+/// trust (declaring all of `keys` trusted from then on) and writes it as the next
 /// version (if `expected` is still current; `None`: whatever is). Then
 /// every running plan whose route it changed, and that did not make it,
 /// hears of it (see [`crate::plans::route_changed`]).
 pub fn commit_in(
     tx: &Tx<'_>,
-    key: &SecretKey,
+    keys: &Keyring,
     expected: Option<Version>,
     author: &Author<'_>,
     webhooks: &[String],
@@ -76,15 +80,19 @@ pub fn commit_in(
         Config::try_from(&config)?;
         let before = parent.map(envelope_of).transpose()?.map(|e| e.config);
         let issued_ms = now_ms();
-        let body = EnvelopeDoc {
+        let trusted = keys.trusted_after(parent.map(|p| (p.body.as_ref(), p.signature.as_str())));
+        let key = keys.signer_for(&trusted)?;
+        let mut envelope = EnvelopeDoc {
             version: version.get(),
             parent: parent.map(|p| p.digest),
             issued_at: format_ms(issued_ms),
             actor: author.actor.to_owned(),
             reason: author.reason.clone(),
             config: config.clone(),
-        }
-        .to_body();
+            keys: None,
+        };
+        keys.declare(&mut envelope);
+        let body = envelope.to_body();
         // The edge's own check, limits included, before anything is stored.
         let envelope = Envelope::parse(&body)?;
         configs = Some((before, config));

@@ -5,12 +5,15 @@
 //! [`MAX_REPLY_BYTES`] and the error text it sends is kept to
 //! [`MAX_EDGE_ERROR_BYTES`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rollout_api::{Version, clip, holds};
 use rollout_core::edge::{ADMIN_PATH, AppliedReply, PushReply, PushStatus};
 use rollout_core::{Applied, Digest};
+
+use crate::keys::Keys;
 
 /// Largest reply read from an edge.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -84,6 +87,7 @@ pub struct Retries {
 pub struct EdgeClient {
     http: reqwest::Client,
     timeout: Duration,
+    stamps: Option<Arc<Keys>>,
 }
 
 impl EdgeClient {
@@ -94,7 +98,19 @@ impl EdgeClient {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(4)
             .build()?;
-        Ok(EdgeClient { http, timeout })
+        Ok(EdgeClient {
+            http,
+            timeout,
+            stamps: None,
+        })
+    }
+
+    /// The same client, stamping every push with the key (in `keys`) that
+    /// signed it, at the time it is sent: an edge that holds nothing takes
+    /// only a fresh stamped push, so an old envelope replayed to it is refused.
+    pub fn stamping_with(mut self, keys: Arc<Keys>) -> EdgeClient {
+        self.stamps = Some(keys);
+        self
     }
 
     fn admin_url(edge: &str) -> String {
@@ -103,6 +119,15 @@ impl EdgeClient {
 
     /// What `edge` holds (GET on its admin path).
     pub async fn held(&self, edge: &str) -> Result<Option<Applied>, String> {
+        let reply = self.report(edge).await?;
+        Ok(reply.digest.map(|digest| Applied {
+            version: reply.version,
+            digest,
+        }))
+    }
+
+    /// The edge's whole GET reply: what it holds, how old, which keys it trusts.
+    pub async fn report(&self, edge: &str) -> Result<AppliedReply, String> {
         let resp = self
             .http
             .get(Self::admin_url(edge))
@@ -112,22 +137,27 @@ impl EdgeClient {
             .map_err(|e| describe(&e))?;
         let status = resp.status().as_u16();
         let body = read_limited(resp).await?;
-        let reply: AppliedReply = serde_json::from_slice(&body)
-            .map_err(|_| format!("HTTP {status} without an applied-version reply"))?;
-        Ok(reply.digest.map(|digest| Applied {
-            version: reply.version,
-            digest,
-        }))
+        serde_json::from_slice(&body)
+            .map_err(|_| format!("HTTP {status} without an applied-version reply"))
     }
 
     /// One PUT of `signed` to `edge`.
     pub async fn put(&self, edge: &str, signed: &Signed) -> Answer {
         let started = Instant::now();
+        let signature = match &self.stamps {
+            Some(keys) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                keys.current().stamp(&signed.signature, &signed.digest, now)
+            }
+            None => signed.signature.clone(),
+        };
         let sent = self
             .http
             .put(Self::admin_url(edge))
             .timeout(self.timeout)
-            .header(rollout_core::SIGNATURE_HEADER, &signed.signature)
+            .header(rollout_core::SIGNATURE_HEADER, signature)
             .header("content-type", "application/json")
             .body(signed.body.clone())
             .send()

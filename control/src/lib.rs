@@ -12,6 +12,7 @@ pub mod commit;
 pub mod edge_client;
 pub mod events;
 pub mod input;
+pub mod keys;
 pub mod metrics;
 pub mod plans;
 pub mod push;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rollout_api::{Version, holds, shorten};
 
 use crate::edge_client::{Answer, EdgeClient, Retries, Signed};
+use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::store::{EdgeId, EdgeRow, Store, VersionRow, now_ms};
 
@@ -158,12 +159,13 @@ impl Fanout {
     pub fn new(
         store: Arc<Store>,
         metrics: Arc<Metrics>,
+        keys: Arc<Keys>,
         opts: PushOptions,
     ) -> Result<Fanout, reqwest::Error> {
         Ok(Fanout {
             store,
             metrics,
-            edges: EdgeClient::new(opts.timeout)?,
+            edges: EdgeClient::new(opts.timeout)?.stamping_with(keys),
             opts,
             wake: tokio::sync::Notify::new(),
             state: Mutex::default(),

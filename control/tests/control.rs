@@ -528,10 +528,16 @@ async fn a_nack_shows_its_error_and_tokens_are_checked() {
     assert_eq!(run.code, 6, "a NACK fails the wait: {}", run.stderr);
     let status = control.status().await;
     assert_eq!(states(&status), ["ACK", "NACK"]);
-    assert_eq!(status["edges"][1]["error"], "signature does not verify");
+    // The edge names the key the push was signed with, and the one it trusts.
+    let untrusted = format!(
+        "signature key {} is not trusted by this edge (it trusts {})",
+        secret().public_key().id(),
+        rollout_core::SecretKey::from_seed([7; 32]).public_key().id()
+    );
+    assert_eq!(status["edges"][1]["error"], untrusted.as_str());
     let text = control.cli(READ, &["status"]).await.ok();
     assert!(
-        text.stdout.contains("NACK") && text.stdout.contains("signature does not verify"),
+        text.stdout.contains("NACK") && text.stdout.contains("is not trusted by this edge"),
         "{}",
         text.stdout
     );
@@ -999,4 +1005,197 @@ async fn files_stdin_and_reasons_are_bounded_where_they_enter() {
         .await
         .ok();
     assert_eq!(json.json()["versions"][0]["reason"], at_limit.as_str());
+}
+
+/// The body and stored `rollout-signature` of `version`, read from the
+/// control service's SQLite file as an attacker with a copy of it would.
+fn stored_version(control: &Control, version: u64) -> (Vec<u8>, String) {
+    let db = rusqlite::Connection::open(control.db()).expect("control db");
+    db.query_row(
+        "SELECT body, signature FROM versions WHERE version = ?1",
+        [version],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("stored version")
+}
+
+/// PUTs `body` with `signature` to `edge`'s admin path: (status, JSON reply).
+async fn put_envelope(
+    edge: std::net::SocketAddr,
+    body: Vec<u8>,
+    signature: &str,
+) -> (u16, serde_json::Value) {
+    let resp = client()
+        .put(format!("http://{edge}{}", rollout_core::edge::ADMIN_PATH))
+        .header(rollout_core::SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .expect("edge answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json reply"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_and_retire_by_signed_versions_without_redeploying_edges() {
+    let s = setup("rotation").await;
+    let a = secret();
+    let a_id = a.public_key().id().to_string();
+    // Version 1, signed with A: edges were deployed trusting A alone.
+    s.push(0.0).await;
+    let (_, v1_signature) = stored_version(&s.control, 1);
+    assert!(
+        v1_signature.contains(&format!("key={a_id}")),
+        "{v1_signature}"
+    );
+
+    // Rotate: version 2, signed by A, declares A and B; B signs from then on.
+    let rotated = s
+        .control
+        .cli(
+            ADMIN,
+            &[
+                "keygen", "--rotate", "--reason", "yearly", "--output", "json",
+            ],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(rotated["version"], 2, "{rotated}");
+    let b_id = rotated["keys"][0]["id"]
+        .as_str()
+        .expect("new key id")
+        .to_owned();
+    assert_ne!(b_id, a_id);
+    assert_eq!(rotated["keys"][0]["signs"], true, "{rotated}");
+    assert_eq!(rotated["keys"][1]["id"], a_id.as_str());
+    let (_, v2_signature) = stored_version(&s.control, 2);
+    assert!(
+        v2_signature.contains(&format!("key={a_id}")),
+        "A introduces B: {v2_signature}"
+    );
+    s.control.converged().await;
+
+    // Version 3, signed with B, lands on every edge.
+    s.push(100.0).await;
+    let (_, v3_signature) = stored_version(&s.control, 3);
+    assert!(
+        v3_signature.contains(&format!("key={b_id}")),
+        "{v3_signature}"
+    );
+    assert!(s.arms(&keys(20)).await.iter().all(|a| a == "new"));
+
+    // Retire A: version 4, signed by B, declares B alone.
+    let retired = s
+        .control
+        .cli(ADMIN, &["keygen", "--retire", &a_id, "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(retired["version"], 4, "{retired}");
+    assert_eq!(retired["keys"].as_array().map(Vec::len), Some(1));
+    s.control.converged().await;
+    for e in &s.edges {
+        let held: serde_json::Value = client()
+            .get(format!(
+                "http://{}{}",
+                e.addr,
+                rollout_core::edge::ADMIN_PATH
+            ))
+            .send()
+            .await
+            .expect("edge answers")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(held["keys"], serde_json::json!([b_id]), "{held}");
+    }
+
+    // A push signed with A, freshly stamped, is refused with 401 naming A,
+    // though A is still every edge's bootstrap key.
+    let config = config(
+        &s.rig.old.url(),
+        &s.rig.new.url(),
+        0.0,
+        serde_json::json!({}),
+    );
+    let (body, _) = rollout_tests::envelope(50, config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let signature = a
+        .stamp(&a.sign(&body), &rollout_core::Digest::of(&body), now)
+        .expect("stamps");
+    let (status, reply) = put_envelope(s.edges[0].addr, body, &signature).await;
+    assert_eq!(status, 401, "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("signature key {a_id} is not trusted"))),
+        "{reply}"
+    );
+    assert_eq!(reply["version"], 4, "the edge keeps what it held");
+
+    // Break glass with only A in the key file: refused before anything is sent.
+    let old_key = s.rig.scratch.path("old.key");
+    std::fs::write(&old_key, format!("{}\n", a.to_text())).expect("key file");
+    let file = s.rig.config("bg.json", 0.0);
+    let mut args = vec![
+        "push",
+        file.as_str(),
+        "--direct",
+        "--key",
+        old_key.to_str().expect("utf-8"),
+    ];
+    let urls: Vec<String> = s.edges.iter().map(url).collect();
+    for u in &urls {
+        args.extend(["--edge", u.as_str()]);
+    }
+    let run = cli("http://127.0.0.1:9", READ, &args).await;
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("no key in the key file is trusted"),
+        "{}",
+        run.stderr
+    );
+    assert!(s.arms(&keys(20)).await.iter().all(|a| a == "new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_envelope_replayed_to_an_edge_that_lost_its_store_is_refused() {
+    let rig = Rig::start("replay").await;
+    let (_first, gate, control) = rig.gated("first").await;
+    // What an attacker could have captured: version 1 as stored and pushed.
+    let (body, signature) = stored_version(&control, 1);
+
+    // An edge with an empty store, not yet reached by the service.
+    let fresh = rig.edge("fresh").await;
+    let (status, reply) = put_envelope(fresh.addr, body.clone(), &signature).await;
+    assert_eq!(status, 401, "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("holds no config")),
+        "{reply}"
+    );
+    // A stamp from an hour ago (a captured push) is refused too.
+    let a = secret();
+    let digest = rollout_core::Digest::of(&body);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let old = a.stamp(&signature, &digest, now - 3600).expect("stamps");
+    let (status, reply) = put_envelope(fresh.addr, body, &old).await;
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(held(fresh.addr).await.0, 0, "nothing applied");
+
+    // The service's own push, stamped when sent, is taken.
+    gate.retarget(fresh.addr);
+    let restored = eventually(Duration::from_secs(10), || async {
+        held(fresh.addr).await.0 == 1
+    })
+    .await;
+    assert!(restored, "the control service's stamped push applies");
 }

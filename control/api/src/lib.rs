@@ -86,6 +86,54 @@ pub mod path {
 
     /// `POST`: an Alertmanager webhook.
     pub const ALERTS: &str = "/v1/alerts";
+    /// `GET`: the signing keys; `POST`: rotate to a new key, or retire one.
+    pub const KEYS: &str = "/v1/keys";
+}
+
+/// One signing key of the control service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyView {
+    /// Its id (16 hex digits), as signatures and edges name it.
+    pub id: String,
+    /// The public key, as edges take it (`ed25519:<base64>`).
+    pub public_key: String,
+    /// Whether it signs the next version.
+    pub signs: bool,
+    /// Whether edges trust it once they hold the committed version.
+    pub trusted_by_edges: bool,
+}
+
+/// `GET /v1/keys`, and the answer to a key change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyList {
+    /// The keys in the service's key file, first preferred.
+    pub keys: Vec<KeyView>,
+    /// The version a key change committed (declaring the new set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+}
+
+/// `POST /v1/keys`: a key change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "action", rename_all = "lowercase")]
+pub enum KeyChange {
+    /// A new key goes first; the next version (signed by a key edges trust)
+    /// declares it trusted, and the version after is signed by it.
+    Rotate {
+        /// Why.
+        #[serde(default)]
+        reason: Option<Reason>,
+    },
+    /// The key leaves the key file and the set edges trust.
+    Retire {
+        /// The key's id.
+        id: String,
+        /// Why.
+        #[serde(default)]
+        reason: Option<Reason>,
+    },
 }
 
 /// A request body that does not have the expected shape.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rollout_api::{Actor, EdgeState, Reason, Version};
 use rollout_control::client::{Fail, exit};
 use rollout_control::edge_client::{Answer, EdgeClient, Retries, Signed};
+use rollout_control::keys::Keys;
 use rollout_core::{ConfigDoc, Digest, EnvelopeDoc};
 use serde::Serialize;
 
@@ -50,17 +51,25 @@ pub(crate) async fn push(
     key: &Path,
     reason: Option<Reason>,
 ) -> Result<(), Fail> {
-    let key = super::keys::read_key(key)?;
+    let keys = Keys::from_file(key)
+        .map_err(|e| Fail::new(exit::INVALID, format!("{}: {e}", key.display())))?;
+    let ring = keys.current();
     let client = EdgeClient::new(TIMEOUT)
-        .map_err(|e| Fail::new(exit::FAILED, format!("http client: {e}")))?;
+        .map_err(|e| Fail::new(exit::FAILED, format!("http client: {e}")))?
+        .stamping_with(keys);
     let mut top: Option<(Version, Option<Digest>)> = None;
+    // The keys every edge trusts: the signer must be one of them.
+    let mut trusted = ring.public_keys();
     for edge in edges {
-        let held = client
-            .held(edge)
+        let reply = client
+            .report(edge)
             .await
             .map_err(|e| Fail::new(exit::FAILED, format!("asking {edge} what it holds: {e}")))?;
-        let held = held.map_or((Version::NONE, None), |a| {
-            (Version::new(a.version), Some(a.digest))
+        if !reply.keys.is_empty() {
+            trusted.retain(|k| reply.keys.contains(&k.id()));
+        }
+        let held = reply.digest.map_or((Version::NONE, None), |d| {
+            (Version::new(reply.version), Some(d))
         });
         if top.is_none_or(|t| held.0 > t.0) {
             top = Some(held);
@@ -69,19 +78,26 @@ pub(crate) async fn push(
     let (held, parent) =
         top.ok_or_else(|| Fail::new(exit::INVALID, "--direct needs at least one --edge"))?;
     let version = Version::new(held.get() + 1);
-    let body = EnvelopeDoc {
+    let signer = ring
+        .signer_for(&trusted)
+        .map_err(|e| Fail::new(exit::INVALID, format!("{}: {e}", key.display())))?;
+    let mut envelope = EnvelopeDoc {
         version: version.get(),
         parent,
         issued_at: rollout_control::time::format_ms(rollout_control::store::now_ms()),
         actor: actor(),
         reason: reason.map_or_else(|| "break-glass push".to_owned(), String::from),
         config: doc.clone(),
-    }
-    .to_body();
+        keys: None,
+    };
+    // The same key set the control service declares: a break-glass push
+    // never widens or narrows what edges trust.
+    ring.declare(&mut envelope);
+    let body = envelope.to_body();
     let signed = Signed {
         version,
         digest: Digest::of(&body),
-        signature: key.sign(&body),
+        signature: signer.sign(&body),
         body: Bytes::from(body),
     };
     let once = Retries {

@@ -2,15 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use rollout_api::{KeyChange, KeyList, Reason};
 use rollout_control::client::{Fail, exit};
 use rollout_control::input::read_bounded;
 use rollout_core::SecretKey;
 use serde::Serialize;
 
 use super::{Ctx, Output, print_json};
-
-/// Largest key file read: a key is one short line.
-const MAX_KEY_FILE_BYTES: usize = 4096;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct KeygenArgs {
@@ -20,6 +18,22 @@ pub(crate) struct KeygenArgs {
     /// Overwrite an existing file.
     #[arg(long)]
     force: bool,
+    /// Rotate the running control service to a new key (it writes its key
+    /// file; the next version, signed by a key edges trust, declares the new
+    /// key trusted; the version after is signed by it). Needs an admin token.
+    #[arg(long, conflicts_with_all = ["retire", "list"])]
+    rotate: bool,
+    /// Retire the key with this id from the running control service: the
+    /// next version declares the remaining keys only, and edges refuse
+    /// pushes signed by it (401 naming the key). Needs an admin token.
+    #[arg(long, value_name = "KEY_ID", conflicts_with = "list")]
+    retire: Option<String>,
+    /// List the running control service's keys: which signs, which edges trust.
+    #[arg(long)]
+    list: bool,
+    /// Why (recorded as the version's reason).
+    #[arg(long)]
+    reason: Option<Reason>,
 }
 
 #[derive(Serialize)]
@@ -28,7 +42,43 @@ struct Keygen<'a> {
     public_key: String,
 }
 
+fn print_keys(ctx: &Ctx, list: &KeyList) -> Result<(), Fail> {
+    match ctx.out {
+        Output::Json => print_json(list),
+        Output::Text => {
+            for k in &list.keys {
+                let signs = if k.signs { "signs" } else { "" };
+                let trusted = if k.trusted_by_edges {
+                    "trusted by edges"
+                } else {
+                    "not yet trusted by edges"
+                };
+                println!("{}  {:<5}  {:<24}  {}", k.id, signs, trusted, k.public_key);
+            }
+            if let Some(v) = list.version {
+                println!("version {v} declares this key set");
+            }
+            Ok(())
+        }
+    }
+}
+
 pub(crate) async fn keygen(ctx: &Ctx, args: KeygenArgs) -> Result<(), Fail> {
+    if args.list {
+        return print_keys(ctx, &ctx.api.keys().await?);
+    }
+    if args.rotate || args.retire.is_some() {
+        let change = match args.retire {
+            Some(id) => KeyChange::Retire {
+                id,
+                reason: args.reason,
+            },
+            None => KeyChange::Rotate {
+                reason: args.reason,
+            },
+        };
+        return print_keys(ctx, &ctx.api.change_keys(&change).await?);
+    }
     let key = new_key()?;
     write_secret(&args.out, &format!("{}\n", key.to_text()), args.force)?;
     let public_key = key.public_key().to_string();
@@ -61,13 +111,6 @@ pub(crate) fn read_text(path: &Path, limit: usize) -> Result<String, Fail> {
     let bytes = read_bounded(path, limit).map_err(|e| Fail::new(exit::INVALID, e.to_string()))?;
     String::from_utf8(bytes)
         .map_err(|_| Fail::new(exit::INVALID, format!("{}: not UTF-8 text", path.display())))
-}
-
-/// The signing key in `path` (as `rollout keygen` writes it).
-pub(crate) fn read_key(path: &Path) -> Result<SecretKey, Fail> {
-    read_text(path, MAX_KEY_FILE_BYTES)?
-        .parse()
-        .map_err(|e| Fail::new(exit::INVALID, format!("{}: {e}", path.display())))
 }
 
 /// Writes a file only the owner can read, refusing to replace one unless `force`.

@@ -10,7 +10,9 @@ use rollout_control::events::Secret;
 use rollout_control::push::PushOptions;
 use rollout_control::service::ServeOptions;
 
-use super::keys::{read_key, read_text};
+use rollout_control::keys::Keys;
+
+use super::keys::read_text;
 
 /// Largest token file read.
 const MAX_TOKEN_FILE_BYTES: usize = 1024 * 1024;
@@ -66,7 +68,8 @@ fn logging() {
 
 pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
     logging();
-    let key = read_key(&args.key)?;
+    let keys = Keys::from_file(&args.key)
+        .map_err(|e| Fail::new(exit::INVALID, format!("{}: {e}", args.key.display())))?;
     let token_text = match (&args.tokens, std::env::var("ROLLOUT_TOKENS")) {
         (Some(path), _) => read_text(path, MAX_TOKEN_FILE_BYTES)?,
         (None, Ok(text)) => text.replace(';', "\n"),
@@ -105,7 +108,7 @@ pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
     let opts = ServeOptions {
         db: args.db,
         listen: args.listen,
-        key,
+        keys,
         tokens,
         push: PushOptions {
             timeout: args.push_timeout,

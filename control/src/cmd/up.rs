@@ -266,11 +266,9 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir).context("state directory")?;
 
-    let key_text = read_or_create(&dir.join("control.key"), || {
-        Ok(super::keys::new_key()?.to_text())
-    })?;
-    let key: rollout_core::SecretKey = key_text
-        .parse()
+    let key_path = dir.join("control.key");
+    read_or_create(&key_path, || Ok(super::keys::new_key()?.to_text()))?;
+    let keys = rollout_control::keys::Keys::from_file(&key_path)
         .map_err(|e| Fail::new(exit::FAILED, format!("control.key: {e}")))?;
     let token = read_or_create(&dir.join("admin.token"), || {
         let mut bytes = [0u8; 24];
@@ -280,7 +278,15 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     })?;
     let tokens = rollout_control::auth::Tokens::parse(&format!("admin local {token}"))
         .map_err(|e| Fail::new(exit::FAILED, e))?;
-    let public_key = key.public_key().to_string();
+    // Edges are deployed with every key the file holds; versions then
+    // declare what they trust.
+    let public_key = keys
+        .current()
+        .public_keys()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
 
     let (old_fails, new_fails) = args.scenario.map_or((0, 0), Scenario::failures);
     let (old_addr, old_task) = origin(args.origin_ports[0], "old", "v1", old_fails).await?;
@@ -302,7 +308,7 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     let app = rollout_control::service::open(ServeOptions {
         db: dir.join("control.sqlite"),
         listen: listener.local_addr().context("control address")?,
-        key,
+        keys,
         tokens,
         push: PushOptions::default(),
         unreachable_after: Duration::from_secs(30),

@@ -30,6 +30,7 @@ pub use view::{event_view, plan_view};
 
 use crate::commit::{Author, Refusal, commit_in, envelope_of};
 use crate::events::Events;
+use crate::keys::Keys;
 use crate::push::Fanout;
 use crate::store::{CommitError, PlanId, PlanRow, Store, Tx, VersionRow, now_ms};
 
@@ -126,7 +127,7 @@ impl ProbeToken {
 #[derive(Debug)]
 pub struct Plans {
     store: Arc<Store>,
-    key: SecretKey,
+    keys: Arc<Keys>,
     fanout: Arc<Fanout>,
     events: Arc<Events>,
     webhooks: Vec<String>,
@@ -142,15 +143,15 @@ impl Plans {
     /// The executor over `store`.
     pub fn new(
         store: Arc<Store>,
-        key: SecretKey,
+        keys: Arc<Keys>,
         fanout: Arc<Fanout>,
         events: Arc<Events>,
     ) -> Result<Plans, reqwest::Error> {
         Ok(Plans {
-            probe_token: ProbeToken::from_key(&key),
+            probe_token: ProbeToken::from_key(keys.current().first()),
             webhooks: events.urls().to_vec(),
             store,
-            key,
+            keys,
             fanout,
             events,
             http: reqwest::Client::builder()
@@ -413,13 +414,20 @@ impl Plans {
             action: "plan",
             reason: format!("plan {id}: add the probe override its checks use"),
         };
-        let v = commit_in(tx, &self.key, None, &author, &self.webhooks, |_| {
-            let mut doc = config.clone();
-            if let Some(r) = doc.routes.iter_mut().find(|r| r.id == route) {
-                add_probe_override(r, &digest);
-            }
-            Ok(doc)
-        })?;
+        let v = commit_in(
+            tx,
+            &self.keys.current(),
+            None,
+            &author,
+            &self.webhooks,
+            |_| {
+                let mut doc = config.clone();
+                if let Some(r) = doc.routes.iter_mut().find(|r| r.id == route) {
+                    add_probe_override(r, &digest);
+                }
+                Ok(doc)
+            },
+        )?;
         Ok(Some(v.version))
     }
 
@@ -702,12 +710,19 @@ impl Plans {
             action: "plan",
             reason: format!("plan {} {reason}", row.id),
         };
-        let made = commit_in(tx, &self.key, None, &author, &self.webhooks, |parent| {
-            let parent = parent.ok_or(Refusal::NothingToPatch)?;
-            let mut doc = envelope_of(parent)?.config;
-            patch.apply(&mut doc)?;
-            Ok(doc)
-        });
+        let made = commit_in(
+            tx,
+            &self.keys.current(),
+            None,
+            &author,
+            &self.webhooks,
+            |parent| {
+                let parent = parent.ok_or(Refusal::NothingToPatch)?;
+                let mut doc = envelope_of(parent)?.config;
+                patch.apply(&mut doc)?;
+                Ok(doc)
+            },
+        );
         match made {
             Ok(v) => Ok(Some(v.version)),
             Err(CommitError::Refused(r)) => {

@@ -9,6 +9,7 @@
 //! [`ApiError`]; roles are checked by the [`Authorized`] extractor.
 
 mod edges;
+mod keys;
 mod plans;
 mod versions;
 
@@ -26,12 +27,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rollout_api::{ErrorBody, MAX_REQUEST_BYTES, RequestError, Version, holds, path};
-use rollout_core::{EnvelopeError, SecretKey};
+use rollout_core::EnvelopeError;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Caller, Denied, Role, Tokens};
 use crate::commit::Refusal;
 use crate::events::{Events, Secret};
+use crate::keys::Keys;
 use crate::metrics::{Gauges, Metrics, PlanGauge};
 use crate::plans::{PlanFailure, Plans};
 use crate::push::{Fanout, PushOptions};
@@ -46,8 +48,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Where plan events are POSTed.
     pub webhooks: Vec<String>,
-    /// The signing key.
-    pub key: SecretKey,
+    /// The signing keys (see [`crate::keys`]).
+    pub keys: Arc<Keys>,
     /// Who may call.
     pub tokens: Tokens,
     /// Fan-out settings.
@@ -62,7 +64,7 @@ pub struct ServeOptions {
 #[derive(Debug)]
 pub struct App {
     store: Arc<Store>,
-    key: SecretKey,
+    keys: Arc<Keys>,
     tokens: Tokens,
     fanout: Arc<Fanout>,
     plans: Arc<Plans>,
@@ -87,7 +89,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
     let store = Arc::new(Store::open(&opts.db)?);
     let metrics = Arc::new(Metrics::default());
-    let fanout = Arc::new(Fanout::new(store.clone(), metrics.clone(), opts.push)?);
+    let fanout = Arc::new(Fanout::new(
+        store.clone(),
+        metrics.clone(),
+        opts.keys.clone(),
+        opts.push,
+    )?);
     let events = Arc::new(Events::new(
         store.clone(),
         opts.webhooks,
@@ -95,13 +102,13 @@ pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
     )?);
     let plans = Arc::new(Plans::new(
         store.clone(),
-        opts.key.clone(),
+        opts.keys.clone(),
         fanout.clone(),
         events.clone(),
     )?);
     Ok(Arc::new(App {
         store,
-        key: opts.key,
+        keys: opts.keys,
         tokens: opts.tokens,
         fanout,
         plans,
@@ -160,6 +167,7 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::put(put_template).delete(delete_template),
         )
         .route(path::ALERTS, post(alerts))
+        .route(path::KEYS, get(keys::list_keys).post(keys::change_keys))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(app)
 }
@@ -199,6 +207,9 @@ pub enum ApiError {
     /// A stored version is damaged.
     #[error("a stored version is unreadable")]
     Damaged(#[source] Refusal),
+    /// The service cannot sign: its key file holds no key the edges trust.
+    #[error("{0}")]
+    Keys(String),
 }
 
 impl ApiError {
@@ -228,6 +239,7 @@ impl From<Refusal> for ApiError {
             Refusal::Envelope(_) => Some("config".to_owned()),
             Refusal::NothingToPatch | Refusal::Patch(_) => Some("patch".to_owned()),
             Refusal::Unreadable { .. } => return ApiError::Damaged(r),
+            Refusal::Keys(_) => return ApiError::Keys(r.to_string()),
         };
         ApiError::BadRequest {
             message: r.to_string(),
@@ -267,6 +279,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, field.clone(), None),
             ApiError::Conflict { current, .. } => (StatusCode::CONFLICT, None, Some(*current)),
             ApiError::Busy(_) => (StatusCode::CONFLICT, None, None),
+            ApiError::Keys(_) => (StatusCode::SERVICE_UNAVAILABLE, None, None),
             ApiError::Store(_) | ApiError::Damaged(_) => {
                 tracing::error!("{}", error_chain(&self));
                 (StatusCode::INTERNAL_SERVER_ERROR, None, None)

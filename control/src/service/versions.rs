@@ -93,10 +93,10 @@ pub(super) async fn history(
 }
 
 /// 201 with the new version.
-type Created = (StatusCode, Json<VersionView>);
+pub(super) type Created = (StatusCode, Json<VersionView>);
 
 /// Validates, signs and commits the config `doc` builds as the next version.
-fn commit(
+pub(super) fn commit(
     app: &App,
     expected: Version,
     who: &Caller,
@@ -112,7 +112,7 @@ fn commit(
     let row = app.store.write(|tx| {
         commit_in(
             tx,
-            &app.key,
+            &app.keys.current(),
             Some(expected),
             &author,
             app.plans.webhooks(),

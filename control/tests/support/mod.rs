@@ -139,6 +139,11 @@ impl Control {
         }
     }
 
+    /// The SQLite file.
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
     /// SIGKILL, as a crash would.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("SIGKILL");
