@@ -1,9 +1,10 @@
 //! The CLI's side of the API, typed, and the exit codes it ends with.
 
 use rollout_api::{
-    AtQuery, AuditPage, CreateVersion, EdgeAdded, EdgeList, EdgeRemoved, EdgeRequest, ErrorBody,
-    HistoryPage, HistoryQuery, KeyChange, KeyList, PlanEvents, PlanList, PlanQuery, PlanView,
-    RollbackRequest, StartPlan, StatusView, TemplateList, Version, VersionView, path, shorten,
+    AdoptRequest, AtQuery, AuditPage, CreateVersion, EdgeAdded, EdgeList, EdgeRemoved, EdgeRequest,
+    ErrorBody, HistoryPage, HistoryQuery, KeyChange, KeyList, PlanEvents, PlanList, PlanQuery,
+    PlanView, RollbackRequest, StartPlan, StatusView, TemplateList, Version, VersionView, path,
+    shorten,
 };
 use rollout_core::plan::CheckDoc;
 use serde::Serialize;
@@ -193,6 +194,11 @@ impl Api {
     /// Restores an earlier config as a new version.
     pub async fn rollback(&self, req: &RollbackRequest) -> Result<VersionView, Fail> {
         self.call(self.post(path::ROLLBACK, req), "rollback").await
+    }
+
+    /// Takes a break-glass version into the history.
+    pub async fn adopt(&self, req: &AdoptRequest) -> Result<VersionView, Fail> {
+        self.call(self.post(path::ADOPT, req), "adopt").await
     }
 
     /// The signing keys.

@@ -65,6 +65,8 @@ commands! {
     Keygen(cmd::keys::KeygenArgs) => cmd::keys::keygen;
     /// Push a config file as the next version.
     Push(cmd::write::PushArgs) => cmd::write::push;
+    /// Take a break-glass version (the record `push --direct` wrote) into the history.
+    Adopt(cmd::write::AdoptArgs) => cmd::write::adopt;
     /// Set a route's new weight, in percent.
     SetWeight(cmd::write::SetWeightArgs) => cmd::write::set_weight;
     /// Send every key of a route to new (weight 100 %).

@@ -22,6 +22,14 @@ use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::store::{EdgeId, EdgeRow, Store, VersionRow, now_ms};
 
+/// Most intermediate versions one push goes through to bring an edge
+/// through key rotations it missed.
+const MAX_KEY_STEPS: usize = 8;
+/// How many versions below the committed one are searched for such a step.
+const MAX_KEY_SCAN: u32 = 1000;
+/// What an edge's refusal says when it does not trust the signing key.
+const UNTRUSTED_KEY: &str = "is not trusted by this edge";
+
 /// Fan-out settings.
 #[derive(Debug, Clone)]
 pub struct PushOptions {
@@ -253,7 +261,37 @@ impl Fanout {
             count: self.opts.retries,
             backoff: self.opts.backoff,
         };
-        let pushed = self.edges.push(&edge.url, signed, retries).await;
+        let mut pushed = self.edges.push(&edge.url, signed, retries).await;
+        // An edge that missed a key rotation trusts only keys the committed
+        // version is no longer signed by: bring it through the versions
+        // that changed the keys, each signed by a key it trusts by then.
+        let mut steps = 0;
+        while steps < MAX_KEY_STEPS
+            && matches!(&pushed.answer, Answer::Nack { error, .. } if error.contains(UNTRUSTED_KEY))
+        {
+            let Answer::Nack { held, .. } = &pushed.answer else {
+                break;
+            };
+            let Some(step) = self.key_step(&edge.url, *held, signed.version).await else {
+                break;
+            };
+            steps += 1;
+            tracing::info!(
+                "{} does not trust the key of version {}: pushing version {} first",
+                edge.url,
+                signed.version,
+                step.version
+            );
+            let stepped = self.edges.push(&edge.url, &step, retries).await;
+            self.metrics
+                .pushes
+                .fetch_add(u64::from(stepped.attempts), Ordering::Relaxed);
+            if !matches!(stepped.answer, Answer::Ack { .. }) {
+                pushed = stepped;
+                break;
+            }
+            pushed = self.edges.push(&edge.url, signed, retries).await;
+        }
         self.metrics
             .pushes
             .fetch_add(u64::from(pushed.attempts), Ordering::Relaxed);
@@ -318,6 +356,29 @@ impl Fanout {
         if next == Next::Done {
             self.converged(version);
         }
+    }
+
+    /// The newest version between what `edge` holds and `target` that is
+    /// signed by a key the edge trusts now: the step that brings it through
+    /// a key rotation it missed. `None` when there is none.
+    async fn key_step(
+        &self,
+        edge: &str,
+        held: Option<rollout_core::Applied>,
+        target: Version,
+    ) -> Option<Signed> {
+        let trusted = self.edges.report(edge).await.ok()?.keys;
+        let above = held.map_or(0, |h| h.version);
+        let rows = self.store.history(Some(target), MAX_KEY_SCAN).ok()?;
+        rows.into_iter()
+            .take_while(|r| r.version.get() > above)
+            .find(|r| {
+                rollout_core::SignatureHeader::parse(&r.signature)
+                    .ok()
+                    .and_then(|h| h.key)
+                    .is_some_and(|id| trusted.contains(&id))
+            })
+            .map(|r| Signed::from(&r))
     }
 
     /// Asks every edge believed to hold the committed version what it holds,

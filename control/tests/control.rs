@@ -532,7 +532,9 @@ async fn a_nack_shows_its_error_and_tokens_are_checked() {
     let untrusted = format!(
         "signature key {} is not trusted by this edge (it trusts {})",
         secret().public_key().id(),
-        rollout_core::SecretKey::from_seed([7; 32]).public_key().id()
+        rollout_core::SecretKey::from_seed([7; 32])
+            .public_key()
+            .id()
     );
     assert_eq!(status["edges"][1]["error"], untrusted.as_str());
     let text = control.cli(READ, &["status"]).await.ok();
@@ -575,12 +577,15 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
 
     let file = s.rig.config("all-new.json", 100.0);
     let key = s.rig.scratch.path("control.key");
+    let record = s.rig.scratch.path("break-glass.json");
     let mut args = vec![
         "push",
         &file,
         "--direct",
         "--key",
         key.to_str().expect("utf-8"),
+        "--record",
+        record.to_str().expect("utf-8"),
     ];
     let urls: Vec<String> = s.edges.iter().map(url).collect();
     for u in &urls {
@@ -612,7 +617,32 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
         "{status}"
     );
 
-    // The next write is numbered above the break-glass version and takes over.
+    // Adopted, the break-glass version is the committed one: every edge
+    // already holds it, and the history the edges saw has no fork.
+    let adopted = s
+        .control
+        .cli(
+            DEPLOY,
+            &["adopt", record.to_str().expect("utf-8"), "--output", "json"],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(adopted["version"], 2, "{adopted}");
+    assert!(
+        adopted["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("break-glass")),
+        "{adopted}"
+    );
+    assert_eq!(states(&s.control.converged().await), ["ACK", "ACK"]);
+    let again = s
+        .control
+        .cli(DEPLOY, &["adopt", record.to_str().expect("utf-8")])
+        .await;
+    assert_eq!(again.code, 3, "adopting twice is refused: {}", again.stderr);
+
+    // The next write follows it.
     let run = s
         .control
         .cli(
@@ -632,6 +662,8 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
         .ok();
     assert_eq!(run.json()["version"]["version"], 3);
     assert!(s.arms(&keys(20)).await.iter().all(|a| a == "old"));
+    let v3 = s.control.get("/v1/versions/3").await;
+    assert_eq!(v3["parent"], adopted["digest"], "{v3}");
 }
 
 /// `rollout up EXTRA` with every port 0, its state in `scratch`, and what it
@@ -1198,4 +1230,34 @@ async fn an_old_envelope_replayed_to_an_edge_that_lost_its_store_is_refused() {
     })
     .await;
     assert!(restored, "the control service's stamped push applies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_down_through_a_whole_rotation_is_brought_through_it() {
+    let rig = Rig::start("late-rotation").await;
+    let (late, gate, control) = rig.gated("late").await;
+    gate.set(DOWN);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Rotate to B, sign with B, retire A, all while the edge is away.
+    control.cli(ADMIN, &["keygen", "--rotate"]).await.ok();
+    control
+        .cli(DEPLOY, &["push", &rig.config("v3.json", 100.0)])
+        .await
+        .ok();
+    let a_id = secret().public_key().id().to_string();
+    control
+        .cli(ADMIN, &["keygen", "--retire", &a_id])
+        .await
+        .ok();
+    assert_eq!(held(late.addr).await.0, 1, "the edge still trusts A alone");
+
+    // Back, it refuses version 4 (signed by B, a key it does not know) and
+    // is taken through version 2 (signed by A, trusting B) to 4.
+    gate.set(PASS);
+    let status = control.converged().await;
+    assert_eq!(
+        (status["version"].as_u64(), states(&status)),
+        (Some(4), vec!["ACK".to_owned()])
+    );
+    assert_eq!(held(late.addr).await.0, 4);
 }

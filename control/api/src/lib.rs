@@ -88,6 +88,19 @@ pub mod path {
     pub const ALERTS: &str = "/v1/alerts";
     /// `GET`: the signing keys; `POST`: rotate to a new key, or retire one.
     pub const KEYS: &str = "/v1/keys";
+    /// `POST`: a version made around the service (break glass), into its history.
+    pub const ADOPT: &str = "/v1/adopt";
+}
+
+/// `POST /v1/adopt`: a signed envelope pushed around the service (what
+/// `rollout push --direct` records), to take into the history as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptRequest {
+    /// The exact envelope body, as text.
+    pub body: String,
+    /// Its `rollout-signature` header value.
+    pub signature: String,
 }
 
 /// One signing key of the control service.

@@ -4,7 +4,7 @@
 //! The version is one above the highest any edge holds; the control
 //! service, when back, numbers its next version above it and so takes over.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +32,8 @@ struct EdgeResult<'a> {
 struct BreakGlass<'a> {
     version: Version,
     digest: Digest,
+    /// The record for `rollout adopt`.
+    record: &'a Path,
     edges: Vec<EdgeResult<'a>>,
 }
 
@@ -50,6 +52,7 @@ pub(crate) async fn push(
     edges: &[String],
     key: &Path,
     reason: Option<Reason>,
+    record: Option<&Path>,
 ) -> Result<(), Fail> {
     let keys = Keys::from_file(key)
         .map_err(|e| Fail::new(exit::INVALID, format!("{}: {e}", key.display())))?;
@@ -100,6 +103,19 @@ pub(crate) async fn push(
         signature: signer.sign(&body),
         body: Bytes::from(body),
     };
+    // Recorded before anything is sent, so the control service can adopt
+    // what edges may hold (`rollout adopt FILE`), whatever happens next.
+    let record = record.map_or_else(
+        || PathBuf::from(format!("break-glass-v{version}.json")),
+        Path::to_path_buf,
+    );
+    let adopt = rollout_api::AdoptRequest {
+        body: String::from_utf8_lossy(&signed.body).into_owned(),
+        signature: signed.signature.clone(),
+    };
+    let text = serde_json::to_string_pretty(&adopt)
+        .map_err(|e| Fail::new(exit::FAILED, format!("break-glass record: {e}")))?;
+    super::keys::write_secret(&record, &format!("{text}\n"), false)?;
     let once = Retries {
         count: 0,
         backoff: Duration::ZERO,
@@ -127,12 +143,20 @@ pub(crate) async fn push(
         Output::Json => print_json(&BreakGlass {
             version,
             digest: signed.digest,
+            record: &record,
             edges: results,
         })?,
-        Output::Text => println!(
-            "break-glass version {version} ({}) signed locally",
-            signed.digest
-        ),
+        Output::Text => {
+            println!(
+                "break-glass version {version} ({}) signed locally",
+                signed.digest
+            );
+            println!(
+                "recorded in {}: once the control service is back, `rollout adopt {}` takes it into the history",
+                record.display(),
+                record.display()
+            );
+        }
     }
     if code == exit::OK {
         Ok(())

@@ -41,6 +41,17 @@ pub(crate) struct PushArgs {
     /// The secret key file for --direct.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// With --direct: where to record the signed envelope, for `rollout
+    /// adopt` once the control service is back (default
+    /// `break-glass-v<VERSION>.json` in the current directory).
+    #[arg(long, requires = "direct")]
+    record: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdoptArgs {
+    /// The record `rollout push --direct` wrote.
+    file: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,9 +102,41 @@ pub(crate) async fn push(ctx: &Ctx, args: PushArgs) -> Result<(), Fail> {
         let key = args
             .key
             .ok_or_else(|| Fail::new(exit::INVALID, "--direct needs --key"))?;
-        return super::break_glass::push(ctx, &doc, &args.edge, &key, args.write.reason).await;
+        return super::break_glass::push(
+            ctx,
+            &doc,
+            &args.edge,
+            &key,
+            args.write.reason,
+            args.record.as_deref(),
+        )
+        .await;
     }
     write(ctx, args.write, Change::Config(doc)).await
+}
+
+/// Largest break-glass record read: an envelope at its limit, escaped.
+const MAX_RECORD_BYTES: usize = 4 * rollout_core::MAX_ENVELOPE_BYTES;
+
+pub(crate) async fn adopt(ctx: &Ctx, args: AdoptArgs) -> Result<(), Fail> {
+    let text = super::keys::read_text(&args.file, MAX_RECORD_BYTES)?;
+    let req: rollout_api::AdoptRequest = serde_json::from_str(&text).map_err(|e| {
+        Fail::new(
+            exit::INVALID,
+            format!("{}: not a break-glass record: {e}", args.file.display()),
+        )
+    })?;
+    let view = ctx.api.adopt(&req).await?;
+    match ctx.out {
+        Output::Json => print_json(&view),
+        Output::Text => {
+            println!(
+                "adopted version {} ({}) by {}: {}",
+                view.version, view.digest, view.actor, view.reason
+            );
+            Ok(())
+        }
+    }
 }
 
 pub(crate) async fn set_weight(ctx: &Ctx, args: SetWeightArgs) -> Result<(), Fail> {

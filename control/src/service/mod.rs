@@ -139,7 +139,7 @@ pub fn router(app: Arc<App>) -> Router {
         alerts, delete_template, list_plans, list_templates, plan, plan_command, plan_events,
         put_template, start_plan,
     };
-    use versions::{at, create, current, history, rollback, version};
+    use versions::{adopt, at, create, current, history, rollback, version};
     Router::new()
         .route(path::HEALTHZ, get(|| async { "ok\n" }))
         .route(path::METRICS, get(metrics))
@@ -148,6 +148,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route(path::VERSIONS, get(history).post(create))
         .route(&format!("{}/{{n}}", path::VERSIONS), get(version))
         .route(path::ROLLBACK, post(rollback))
+        .route(path::ADOPT, post(adopt))
         .route(path::STATUS, get(status))
         .route(
             path::EDGES,

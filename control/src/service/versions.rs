@@ -4,15 +4,15 @@ use axum::Json;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use rollout_api::{
-    AtQuery, Change, CreateVersion, HistoryPage, HistoryQuery, RollbackRequest, RollbackTarget,
-    Version, VersionView, shorten,
+    AdoptRequest, AtQuery, Change, CreateVersion, HistoryPage, HistoryQuery, RollbackRequest,
+    RollbackTarget, Version, VersionView, shorten,
 };
-use rollout_core::ConfigDoc;
+use rollout_core::{ConfigDoc, Envelope, SignatureHeader};
 
 use super::{ApiError, ApiResult, App, Authorized, Deployer, JsonBody, Reader};
 use crate::auth::Caller;
 use crate::commit::{Author, Refusal, commit_in, envelope_of};
-use crate::store::VersionRow;
+use crate::store::{AdoptRefusal, CommitError, VersionRow};
 use crate::time::parse_time;
 
 fn view(app: &App, row: &VersionRow, with_config: bool) -> ApiResult<VersionView> {
@@ -183,4 +183,65 @@ pub(super) async fn rollback(
     commit(&app, req.expected_version, &who, "rollback", reason, |_| {
         Ok(config)
     })
+}
+
+/// Takes a version pushed around the service (break glass) into the
+/// history, as it is: its signature must verify under a key the edges
+/// trust, its number must be above the committed version, and its parent
+/// must be the committed version, so the chain the edges saw has no fork.
+pub(super) async fn adopt(
+    Authorized { app, who, .. }: Authorized<Deployer>,
+    JsonBody(req): JsonBody<AdoptRequest>,
+) -> ApiResult<Created> {
+    let bad = |field: &str, message: String| ApiError::BadRequest {
+        message,
+        field: Some(field.to_owned()),
+    };
+    let body = req.body.into_bytes();
+    let envelope = Envelope::parse(&body).map_err(|e| bad("body", e.to_string()))?;
+    let issued_ms = parse_time(&envelope.issued_at).map_err(|e| bad("body", e))?;
+    let row = app.store.write(|tx| {
+        let head = tx.current()?;
+        let trusted = app.keys.current().trusted_after(
+            head.as_ref()
+                .map(|r| (r.body.as_ref(), r.signature.as_str())),
+        );
+        SignatureHeader::parse(&req.signature)
+            .and_then(|h| h.verify(&body, &trusted).map(|_| ()))
+            .map_err(|e| CommitError::Refused(AdoptRefusal(format!("signature: {e}"))))?;
+        let row = VersionRow {
+            version: Version::new(envelope.version),
+            parent: envelope.parent,
+            digest: envelope.digest,
+            body: body.clone().into(),
+            signature: req.signature.clone(),
+            actor: envelope.actor.clone(),
+            reason: envelope.reason.clone(),
+            issued_at: envelope.issued_at.clone(),
+            issued_ms,
+        };
+        tx.adopt_version(&row, who.name.as_str())?;
+        Ok::<_, CommitError<AdoptRefusal>>(row)
+    });
+    let row = match row {
+        Ok(row) => row,
+        Err(CommitError::Refused(AdoptRefusal(why))) => {
+            return Err(ApiError::Busy(format!(
+                "version {} cannot be adopted: {why}",
+                envelope.version
+            )));
+        }
+        Err(CommitError::Store(e)) => return Err(e.into()),
+        Err(CommitError::Conflict { expected, current }) => {
+            return Err(ApiError::Conflict { expected, current });
+        }
+    };
+    tracing::info!(
+        "{} adopted version {} by {}",
+        who.name,
+        row.version,
+        shorten(&row.actor, 200)
+    );
+    app.fanout.committed(row.version);
+    Ok((StatusCode::CREATED, Json(view(&app, &row, true)?)))
 }

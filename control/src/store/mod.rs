@@ -224,6 +224,11 @@ pub enum CommitError<E> {
     Store(#[from] rusqlite::Error),
 }
 
+/// Why a version made around the service cannot join its history.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AdoptRefusal(pub String);
+
 /// What a commit writes, built from the version number and the parent row.
 #[derive(Debug)]
 pub struct NewVersion {
@@ -691,6 +696,53 @@ impl Tx<'_> {
             issued_at: new.issued_at,
             issued_ms: new.issued_ms,
         })
+    }
+
+    /// Adopts a version made around the service (a break-glass push) into
+    /// the history: `row` must be numbered above the newest stored version
+    /// and name it as its parent, so the chain the edges saw has no fork.
+    /// The caller has verified its signature and parsed its body.
+    pub fn adopt_version(
+        &self,
+        row: &VersionRow,
+        actor: &str,
+    ) -> Result<(), CommitError<AdoptRefusal>> {
+        let head = self.current()?;
+        let head_version = head.as_ref().map_or(Version::NONE, |h| h.version);
+        if row.version <= head_version {
+            return Err(CommitError::Refused(AdoptRefusal(format!(
+                "version {} is not above the committed version {head_version}",
+                row.version
+            ))));
+        }
+        let head_digest = head.as_ref().map(|h| h.digest);
+        if row.parent != head_digest {
+            let named = row.parent.map_or("none".to_owned(), |d| d.to_string());
+            let head = head_digest.map_or("none".to_owned(), |d| d.to_string());
+            return Err(CommitError::Refused(AdoptRefusal(format!(
+                "its parent is {named}, but the committed version {head_version} is {head}: it was made from another history"
+            ))));
+        }
+        self.0.execute(
+            &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                sql(row.version),
+                row.parent.map(|p| p.to_string()),
+                row.digest.to_string(),
+                row.body.as_ref(),
+                row.signature,
+                row.actor,
+                row.reason,
+                row.issued_at,
+                row.issued_ms
+            ],
+        )?;
+        self.audit(
+            actor,
+            "adopt",
+            &format!("version {} by {}: {}", row.version, row.actor, row.reason),
+        )?;
+        Ok(())
     }
 
     /// Records an action in the audit log.

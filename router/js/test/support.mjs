@@ -43,6 +43,8 @@ export function signer(seedByte) {
   const raw = crypto.createPublicKey(key).export({ format: "der", type: "spki" }).subarray(-32);
   return {
     publicKey: `ed25519:${raw.toString("base64")}`,
+    // The key's id, as edges name it: the first 8 bytes of SHA-256 of the key.
+    keyId: crypto.createHash("sha256").update(raw).digest("hex").slice(0, 16),
     // The body's signature with a fresh push stamp, as the control service
     // sends it: an edge that holds nothing takes only a stamped push.
     sign: (body, at = Math.floor(Date.now() / 1000)) => {
@@ -51,6 +53,23 @@ export function signer(seedByte) {
       return `ed25519=${crypto.sign(null, body, key).toString("base64")}; at=${at}; stamp=${stamp.toString("base64")}`;
     },
   };
+}
+
+/**
+ * An admin GET reply without its `age_s`, after checking that `age_s` is the
+ * seconds since `issued_at` by this clock (within 5 s).
+ */
+export function withoutAge(reply) {
+  const { age_s: age, ...rest } = reply;
+  if (rest.issued_at !== undefined) {
+    const expected = Date.now() / 1000 - Date.parse(rest.issued_at) / 1000;
+    if (typeof age !== "number" || Math.abs(age - expected) > 5) {
+      throw new Error(`age_s ${age} is not the seconds since ${rest.issued_at} (${expected})`);
+    }
+  } else if (age !== undefined) {
+    throw new Error(`age_s ${age} without issued_at`);
+  }
+  return rest;
 }
 
 /** An envelope body, as the control service writes one. */
