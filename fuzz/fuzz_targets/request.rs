@@ -24,7 +24,7 @@ use rollout_core::edge::request::{
     After, Forward, OriginError, RawRequest, Target, is_platform_header, receive,
 };
 use rollout_core::edge::{Answer, Held};
-use rollout_core::{Arm, Envelope, SIGNATURE_HEADER};
+use rollout_core::{Arm, Digest, Envelope, SIGNATURE_HEADER, SignatureHeader};
 use rollout_fuzz::{NOW, OriginResult, RequestInput, frame, key, older_frame, stamped};
 
 /// Names only the edge may set on the way to an origin.
@@ -203,14 +203,23 @@ fn admin(input: &RequestInput) {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(SIGNATURE_HEADER))
         .and_then(|(_, v)| std::str::from_utf8(v).ok());
-    let signature = stamped(&input.body);
-    assert_eq!(
-        sent.map(str::trim),
-        Some(signature.as_str()),
+    let header = sent
+        .and_then(|s| SignatureHeader::parse(s).ok())
+        .expect("a swapped push carried a signature header");
+    let public = key().public_key();
+    assert!(
+        header.verify(&input.body, &[public]).is_ok(),
         "a push without the edge's signature was swapped in"
     );
-    let envelope = Envelope::open(&input.body, &signature, &key().public_key())
-        .expect("a swapped push is a valid envelope");
+    // A first push (nothing held) is only taken with a fresh stamp.
+    if stored.is_none() {
+        assert_eq!(
+            header.check_stamp(&public, &Digest::of(&input.body), NOW),
+            Ok(true),
+            "an unstamped first push was swapped in"
+        );
+    }
+    let envelope = Envelope::parse(&input.body).expect("a swapped push is a valid envelope");
     let written = Held::read(Some(&swap.value)).applied();
     assert_eq!(written, Some(envelope.applied()));
     let own = swap.value.clone();
