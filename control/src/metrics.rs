@@ -41,6 +41,9 @@ pub struct Gauges {
     pub edges: usize,
     /// Edges holding the committed version.
     pub edges_acked: usize,
+    /// Edges behind the committed version that have not answered for the
+    /// service's `--unreachable-after`: the ones to alert on.
+    pub edges_unreachable: usize,
     /// Plans by phase, all of them.
     pub plans_by_phase: Vec<(String, u64)>,
     /// Every running plan.
@@ -86,7 +89,11 @@ impl Metrics {
             load(&self.nacks),
             load(&self.failures),
         );
-        let (edges, acked) = (g.edges as u64, g.edges_acked as u64);
+        let (edges, acked, unreachable) = (
+            g.edges as u64,
+            g.edges_acked as u64,
+            g.edges_unreachable as u64,
+        );
         // A table, one metric a line.
         #[rustfmt::skip]
         let plain = [
@@ -94,6 +101,7 @@ impl Metrics {
             ("rollout_versions_total", "counter", "Config versions issued.", g.versions),
             ("rollout_edges", "gauge", "Registered edges.", edges),
             ("rollout_edges_acked", "gauge", "Edges holding the committed version.", acked),
+            ("rollout_edges_unreachable", "gauge", "Edges behind the committed version and silent past --unreachable-after.", unreachable),
             ("rollout_pushes_total", "counter", "PUTs to edges, retries included.", pushes),
             ("rollout_push_acks_total", "counter", "Pushes an edge acknowledged.", acks),
             ("rollout_push_nacks_total", "counter", "Pushes an edge refused.", nacks),
@@ -205,6 +213,7 @@ mod tests {
             versions: 2,
             edges: 1,
             edges_acked: 1,
+            edges_unreachable: 3,
             plans_by_phase: vec![("aborted".into(), 1)],
             running: vec![PlanGauge {
                 id: 4,
@@ -220,6 +229,7 @@ mod tests {
         assert!(text.contains("rollout_convergence_seconds_bucket{le=\"5\"} 2\n"));
         assert!(text.contains("rollout_convergence_seconds_count 2\n"));
         assert!(text.contains("rollout_version 2\n"));
+        assert!(text.contains("rollout_edges_unreachable 3\n"));
         assert!(text.contains("rollout_plans{phase=\"aborted\"} 1\n"));
         assert!(
             text.contains("rollout_plan_running{plan=\"4\",route=\"web\",phase=\"paused\"} 1\n")

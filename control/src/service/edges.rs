@@ -17,7 +17,7 @@ use crate::time::format_ms;
 /// when it holds it; NACK when it refused it; UNREACHABLE when it has not
 /// answered for `unreachable_after_ms`; STALE otherwise (behind, and being
 /// retried).
-fn edge_status(
+pub(super) fn edge_status(
     e: &EdgeRow,
     committed: Option<&VersionRow>,
     now_ms: i64,

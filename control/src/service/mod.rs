@@ -26,7 +26,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rollout_api::{ErrorBody, MAX_REQUEST_BYTES, RequestError, Version, holds, path};
+use rollout_api::{EdgeState, ErrorBody, MAX_REQUEST_BYTES, RequestError, Version, holds, path};
 use rollout_core::EnvelopeError;
 use serde::de::DeserializeOwned;
 
@@ -37,7 +37,7 @@ use crate::keys::Keys;
 use crate::metrics::{Gauges, Metrics, PlanGauge};
 use crate::plans::{PlanFailure, Plans};
 use crate::push::{Fanout, PushOptions};
-use crate::store::{CommitError, Store};
+use crate::store::{CommitError, Store, now_ms};
 
 /// Everything `rollout serve` needs.
 #[derive(Debug)]
@@ -387,6 +387,13 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
     let edges_acked = current.as_ref().map_or(0, |c| {
         edges.iter().filter(|e| holds(e.acked, c.applied())).count()
     });
+    let (now, after) = (now_ms(), app.unreachable_after.as_millis() as i64);
+    let edges_unreachable = edges
+        .iter()
+        .filter(|e| {
+            edges::edge_status(e, current.as_ref(), now, after).state == EdgeState::Unreachable
+        })
+        .count();
     let running = app
         .store
         .running_plans()?
@@ -416,6 +423,7 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
         versions: app.store.version_count()?,
         edges: edges.len(),
         edges_acked,
+        edges_unreachable,
         plans_by_phase: app.store.plans_by_phase()?,
         running,
     });
