@@ -7,8 +7,10 @@
 //! SQLite file, `fermyon:spin/variables` from the caller, and outbound HTTP
 //! only to allowed origins. Production runs on Spin or another wasi:http host.
 
+mod integrity;
 mod keyvalue;
 pub mod kv;
+mod limits;
 mod metrics;
 mod outbound;
 mod spin;
@@ -35,6 +37,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use kv::{KvBackend, MemoryKv, SqliteKv};
+pub use limits::{Limits, POOL_INSTANCES};
 pub use metrics::{Metrics, serve_metrics};
 pub use outbound::{AllowList, InvalidAllowEntry};
 
@@ -70,7 +73,7 @@ fn engine() -> anyhow::Result<Engine> {
     // A wasip2 Rust component holds a few core instances, memories and
     // tables; these totals allow a few hundred requests in flight while
     // reserving far less address space than the defaults.
-    pool.total_component_instances(256)
+    pool.total_component_instances(POOL_INSTANCES)
         .total_core_instances(2048)
         .total_memories(512)
         .total_tables(2048)
@@ -328,6 +331,9 @@ impl std::fmt::Debug for Edge {
 
 /// What one request's instance sees.
 pub(crate) struct HostState {
+    /// First, so it is dropped before `table` ends the bodies held there.
+    _ended: integrity::Guard,
+    instance: integrity::Instance,
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -341,11 +347,16 @@ impl HostState {
         pool: Option<outbound::Pool>,
         metrics: Option<Arc<Metrics>>,
     ) -> HostState {
+        let instance = integrity::Instance::default();
+        let mut hooks = outbound::Hooks::new(edge.clone(), pool, metrics);
+        hooks.guard_bodies(instance.clone());
         HostState {
+            _ended: instance.guard(),
+            instance,
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
-            hooks: outbound::Hooks::new(edge.clone(), pool, metrics),
+            hooks,
             edge,
         }
     }
@@ -403,20 +414,25 @@ fn text_response(status: u16, body: &'static str) -> hyper::Response<HyperOutgoi
     resp
 }
 
-/// Serves one request and, when metrics are kept, counts its response.
+/// Serves one request and, when metrics are kept, counts its response. An
+/// error closes the connection unanswered.
 async fn handle(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     pool: outbound::Pool,
     metrics: Option<Arc<Metrics>>,
+    gate: Arc<limits::Gate>,
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
-) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
+) -> Result<hyper::Response<HyperOutgoingBody>, limits::Cut> {
     // Pushes and reads of the admin endpoint are the control plane talking,
     // not traffic: counting them would dilute the error rate a canary is
     // judged by.
     let public = metrics.is_some() && req.uri().path() != ADMIN_PATH;
-    let resp = answer(runtime, edge, pool, metrics.clone(), req, peer).await;
+    let resp = answer(runtime, edge, pool, metrics.clone(), &gate, req, peer).await;
+    if resp.extensions().get::<limits::Cut>().is_some() {
+        return Err(limits::Cut);
+    }
     if let Some(metrics) = metrics.filter(|_| public) {
         metrics.record_response(resp.status(), resp.headers());
     }
@@ -424,14 +440,35 @@ async fn handle(
 }
 
 /// Answers one request: a fresh instance, the request handed to the component.
+/// A response carrying a [`limits::Cut`] extension is never sent: the
+/// connection is closed instead.
 async fn answer(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     pool: outbound::Pool,
     metrics: Option<Arc<Metrics>>,
+    gate: &limits::Gate,
     mut req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> hyper::Response<HyperOutgoingBody> {
+    // wasi:http hides Transfer-Encoding from the component, and hyper has
+    // decoded `chunked` already: a `gzip, chunked` request would reach the
+    // origin as plain chunked, its gzip coding dropped. Core's rule (501,
+    // never forwarded) is kept here; the unread body ends the connection.
+    // (A coding list that does not end in `chunked` never gets this far:
+    // hyper answers it 400, RFC 9112 §6.3.)
+    let codings = req.headers().get_all(hyper::header::TRANSFER_ENCODING);
+    if !rollout_core::edge::request::only_chunked(codings.iter().map(|v| v.as_bytes())) {
+        let mut resp = text_response(
+            501,
+            "rollout edge: transfer codings other than chunked are not implemented\n",
+        );
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
     // wasi:http hides Host from the component and reports one authority, so
     // only the host can see a second Host header; the edge's rule is 400.
     if req.headers().get_all(hyper::header::HOST).iter().count() > 1 {
@@ -462,9 +499,30 @@ async fn answer(
             req.headers_mut().insert(name, value);
         }
     }
-    match call(runtime, edge, pool, metrics, req).await {
+    // A small body is read here, before an instance is taken, so a slow
+    // upload holds a connection and a buffer but never an instance.
+    let admin = req.uri().path() == ADMIN_PATH;
+    let (parts, body) = req.into_parts();
+    let (body, watch) = match limits::read(body, gate.limits()).await {
+        Ok(read) => read,
+        Err(limits::Unread::Stalled) => return limits::timed_out(),
+        Err(limits::Unread::Broken(e)) => {
+            tracing::debug!("request body from {peer} broke off: {e}");
+            return text_response(400, "rollout edge: the request body could not be read\n");
+        }
+    };
+    // The reserve is for pushes read whole: a slow upload to the admin path
+    // must not be able to hold it.
+    let Some(permit) = gate.instance(admin && watch.is_none()) else {
+        return shed(gate, metrics.as_deref());
+    };
+    let req = hyper::Request::from_parts(parts, body);
+    match call(runtime, edge, pool, metrics.clone(), req, permit, watch).await {
         Ok(resp) => resp,
-        Err(e) => {
+        Err(Failure::Busy) => shed(gate, metrics.as_deref()),
+        Err(Failure::Stalled { sent: false }) => limits::timed_out(),
+        Err(Failure::Stalled { sent: true }) => limits::cut(),
+        Err(Failure::Failed(e)) => {
             tracing::error!("edge component failed: {e:#}");
             text_response(
                 500,
@@ -474,45 +532,126 @@ async fn answer(
     }
 }
 
+/// The `503` for a request no instance was free for, counted.
+fn shed(gate: &limits::Gate, metrics: Option<&Metrics>) -> hyper::Response<HyperOutgoingBody> {
+    if let Some(metrics) = metrics {
+        metrics.record_shed(limits::Shed::Instances);
+    }
+    gate.busy(false)
+}
+
+/// Why [`call`] has no response of the component's.
+enum Failure {
+    /// No instance was free in the pool.
+    Busy,
+    /// The request body stalled before the component answered; `sent` when
+    /// part of the request had gone to an origin by then.
+    Stalled { sent: bool },
+    /// The component failed.
+    Failed(anyhow::Error),
+}
+
+/// What ended the component's task without a response.
+enum Stopped {
+    /// The pool had no instance free.
+    Busy,
+    /// Instantiating or running the component failed.
+    Failed(anyhow::Error),
+}
+
+/// Hands `req` to a fresh instance, which holds `permit` as long as it
+/// lives. `watch` is on a body that still streams from the client: if it
+/// stalls, the instance is stopped.
 async fn call(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     pool: outbound::Pool,
     metrics: Option<Arc<Metrics>>,
-    req: hyper::Request<Incoming>,
-) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
-    let mut store = Store::new(
-        runtime.pre.engine(),
-        HostState::new(edge, Some(pool), metrics),
-    );
+    req: hyper::Request<limits::RequestBody>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    mut watch: Option<limits::Watch>,
+) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
+    let failed = |e: wasmtime::Error| Failure::Failed(anyhow::Error::from(e));
+    let mut state = HostState::new(edge, Some(pool), metrics);
+    if let Some(watch) = &watch {
+        state.hooks.report_sent(watch.sent.clone());
+    }
+    let mut store = Store::new(runtime.pre.engine(), state);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let req = store
         .data_mut()
         .http()
         .new_incoming_request(Scheme::Http, req)
-        .map_err(anyhow::Error::from)?;
+        .map_err(failed)?;
     let out = store
         .data_mut()
         .http()
         .new_response_outparam(tx)
-        .map_err(anyhow::Error::from)?;
+        .map_err(failed)?;
+    let instance = store.data().instance.clone();
     let pre = runtime.pre.clone();
     // The task owns the store until the component returns, which may be after
     // the response head was sent while the body still streams.
     let task = tokio::spawn(async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
+        let _permit = permit;
+        let proxy = match pre.instantiate_async(&mut store).await {
+            Ok(proxy) => proxy,
+            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => return Err(Stopped::Busy),
+            Err(e) => {
+                let e = anyhow::Error::from(e).context("instantiating the component");
+                return Err(Stopped::Failed(e));
+            }
+        };
+        let handled = proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, req, out)
-            .await
+            .await;
+        if handled.is_ok() {
+            store.data().instance.returned();
+        }
+        handled.map_err(|e| Stopped::Failed(anyhow::Error::from(e).context("component trapped")))
     });
-    match rx.await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(code)) => bail!("component answered with error code {code:?}"),
+    // Until the response head is here, a dropped future means the client
+    // went away: the instance would serve nobody, so it stops too.
+    let stop = limits::StopOnDrop::new(task.abort_handle());
+    // `None`: the body stalled first.
+    let head = match &mut watch {
+        None => Some(rx.await),
+        Some(watch) => tokio::select! {
+            biased;
+            head = rx => Some(head),
+            () = watch.stalled() => None,
+        },
+    };
+    // Whatever the component answered, a stalled body is the client's
+    // failure, and the instance has nothing left to do.
+    let stalled = watch.as_ref().is_some_and(limits::Watch::has_stalled);
+    let (Some(head), false) = (head, stalled) else {
+        task.abort();
+        let sent = watch.as_ref().is_some_and(limits::Watch::was_sent);
+        return Err(Failure::Stalled { sent });
+    };
+    match head {
+        Ok(Ok(resp)) => {
+            stop.disarm();
+            let resp = resp.map(|body| instance.body(body));
+            Ok(match watch {
+                Some(watch) => limits::cut_on_stall(resp, watch, task.abort_handle()),
+                None => resp,
+            })
+        }
+        Ok(Err(code)) => Err(Failure::Failed(anyhow::anyhow!(
+            "component answered with error code {code:?}"
+        ))),
         Err(_) => match task.await {
-            Ok(Ok(())) => bail!("component returned without setting a response"),
-            Ok(Err(e)) => Err(anyhow::Error::from(e).context("component trapped")),
-            Err(e) => Err(anyhow::Error::from(e).context("component task failed")),
+            Ok(Ok(())) => Err(Failure::Failed(anyhow::anyhow!(
+                "component returned without setting a response"
+            ))),
+            Ok(Err(Stopped::Busy)) => Err(Failure::Busy),
+            Ok(Err(Stopped::Failed(e))) => Err(Failure::Failed(e)),
+            Err(e) => Err(Failure::Failed(
+                anyhow::Error::from(e).context("component task failed"),
+            )),
         },
     }
 }
@@ -549,6 +688,31 @@ pub async fn serve_with_metrics(
     listener: TcpListener,
     metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<()> {
+    serve_with(runtime, edge, listener, metrics, Limits::default()).await
+}
+
+/// [`serve_with_metrics`] under `limits` (timeouts, caps on instances and
+/// connections; see [`Limits`]).
+pub async fn serve_with(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    metrics: Option<Arc<Metrics>>,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let gate = Arc::new(limits::Gate::new(limits));
+    serve_gated(runtime, edge, listener, metrics, gate).await
+}
+
+/// Serves `listener` under `gate`, which other listeners of the same edge
+/// may share.
+async fn serve_gated(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    metrics: Option<Arc<Metrics>>,
+    gate: Arc<limits::Gate>,
+) -> anyhow::Result<()> {
     let pool = outbound::pool();
     // Connections live in this set, so dropping the future closes them too:
     // a stopped edge answers nothing, not even on kept-alive connections.
@@ -559,10 +723,26 @@ pub async fn serve_with_metrics(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let _ = tcp.set_nodelay(true);
+        let admitted = match gate.admit() {
+            limits::Admission::Serve(permit) => permit,
+            limits::Admission::Refuse(permit) => {
+                let refused = gate.clone().refuse(tcp, peer, metrics.clone(), permit);
+                connections.spawn(refused);
+                continue;
+            }
+            limits::Admission::Close => {
+                tracing::debug!("connection from {peer} closed: over the connection limit");
+                if let Some(metrics) = &metrics {
+                    metrics.record_shed(limits::Shed::Connections);
+                }
+                continue;
+            }
+        };
         let runtime = runtime.clone();
         let edge = edge.clone();
         let pool = pool.clone();
         let metrics = metrics.clone();
+        let (gate, service_gate) = (gate.clone(), gate.clone());
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 handle(
@@ -570,16 +750,18 @@ pub async fn serve_with_metrics(
                     edge.clone(),
                     pool.clone(),
                     metrics.clone(),
+                    service_gate.clone(),
                     req,
                     peer,
                 )
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
+            let conn = gate
+                .http1()
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
             if let Err(e) = conn.await {
                 tracing::debug!("connection from {peer}: {e}");
             }
+            drop(admitted);
         });
     }
 }
@@ -606,10 +788,25 @@ pub fn serve_per_core_with_metrics(
     threads: usize,
     metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<SocketAddr> {
+    serve_per_core_with(runtime, edge, addr, threads, metrics, Limits::default())
+}
+
+/// [`serve_per_core_with_metrics`] under `limits`, which hold for all the
+/// threads together (one instance cap, one connection cap).
+pub fn serve_per_core_with(
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    addr: SocketAddr,
+    threads: usize,
+    metrics: Option<Arc<Metrics>>,
+    limits: Limits,
+) -> anyhow::Result<SocketAddr> {
+    let gate = Arc::new(limits::Gate::new(limits));
     let mut addr = addr;
     for i in 0..threads.max(1) {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (runtime, edge, metrics) = (runtime.clone(), edge.clone(), metrics.clone());
+        let gate = gate.clone();
         std::thread::Builder::new()
             .name(format!("rollout-edge-{i}"))
             .spawn(move || {
@@ -632,7 +829,7 @@ pub fn serve_per_core_with_metrics(
                         }
                     };
                     let _ = ready_tx.send(listener.local_addr().map_err(Into::into));
-                    if let Err(e) = serve_with_metrics(runtime, edge, listener, metrics).await {
+                    if let Err(e) = serve_gated(runtime, edge, listener, metrics, gate).await {
                         tracing::error!("edge thread {i} stopped: {e:#}");
                     }
                 });
@@ -684,15 +881,27 @@ impl RunningEdge {
         addr: SocketAddr,
         metrics: Option<Arc<Metrics>>,
     ) -> anyhow::Result<RunningEdge> {
+        RunningEdge::start_with_limits(runtime, edge, addr, metrics, Limits::default()).await
+    }
+
+    /// [`RunningEdge::start_with_metrics`] under `limits`.
+    pub async fn start_with_limits(
+        runtime: Arc<Runtime>,
+        edge: Edge,
+        addr: SocketAddr,
+        metrics: Option<Arc<Metrics>>,
+        limits: Limits,
+    ) -> anyhow::Result<RunningEdge> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(serve_with_metrics(
+        let task = tokio::spawn(serve_with(
             runtime,
             Arc::new(edge),
             listener,
             metrics,
+            limits,
         ));
         Ok(RunningEdge { addr, task })
     }

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use rollout_host::{
-    AllowList, COMPONENT_PATH, Edge, KvBackend, MemoryKv, Metrics, Runtime, SqliteKv,
+    AllowList, COMPONENT_PATH, Edge, KvBackend, Limits, MemoryKv, Metrics, Runtime, SqliteKv,
 };
 use tokio::net::TcpListener;
 
@@ -43,6 +44,100 @@ struct Args {
     /// GET /metrics; without it no metrics are kept.
     #[arg(long, value_name = "ADDR", env = "ROLLOUT_HOST_METRICS")]
     metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What keeps the edge answering under slow or numerous clients (see
+/// docs/edge.md, "Slow clients and limits"). The defaults are
+/// `rollout_host::Limits::default()`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Component instances in flight at once (the pool holds 256); past
+    /// it, requests get 503 with retry-after.
+    #[arg(long, value_name = "N", default_value_t = 240)]
+    max_instances: usize,
+    /// Of --max-instances, how many only requests to the admin endpoint
+    /// whose body was read whole (see --buffer-body-bytes) may take, so that
+    /// pushes and rollbacks always land.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    admin_reserved: usize,
+    /// Client connections served at once; past it, a connection gets 503
+    /// with retry-after and connection: close (or, far past it, is closed).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_connections: usize,
+    /// Time to deliver a request head, from when the connection starts
+    /// waiting for one; also how long a kept-alive connection may idle.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Longest wait for the next part of a request body: 408 if nothing
+    /// went to an origin yet, else the connection is cut.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// Largest request head (request line and headers); larger gets 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024)]
+    max_header_bytes: usize,
+    /// Bodies up to this size are read whole before an instance is taken.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    buffer_body_bytes: usize,
+    /// The retry-after of every 503 from these limits (whole seconds).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    retry_after: Duration,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_instances: self.max_instances,
+            admin_reserved: self.admin_reserved,
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            max_header_bytes: self.max_header_bytes,
+            buffer_body_bytes: self.buffer_body_bytes,
+            retry_after: self.retry_after,
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every client
+/// connection, and every connection to an origin, is one. Warns when the
+/// connection cap cannot be reached under it.
+fn raise_open_files(limits: &Limits) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    // `None` is unlimited; Linux still caps open files (fs.nr_open).
+    let current = current.unwrap_or(u64::MAX);
+    let target = maximum.unwrap_or(1 << 20);
+    let files = if current < target {
+        let raised = Rlimit {
+            current: Some(target),
+            maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => target,
+            Err(e) => {
+                tracing::warn!("could not raise the open-file limit from {current}: {e}");
+                current
+            }
+        }
+    } else {
+        current
+    };
+    // A served connection, an origin connection per instance, and a margin
+    // for listeners, the store and the refused connections.
+    let needed = limits
+        .max_connections
+        .saturating_add(limits.max_instances)
+        .saturating_add(256);
+    if files < needed as u64 {
+        tracing::warn!(
+            "the open-file limit is {files}: under load, connections fail before the \
+             --max-connections cap of {} is reached",
+            limits.max_connections
+        );
+    }
 }
 
 fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
@@ -90,6 +185,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let limits = args.limits.limits();
+    raise_open_files(&limits);
     let variables = variables(&args)?;
     let allow = AllowList::new(&args.allow_outbound)?;
     let kv: Arc<dyn KvBackend> = match &args.store {
@@ -111,12 +208,13 @@ fn main() -> anyhow::Result<()> {
             .build()?;
         let exporter = signals.block_on(bind_metrics(args.metrics))?;
         let metrics = exporter.as_ref().map(|(m, _)| m.clone());
-        let addr = rollout_host::serve_per_core_with_metrics(
+        let addr = rollout_host::serve_per_core_with(
             runtime,
             edge,
             args.listen,
             threads,
             metrics,
+            limits,
         )?;
         tracing::info!("serving on {threads} threads, one runtime and listener each");
         println!("rollout-host listening on http://{addr}");
@@ -141,9 +239,37 @@ fn main() -> anyhow::Result<()> {
             listener.local_addr()?
         );
         tokio::select! {
-            served = rollout_host::serve_with_metrics(runtime, edge, listener, metrics) => served,
+            served = rollout_host::serve_with(runtime, edge, listener, metrics, limits) => served,
             exported = export(exporter) => exported,
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_flags_default_to_the_library_defaults() {
+        let args = Args::parse_from(["rollout-host"]);
+        assert_eq!(args.limits.limits(), Limits::default());
+    }
+
+    #[test]
+    fn limit_flags_take_durations_and_counts() {
+        let args = Args::parse_from([
+            "rollout-host",
+            "--header-timeout",
+            "500ms",
+            "--body-timeout",
+            "2s",
+            "--max-instances",
+            "16",
+        ]);
+        let limits = args.limits.limits();
+        assert_eq!(limits.header_timeout, Duration::from_millis(500));
+        assert_eq!(limits.body_timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_instances, 16);
+    }
 }

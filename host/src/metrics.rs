@@ -18,6 +18,8 @@ use http_body_util::Full;
 use rollout_core::Arm;
 use tokio::net::TcpListener;
 
+use crate::limits::Shed;
+
 /// The header the component names the arm with, on the requests it sends to
 /// an origin and on the responses it gives a client.
 const ARM_HEADER: &str = "x-rollout-arm";
@@ -55,6 +57,9 @@ const BOUNDS: [(u64, &str); 13] = [
     (5_000_000_000, "5"),
     (10_000_000_000, "10"),
 ];
+
+/// The `limit` label values of `rollout_edge_shed_total`, by index.
+const SHED_LIMITS: [&str; 2] = ["instances", "connections"];
 
 /// The content type of the text exposition format, version 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -109,6 +114,8 @@ pub struct Metrics {
     /// Whether any response carried a version yet: until then the version is
     /// unknown, which is not the same as version 0 (no config applied).
     config_version_seen: AtomicBool,
+    /// `503`s from the host's limits, by [`SHED_LIMITS`].
+    shed: [AtomicU64; SHED_LIMITS.len()],
 }
 
 impl Metrics {
@@ -123,6 +130,15 @@ impl Metrics {
             self.config_version.store(version, Relaxed);
             self.config_version_seen.store(true, Relaxed);
         }
+    }
+
+    /// Counts one `503` a limit answered with (see [`crate::Limits`]).
+    pub(crate) fn record_shed(&self, limit: Shed) {
+        let i = match limit {
+            Shed::Instances => 0,
+            Shed::Connections => 1,
+        };
+        self.shed[i].fetch_add(1, Relaxed);
     }
 
     /// Starts timing one outbound request, by the arm the component put on it.
@@ -200,6 +216,16 @@ impl Metrics {
                 out,
                 "rollout_edge_origin_errors_total{{arm=\"{arm}\"}} {count}"
             )?;
+        }
+
+        writeln!(
+            out,
+            "# HELP rollout_edge_shed_total Requests the host answered 503 because a limit was reached (instances in flight, open connections)."
+        )?;
+        writeln!(out, "# TYPE rollout_edge_shed_total counter")?;
+        for (limit, count) in SHED_LIMITS.iter().zip(&self.shed) {
+            let count = count.load(Relaxed);
+            writeln!(out, "rollout_edge_shed_total{{limit=\"{limit}\"}} {count}")?;
         }
 
         if self.config_version_seen.load(Relaxed) {
@@ -491,6 +517,6 @@ mod tests {
                 assert!(value.parse::<f64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(declared.len(), 4);
+        assert_eq!(declared.len(), 5);
     }
 }

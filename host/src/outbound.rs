@@ -2,6 +2,7 @@
 //! `allowed_outbound_hosts`), with timeouts a proxy needs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
@@ -95,6 +96,10 @@ pub(crate) struct Hooks {
     edge: Arc<Edge>,
     pool: Option<Pool>,
     metrics: Option<Arc<Metrics>>,
+    /// Set once a request leaves for an origin, when the host watches for it.
+    sent: Option<Arc<AtomicBool>>,
+    /// The instance writing request bodies: one it fails part-way never ends.
+    instance: Option<crate::integrity::Instance>,
 }
 
 impl Hooks {
@@ -105,7 +110,19 @@ impl Hooks {
             edge,
             pool,
             metrics,
+            sent: None,
+            instance: None,
         }
+    }
+
+    /// Request bodies fail instead of ending once `instance` failed.
+    pub(crate) fn guard_bodies(&mut self, instance: crate::integrity::Instance) {
+        self.instance = Some(instance);
+    }
+
+    /// Sets `sent` once an outbound request passes the allow-list.
+    pub(crate) fn report_sent(&mut self, sent: Arc<AtomicBool>) {
+        self.sent = Some(sent);
     }
 }
 
@@ -124,6 +141,17 @@ fn pooled_error(e: &hyper_util::client::legacy::Error) -> wasmtime_wasi_http::Er
     } else {
         wasmtime_wasi_http::Error::ConnectionTerminated
     }
+}
+
+/// Whether an origin's response is framed by a transfer coding other than
+/// `chunked` alone (`gzip, chunked`, or `gzip` read to the close). hyper
+/// decodes only `chunked`, and wasi:http hides Transfer-Encoding from the
+/// component, so relaying it would hand the client the bytes under the other
+/// codings with nothing saying they are coded: such a response is an origin
+/// failure (502), never relayed.
+fn coded_beyond_chunked(headers: &http::HeaderMap) -> bool {
+    let codings = headers.get_all(http::header::TRANSFER_ENCODING);
+    !rollout_core::edge::request::only_chunked(codings.iter().map(|v| v.as_bytes()))
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
@@ -145,6 +173,13 @@ impl WasiHttpHooks for Hooks {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        if let Some(sent) = &self.sent {
+            sent.store(true, Ordering::Relaxed);
+        }
+        let request = match &self.instance {
+            Some(instance) => request.map(|body| instance.body(body)),
+            None => request,
+        };
         // Timed from here, past the allow check: a denied request never
         // reaches an origin, so it says nothing about one. The timer moves
         // into the future below rather than wrapping it, so timing costs no
@@ -170,12 +205,16 @@ impl WasiHttpHooks for Hooks {
             let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
             return Box::new(async move {
                 let sent = tokio::time::timeout(first_byte, pool.request(request)).await;
+                let coded = matches!(&sent, Ok(Ok(resp)) if coded_beyond_chunked(resp.headers()));
                 if let Some(timer) = timer {
-                    timer.finish(matches!(sent, Ok(Ok(_))));
+                    timer.finish(matches!(sent, Ok(Ok(_))) && !coded);
                 }
                 let resp = match sent {
                     Err(_) => return Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
                     Ok(Err(e)) => return Err(pooled_error(&e)),
+                    // Dropped, never relayed. Its chunked framing was intact,
+                    // so hyper may still reuse the connection.
+                    Ok(Ok(_)) if coded => return Err(wasmtime_wasi_http::Error::HttpProtocolError),
                     Ok(Ok(resp)) => resp,
                 };
                 let mut resp =
@@ -187,10 +226,14 @@ impl WasiHttpHooks for Hooks {
         }
         Box::new(async move {
             let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            let coded = matches!(&sent, Ok((resp, _)) if coded_beyond_chunked(resp.headers()));
             if let Some(timer) = timer {
-                timer.finish(sent.is_ok());
+                timer.finish(sent.is_ok() && !coded);
             }
             let (mut resp, io) = sent?;
+            if coded {
+                return Err(wasmtime_wasi_http::Error::HttpProtocolError);
+            }
             crate::drop_connection_named(resp.headers_mut());
             Ok((resp.map(|b| b.boxed_unsync()), Box::new(io) as IoFuture))
         })

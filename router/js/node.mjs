@@ -112,6 +112,34 @@ const CONNECT_CODES = new Set([
 
 const agents = { "http:": new http.Agent({ keepAlive: true }), "https:": new https.Agent({ keepAlive: true }) };
 
+/**
+ * The chunks of a node:http message's body (a client's request, an origin's
+ * response), failing instead of ending when the message broke off: cut
+ * short, or framed wrongly. node:http can end the iteration of such a body
+ * as if it were whole; `complete` tells them apart. A failure is never sent
+ * on as an end: the upload to the origin is destroyed, the client's response
+ * cut.
+ */
+async function* whole(message) {
+  for await (const chunk of message) yield chunk;
+  if (!message.complete) throw new Error("the message broke off before its end");
+}
+
+/**
+ * Whether a Transfer-Encoding value (node:http joins repeated lines with
+ * ", ") is absent or `chunked` alone, core's rule for requests
+ * (edge::request::only_chunked). node:http decodes only chunked, so a
+ * response coded otherwise would reach the client with its coding stripped.
+ */
+function onlyChunked(value) {
+  if (value === undefined) return true;
+  const codings = value
+    .split(",")
+    .map((c) => c.trim())
+    .filter((c) => c !== "");
+  return codings.length === 1 && codings[0].toLowerCase() === "chunked";
+}
+
 /** Sends the machine's outbound request with node:http, adding only Host and framing. */
 function send(out) {
   const url = new URL(out.origin);
@@ -160,9 +188,14 @@ function send(out) {
       resolve({ status: res.statusCode, headers: [], body: null, cancel: () => {} });
     });
     req.on("response", (res) => {
+      if (!onlyChunked(res.headers["transfer-encoding"])) {
+        res.destroy();
+        reject(new Error(`its response is coded ${res.headers["transfer-encoding"]}, which the edge does not decode`));
+        return;
+      }
       const headers = [];
       for (let i = 0; i < res.rawHeaders.length; i += 2) headers.push([res.rawHeaders[i], res.rawHeaders[i + 1]]);
-      resolve({ status: res.statusCode, headers, body: res, cancel: () => res.destroy() });
+      resolve({ status: res.statusCode, headers, body: whole(res), cancel: () => res.destroy() });
     });
     if (!out.body) {
       req.end();
@@ -212,7 +245,7 @@ async function write(res, answer) {
 export function createServer(env, { https = false } = {}) {
   const server = http.createServer(async (req, res) => {
     try {
-      const answer = await serve(factsOf(req, https), req, env, send);
+      const answer = await serve(factsOf(req, https), whole(req), env, send);
       await write(res, answer);
     } catch (e) {
       console.error(`rollout edge: ${e.stack ?? e}`);

@@ -1,9 +1,10 @@
 //! The request machine: what every edge build does with one request, from
 //! its raw facts to the answer, with the I/O left to the build.
 //!
-//! 1. [`receive`] checks the raw facts (method, target, Host) and says whether
-//!    the request is for the admin endpoint, is proxied, or is answered here
-//!    (400 for a dot segment or a bad Host, 405 for CONNECT).
+//! 1. [`receive`] checks the raw facts (framing, method, target, Host) and
+//!    says whether the request is for the admin endpoint, is proxied, or is
+//!    answered here (400 for a dot segment or a bad Host, 405 for CONNECT,
+//!    501 for a transfer coding other than `chunked`).
 //! 2. [`Inbound::forward`] decides, from what the store holds, where it goes:
 //!    a [`Forward`] with the exact outbound request (origin, path, headers).
 //! 3. The build sends it (buffering up to [`Forward::replay_limit`] bytes of
@@ -65,8 +66,16 @@ pub struct Inbound<'a> {
     path_with_query: &'a str,
 }
 
-/// Checks a request's method, target and Host, the same way on every build.
+/// Checks a request's framing, method, target and Host, the same way on every build.
 pub fn receive<'a>(raw: &RawRequest<'a>) -> Result<Target<'a>, Answer> {
+    let codings = raw
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|(_, v)| v.as_slice());
+    if !only_chunked(codings) {
+        return Err(Answer::text(501, TRANSFER_CODING_REFUSED));
+    }
     if raw.method == "CONNECT" {
         return Err(Answer::text(405, "CONNECT is not served by this edge"));
     }
@@ -130,6 +139,36 @@ pub fn receive<'a>(raw: &RawRequest<'a>) -> Result<Target<'a>, Answer> {
         host,
         path_with_query,
     }))
+}
+
+/// Why a request with a transfer coding other than `chunked` is refused.
+pub const TRANSFER_CODING_REFUSED: &str = "transfer codings other than chunked are not implemented";
+
+/// Whether a message whose `Transfer-Encoding` field values are `values` (in
+/// order, every line) is one an edge can pass on unchanged: no field at all,
+/// or exactly one coding, `chunked` (case-insensitive, RFC 9112 §7; empty
+/// list elements are ignored, RFC 9110 §5.6.1). HTTP libraries decode
+/// `chunked` and hand on the bytes under the codings before it, and the next
+/// hop is framed anew, so a request with `gzip, chunked` would reach the
+/// origin with its gzip coding silently dropped: RFC 9112 §6.1 answers a
+/// coding the server does not implement with 501, and an edge never forwards
+/// such a message.
+pub fn only_chunked<'v>(values: impl IntoIterator<Item = &'v [u8]>) -> bool {
+    let mut present = false;
+    let mut codings = 0;
+    for value in values {
+        present = true;
+        for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if coding.is_empty() {
+                continue;
+            }
+            if !coding.eq_ignore_ascii_case(b"chunked") {
+                return false;
+            }
+            codings += 1;
+        }
+    }
+    !present || codings == 1
 }
 
 /// The methods an edge proxies (RFC 9110 §9.3 and PATCH); CONNECT is refused.

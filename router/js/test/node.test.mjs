@@ -184,3 +184,112 @@ test("the Host header cannot rewrite the path the origin gets or reach the admin
   assert.match(reply, /^HTTP\/1\.1 200 /);
   assert.deepEqual(seen.slice(before), ["/public?x=1"]);
 });
+
+/**
+ * A raw TCP origin: answers every request head it reads with `replies[target]`
+ * ([bytes, close after them]) and records every byte of every connection.
+ */
+async function rawOrigin(replies) {
+  const conns = [];
+  const server = net.createServer((socket) => {
+    const conn = { bytes: "", closed: false };
+    conns.push(conn);
+    let answered = 0;
+    socket.on("data", (d) => {
+      conn.bytes += d.toString("latin1");
+      const heads = [...conn.bytes.matchAll(/(?:GET|POST) (\S+) HTTP\/1\.1\r\n[^]*?\r\n\r\n/g)];
+      for (const [, target] of heads.slice(answered)) {
+        answered += 1;
+        const reply = replies[target];
+        if (reply?.[1]) socket.end(reply[0]);
+        else if (reply) socket.write(reply[0]);
+      }
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => (conn.closed = true));
+  });
+  servers.push(server);
+  return { url: `http://127.0.0.1:${await listen(server)}`, conns };
+}
+
+async function rawEdge(originUrl) {
+  const server = createServer({
+    ROLLOUT_KV: memoryKv(),
+    PUBLIC_KEY: control.publicKey,
+    OLD_ORIGIN: originUrl,
+    ROLLOUT_ALLOWED_ORIGINS: originUrl,
+  });
+  servers.push(server);
+  return `http://127.0.0.1:${await listen(server)}`;
+}
+
+/** Like rawRequest, but survives a reset and can half-close after writing. */
+function rawExchange(base, raw, halfClose = false) {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      socket.write(raw);
+      if (halfClose) socket.end();
+    });
+    const chunks = [];
+    socket.on("data", (c) => chunks.push(c));
+    socket.on("error", () => {});
+    socket.on("close", () => resolve(Buffer.concat(chunks).toString("latin1")));
+  });
+}
+
+test("a body that breaks reaches the other side cut, never as a shorter whole one", async () => {
+  const origin = await rawOrigin({
+    "/malformed": ["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n", false],
+    "/cut": ["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n", true],
+    "/short": ["HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello", true],
+    "/coded": ["HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false],
+  });
+  const base = await rawEdge(origin.url);
+  const host = new URL(base).host;
+  const get = (path) => rawExchange(base, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  // Origin to client: the head is relayed, the body cut (no last chunk, fewer
+  // bytes than the Content-Length).
+  for (const path of ["/malformed", "/cut"]) {
+    const reply = await get(path);
+    assert.match(reply, /^HTTP\/1\.1 200 [^]*\r\n\r\n5\r\nhello\r\n$/, `${path}: ${JSON.stringify(reply)}`);
+  }
+  const short = await get("/short");
+  assert.match(short, /^HTTP\/1\.1 200 [^]*content-length: 100\r\n[^]*\r\n\r\nhello$/i, JSON.stringify(short));
+  // A transfer coding node:http would strip: a 502, the body not relayed.
+  const coded = await get("/coded");
+  assert.match(coded, /^HTTP\/1\.1 502 /, JSON.stringify(coded));
+  assert.doesNotMatch(coded, /hello\r\n0\r\n/);
+
+  // Client to origin: once part of the upload is at the origin, it breaks
+  // (a malformed chunk size, or the client stops sending); the origin's copy
+  // is cut, never ended.
+  const { hostname, port } = new URL(base);
+  for (const [target, breaking] of [
+    ["/malformed-upload", "ZZ\r\n"],
+    ["/cut-upload", null],
+  ]) {
+    const carried = () => origin.conns.filter((c) => c.bytes.includes(`POST ${target} `));
+    const waitFor = async (what, done) => {
+      for (let i = 0; i < 500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.ok(done(), `${target}: ${what}`);
+    };
+    const reply = await new Promise((resolve) => {
+      const socket = net.connect(Number(port), hostname, async () => {
+        socket.write(`POST ${target} HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`);
+        await waitFor("the upload begins at the origin", () => carried().some((c) => c.bytes.endsWith("hello\r\n")));
+        if (breaking) socket.write(breaking);
+        else socket.end();
+      });
+      const chunks = [];
+      socket.on("data", (c) => chunks.push(c));
+      socket.on("error", () => {});
+      socket.on("close", () => resolve(Buffer.concat(chunks).toString("latin1")));
+    });
+    assert.doesNotMatch(reply, /^HTTP\/1\.1 2/, JSON.stringify(reply));
+    await waitFor("the connection is closed", () => carried().every((c) => c.closed));
+    assert.equal(carried().length, 1);
+    const upload = carried()[0].bytes;
+    assert.ok(upload.endsWith("5\r\nhello\r\n"), `${target}: the origin got the upload cut: ${JSON.stringify(upload)}`);
+  }
+});

@@ -8,17 +8,21 @@
 //! read per request from the store: one value, its compact form decoded for
 //! the one route the request takes.
 
+use std::task::Poll;
+
+use futures::StreamExt;
 use futures::stream::LocalBoxStream;
-use futures::{SinkExt, StreamExt};
 use rollout_core::edge::admin::{self, AdminStep, PushStep, Swap};
 use rollout_core::edge::request::{self, After, Forward, OriginError, RawRequest, Target};
 use rollout_core::edge::{Answer, Held, KV_ACTIVE};
+use spin_executor::CancelOnDropToken;
 use spin_sdk::http::{
-    ErrorCode, Headers, IncomingRequest, IncomingResponse, Method, OutgoingRequest,
+    ErrorCode, Headers, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
     OutgoingResponse, ResponseOutparam, Scheme, SendError,
 };
 use spin_sdk::key_value::Store;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as keyvalue};
+use wasi::io::streams::OutputStream;
 
 /// Spin variable holding the public key pushes must be signed with.
 const VAR_PUBLIC_KEY: &str = "public_key";
@@ -110,6 +114,10 @@ struct Body {
     held: Vec<u8>,
     ended: bool,
     rest: Option<BodyStream>,
+    /// Reading the rest failed while it was being sent: the origin got a
+    /// cut request, and the client gets the machine's answer for a body that
+    /// could not be read.
+    broken: bool,
 }
 
 impl Body {
@@ -124,6 +132,7 @@ impl Body {
                         held,
                         ended: true,
                         rest: None,
+                        broken: false,
                     });
                 }
                 Some(Ok(chunk)) => {
@@ -133,6 +142,7 @@ impl Body {
                             held,
                             ended: false,
                             rest: Some(stream),
+                            broken: false,
                         });
                     }
                 }
@@ -157,6 +167,9 @@ async fn proxy(forward: Forward, stream: BodyStream, out: ResponseOutparam) {
         return reply(out, refused).await;
     }
     let first = send(&forward, &mut body).await;
+    if body.broken {
+        return reply(out, forward.unreadable_body()).await;
+    }
     let (forward, result) = match forward.after(status_of(&first), body.ended) {
         After::Relay => (forward, first),
         After::Answer(answer) => return reply(out, answer).await,
@@ -235,23 +248,32 @@ async fn send(forward: &Forward, body: &mut Body) -> Result<IncomingResponse, Or
             .await
             .map_err(|e| origin_error(&e));
     }
-    // The body sink is taken before the request is sent, and filled while the
+    // The body is taken before the request is sent, and filled while the
     // send runs: the host buffers only a couple of chunks.
-    let mut sink = request.take_body();
+    let Some(mut sink) = request.body().ok().and_then(BodyOut::new) else {
+        return Err(refused("its body cannot be written"));
+    };
     let held = body.held.clone();
     let rest = body.rest.take();
+    let broken = &mut body.broken;
     let upload = async move {
-        if sink.send(held).await.is_err() {
+        if sink.write(&held).await.is_err() {
             return;
         }
         if let Some(mut rest) = rest {
-            while let Some(Ok(chunk)) = rest.next().await {
-                if sink.send(chunk).await.is_err() {
-                    break;
+            while let Some(chunk) = rest.next().await {
+                let Ok(chunk) = chunk else {
+                    // Left unfinished: the origin sees the request cut, never
+                    // a shorter one properly ended.
+                    *broken = true;
+                    return;
+                };
+                if sink.write(&chunk).await.is_err() {
+                    return;
                 }
             }
         }
-        // Dropping the sink finishes the body.
+        sink.finish();
     };
     let (_, response) =
         futures::join!(upload, spin_sdk::http::send::<_, IncomingResponse>(request));
@@ -272,12 +294,93 @@ async fn relay(forward: &Forward, resp: IncomingResponse, out: ResponseOutparam)
         out.set(response);
         return;
     }
-    let mut sink = response.take_body();
+    let Some(mut sink) = response.body().ok().and_then(BodyOut::new) else {
+        return reply(out, forward.failed("its body cannot be relayed")).await;
+    };
     out.set(response);
     let mut stream = resp.take_body_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        if sink.send(chunk).await.is_err() {
-            break;
+    while let Some(chunk) = stream.next().await {
+        // An origin body that broke (cut short, malformed framing) leaves the
+        // client's unfinished: the client sees the message cut, not ended.
+        let Ok(chunk) = chunk else {
+            return;
+        };
+        if sink.write(&chunk).await.is_err() {
+            return;
+        }
+    }
+    sink.finish();
+}
+
+/// An outgoing body (to an origin or to the client) that ends properly only
+/// when [`BodyOut::finish`]ed. Dropped unfinished, it is aborted: wasi:http
+/// treats an outgoing-body dropped without `finish` as corrupted, and the
+/// host then cuts the message (wasmtime-wasi-http hands hyper a body error;
+/// hyper closes the connection without the message's end: no last chunk,
+/// fewer bytes than the Content-Length). spin-sdk's body sink finishes the
+/// body whenever it is dropped, which would turn a read error into a
+/// shorter, complete message.
+struct BodyOut {
+    // Dropped in this order: a pollable before its stream, the stream before
+    // its body.
+    waiting: Option<CancelOnDropToken>,
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+}
+
+impl BodyOut {
+    fn new(body: OutgoingBody) -> Option<BodyOut> {
+        let stream = body.write().ok()?;
+        Some(BodyOut {
+            waiting: None,
+            stream: Some(stream),
+            body: Some(body),
+        })
+    }
+
+    /// Writes all of `chunk`, waiting while the host's buffer is full; an
+    /// error when the receiving side is gone.
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> impl Future<Output = Result<(), ()>> + 'a {
+        let mut offset = 0;
+        futures::future::poll_fn(move |cx| {
+            let BodyOut {
+                waiting, stream, ..
+            } = &mut *self;
+            let Some(stream) = stream.as_ref() else {
+                return Poll::Ready(Err(()));
+            };
+            while offset < chunk.len() {
+                match stream.check_write() {
+                    Ok(0) => {
+                        let token = spin_executor::push_waker_and_get_token(
+                            stream.subscribe(),
+                            cx.waker().clone(),
+                        );
+                        *waiting = Some(token.into());
+                        return Poll::Pending;
+                    }
+                    Ok(room) => {
+                        let room = usize::try_from(room).unwrap_or(usize::MAX);
+                        let end = offset + room.min(chunk.len() - offset);
+                        if stream.write(&chunk[offset..end]).is_err() {
+                            return Poll::Ready(Err(()));
+                        }
+                        offset = end;
+                    }
+                    Err(_) => return Poll::Ready(Err(())),
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    /// Ends the body properly. A body with a Content-Length that was not
+    /// written in full is aborted by the host instead.
+    fn finish(mut self) {
+        self.waiting = None;
+        self.stream = None;
+        if let Some(body) = self.body.take() {
+            let _ = OutgoingBody::finish(body, None);
         }
     }
 }

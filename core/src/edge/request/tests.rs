@@ -387,6 +387,48 @@ fn methods_and_target_characters_every_build_reads_alike() {
 }
 
 #[test]
+fn a_transfer_coding_other_than_chunked_alone_is_501() {
+    let with = |values: &[&[u8]]| {
+        let mut h = headers(&[("host", b"edge.example")]);
+        h.extend(
+            values
+                .iter()
+                .map(|v| ("Transfer-Encoding".to_owned(), v.to_vec())),
+        );
+        status(receive(&raw("POST", "/", &h)))
+    };
+    for values in [
+        &[b"gzip, chunked" as &[u8]][..],
+        &[b"chunked, chunked"],
+        &[b"identity, chunked"],
+        &[b"gzip"],
+        &[b"chunked;x=1"],
+        &[b""],
+        &[b" , "],
+        &[b"gzip", b"chunked"],
+        &[b"chunked", b"chunked"],
+        &[b"chunked", b"gzip"],
+    ] {
+        assert_eq!(with(values), 501, "{values:?}");
+    }
+    for values in [
+        &[][..],
+        &[b"chunked" as &[u8]],
+        &[b"Chunked"],
+        &[b" chunked "],
+        &[b"chunked,"],
+    ] {
+        assert_eq!(with(values), 0, "{values:?}");
+    }
+    // Framing is checked first: the request is never read any further.
+    let h = headers(&[
+        ("host", b"edge.example"),
+        ("transfer-encoding", b"gzip, chunked"),
+    ]);
+    assert_eq!(status(receive(&raw("CONNECT", "/", &h))), 501);
+}
+
+#[test]
 fn headers_named_in_connection_are_gone_before_the_decision() {
     let f = forward(
         "GET",
