@@ -31,6 +31,11 @@ pub struct Signed {
     pub body: Bytes,
     /// The `rollout-signature` header value.
     pub signature: String,
+    /// Whether to stamp it when sent (see [`EdgeClient::stamping_with`]).
+    /// Only the version being pushed is stamped: an older one sent to bring
+    /// an edge through a key change is not, so no edge can have control
+    /// stamp a superseded version afresh.
+    pub stamp: bool,
 }
 
 impl Signed {
@@ -144,12 +149,12 @@ impl EdgeClient {
     /// One PUT of `signed` to `edge`.
     pub async fn put(&self, edge: &str, signed: &Signed) -> Answer {
         let started = Instant::now();
-        let signature = match &self.stamps {
+        let signature = match self.stamps.as_ref().filter(|_| signed.stamp) {
             Some(keys) => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                keys.current().stamp(&signed.signature, &signed.digest, now)
+                keys.current().stamp(&signed.signature, &signed.body, now)
             }
             None => signed.signature.clone(),
         };

@@ -26,6 +26,8 @@ use rollout_core::{
     parse_key_set,
 };
 
+pub use rollout_core::MAX_VERSION;
+
 /// Largest key file read: a handful of short lines.
 pub const MAX_KEY_FILE_BYTES: usize = 64 * 1024;
 
@@ -183,17 +185,26 @@ impl Keyring {
 
     /// Declares this ring's keys in `doc`.
     pub fn declare<C>(&self, doc: &mut EnvelopeDoc<C>) {
-        doc.keys = Some(self.public_keys().iter().map(ToString::to_string).collect());
+        declare(doc, &self.public_keys());
     }
 
-    /// The header to push `signature` with now: stamped by the key that
-    /// made it, when this ring still holds that key; else as stored (an edge
-    /// that holds a config takes it; one that holds nothing refuses it).
-    pub fn stamp(&self, signature: &str, digest: &Digest, at: u64) -> String {
-        let named = SignatureHeader::parse(signature).ok().and_then(|h| h.key);
-        named
-            .and_then(|id| self.find(id))
-            .and_then(|key| key.stamp(signature, digest, at).ok())
+    /// The header to push `signature` (of `body`) with now: stamped by the
+    /// key that made it, when this ring still holds that key (a signature
+    /// from before keys were named is matched by verifying it); else as
+    /// stored (an edge that holds a config takes it; one that holds nothing
+    /// refuses it).
+    pub fn stamp(&self, signature: &str, body: &[u8], at: u64) -> String {
+        let Ok(header) = SignatureHeader::parse(signature) else {
+            return signature.to_owned();
+        };
+        let key = match header.key {
+            Some(id) => self.find(id),
+            None => self
+                .keys
+                .iter()
+                .find(|k| header.verify(body, &[k.public_key()]).is_ok()),
+        };
+        key.and_then(|key| key.stamp(signature, &Digest::of(body), at).ok())
             .unwrap_or_else(|| signature.to_owned())
     }
 
@@ -220,6 +231,11 @@ impl Keyring {
                 .collect(),
         )
     }
+}
+
+/// Declares `keys` in `doc`: the set edges trust from that version on.
+pub fn declare<C>(doc: &mut EnvelopeDoc<C>, keys: &[PublicKey]) {
+    doc.keys = Some(keys.iter().map(ToString::to_string).collect());
 }
 
 /// The ring a running service signs with, and the file it lives in.
@@ -280,10 +296,15 @@ fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |e: std::io::Error| KeyError::Io(format!("writing {}: {e}", path.display()));
     let tmp = path.with_extension("tmp");
+    // A file (or a link) left at the temporary name is removed, and the new
+    // one is created fresh (O_EXCL: never through a link) with mode 0600.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;

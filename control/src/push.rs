@@ -25,8 +25,6 @@ use crate::store::{EdgeId, EdgeRow, Store, VersionRow, now_ms};
 /// Most intermediate versions one push goes through to bring an edge
 /// through key rotations it missed.
 const MAX_KEY_STEPS: usize = 8;
-/// How many versions below the committed one are searched for such a step.
-const MAX_KEY_SCAN: u32 = 1000;
 /// What an edge's refusal says when it does not trust the signing key.
 const UNTRUSTED_KEY: &str = "is not trusted by this edge";
 
@@ -69,6 +67,7 @@ impl From<&VersionRow> for Signed {
             digest: row.digest,
             body: row.body.clone(),
             signature: row.signature.clone(),
+            stamp: true,
         }
     }
 }
@@ -368,17 +367,25 @@ impl Fanout {
         target: Version,
     ) -> Option<Signed> {
         let trusted = self.edges.report(edge).await.ok()?.keys;
-        let above = held.map_or(0, |h| h.version);
-        let rows = self.store.history(Some(target), MAX_KEY_SCAN).ok()?;
-        rows.into_iter()
-            .take_while(|r| r.version.get() > above)
-            .find(|r| {
-                rollout_core::SignatureHeader::parse(&r.signature)
+        let above = Version::new(held.map_or(0, |h| h.version));
+        // Signatures only (no bodies), newest first: cheap however long the
+        // history an edge missed.
+        let step = self
+            .store
+            .signatures_between(above, target)
+            .ok()?
+            .into_iter()
+            .find(|(_, signature)| {
+                rollout_core::SignatureHeader::parse(signature)
                     .ok()
                     .and_then(|h| h.key)
                     .is_some_and(|id| trusted.contains(&id))
-            })
-            .map(|r| Signed::from(&r))
+            })?;
+        let row = self.store.version(step.0).ok()??;
+        Some(Signed {
+            stamp: false,
+            ..Signed::from(&row)
+        })
     }
 
     /// Asks every edge believed to hold the committed version what it holds,

@@ -23,6 +23,14 @@ pub const SIGNATURE_HEADER: &str = "rollout-signature";
 pub const MAX_TRUSTED_KEYS: usize = 8;
 /// How far a push stamp's time may be from the edge's clock, either way, in seconds.
 pub const MAX_STAMP_SKEW_SECS: u64 = 300;
+/// Highest version an envelope may carry: 2^53 - 1, the largest integer
+/// every JSON reader (JavaScript included) holds exactly, and far below
+/// what any store can number. A version above it could never be followed.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+/// An edge clock before this (2020-01-01, Unix seconds) is not set: push
+/// stamps are not checked against it, and every stamped or first push is
+/// refused, never taken on a clock that cannot tell fresh from replayed.
+pub const CLOCK_FLOOR_SECS: u64 = 1_577_836_800;
 
 /// SHA-256 of an envelope body; shown and sent as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +106,14 @@ pub enum EnvelopeError {
     /// Version 0 is reserved for "nothing applied".
     #[error("version must be 1 or more")]
     ZeroVersion,
+    /// A version no history could follow.
+    #[error("version {0} is over the limit of {MAX_VERSION}")]
+    VersionTooLarge(u64),
+    /// The edge's clock is not set, so push stamps cannot be checked.
+    #[error(
+        "this edge's clock reads {0}, before 2020: push stamps cannot be checked, so stamped and first pushes are refused until it is set"
+    )]
+    ClockNotSet(u64),
     /// A digest that is not 64 lowercase hex digits.
     #[error("digest must be 64 lowercase hex digits")]
     BadDigest,
@@ -217,6 +233,9 @@ impl Envelope {
         if doc.version == 0 {
             return Err(EnvelopeError::ZeroVersion);
         }
+        if doc.version > MAX_VERSION {
+            return Err(EnvelopeError::VersionTooLarge(doc.version));
+        }
         let raw = doc.config.get().as_bytes();
         if raw.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::new(
@@ -297,12 +316,17 @@ pub fn parse_key_set<S: AsRef<str>>(keys: &[S]) -> Result<Vec<PublicKey>, Envelo
 }
 
 /// An edge's bootstrap setting: one or more public keys, separated by
-/// commas or whitespace.
+/// commas or whitespace (a key given twice counts once).
 pub fn parse_key_list(setting: &str) -> Result<Vec<PublicKey>, EnvelopeError> {
-    let keys: Vec<&str> = setting
+    let mut keys: Vec<&str> = Vec::new();
+    for key in setting
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|k| !k.is_empty())
-        .collect();
+    {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
     if keys.is_empty() {
         // The error a single missing key gives.
         return "".parse::<PublicKey>().map(|k| vec![k]);
@@ -507,6 +531,9 @@ impl SignatureHeader {
         let Some(stamp) = &self.stamp else {
             return Ok(false);
         };
+        if now < CLOCK_FLOOR_SECS {
+            return Err(EnvelopeError::ClockNotSet(now));
+        }
         key.verify_signature(&stamp_message(digest, stamp.at), &stamp.signature)?;
         if stamp.at.abs_diff(now) > MAX_STAMP_SKEW_SECS {
             return Err(EnvelopeError::StaleStamp { at: stamp.at, now });
@@ -662,9 +689,16 @@ impl std::str::FromStr for PublicKey {
     fn from_str(s: &str) -> Result<PublicKey, EnvelopeError> {
         const WHAT: &str = "public key must be ed25519:<base64 of 32 bytes>";
         let bytes = decode_key(s, PUBLIC_PREFIX, WHAT)?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map(PublicKey)
-            .map_err(|_| EnvelopeError::BadKey("public key is not a valid Ed25519 point"))
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| EnvelopeError::BadKey("public key is not a valid Ed25519 point"))?;
+        // No signature verifies strictly under a small-order point: trusting
+        // one would lock every signer out.
+        if key.is_weak() {
+            return Err(EnvelopeError::BadKey(
+                "public key is a small-order point, under which no signature verifies",
+            ));
+        }
+        Ok(PublicKey(key))
     }
 }
 

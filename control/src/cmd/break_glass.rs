@@ -80,7 +80,20 @@ pub(crate) async fn push(
     }
     let (held, parent) =
         top.ok_or_else(|| Fail::new(exit::INVALID, "--direct needs at least one --edge"))?;
-    let version = Version::new(held.get() + 1);
+    let version = held
+        .get()
+        .checked_add(1)
+        .filter(|v| *v <= rollout_core::MAX_VERSION)
+        .map(Version::new)
+        .ok_or_else(|| {
+            Fail::new(
+                exit::INVALID,
+                format!(
+                    "an edge reports version {held}, at the limit of {}: no version can follow it; check that edge",
+                    rollout_core::MAX_VERSION
+                ),
+            )
+        })?;
     let signer = ring
         .signer_for(&trusted)
         .map_err(|e| Fail::new(exit::INVALID, format!("{}: {e}", key.display())))?;
@@ -93,15 +106,17 @@ pub(crate) async fn push(
         config: doc.clone(),
         keys: None,
     };
-    // The same key set the control service declares: a break-glass push
-    // never widens or narrows what edges trust.
-    ring.declare(&mut envelope);
+    // Only keys every named edge trusts already (and this file holds): a
+    // break-glass push never widens what edges trust, whatever old copy of
+    // the key file it is made with.
+    rollout_control::keys::declare(&mut envelope, &trusted);
     let body = envelope.to_body();
     let signed = Signed {
         version,
         digest: Digest::of(&body),
         signature: signer.sign(&body),
         body: Bytes::from(body),
+        stamp: true,
     };
     // Recorded before anything is sent, so the control service can adopt
     // what edges may hold (`rollout adopt FILE`), whatever happens next.

@@ -67,6 +67,14 @@ pub(super) async fn change_keys(
 ) -> ApiResult<(StatusCode, Json<KeyList>)> {
     let ring = app.keys.current();
     let latest = app.store.current()?;
+    let Some(latest) = latest else {
+        // Edges hold nothing yet and trust only the key they were deployed
+        // with: a version signed by it must land first.
+        return Err(ApiError::Busy(
+            "no version yet: push a first version (signed by the key edges were deployed with) before rotating or retiring keys".to_owned(),
+        ));
+    };
+    let latest = Some(latest);
     let trusted_now = ring.trusted_after(
         latest
             .as_ref()
@@ -107,18 +115,26 @@ pub(super) async fn change_keys(
         Some(r) => format!("{what}: {r}"),
         None => what.clone(),
     };
+    // The file first, then the version declaring it; if the version cannot
+    // be committed, the file goes back, so a refused change leaves nothing.
     app.keys.replace(new_ring)?;
+    let made = commit(&app, None, &who, "keys", reason, |parent| {
+        let parent = parent.ok_or(crate::commit::Refusal::NothingToPatch)?;
+        Ok(envelope_of(parent)?.config)
+    });
+    let made = match made {
+        Ok((_, Json(made))) => made,
+        Err(e) => {
+            if let Err(restore) = app.keys.replace(ring) {
+                tracing::error!("restoring the key file after a refused key change: {restore}");
+            }
+            return Err(e);
+        }
+    };
     app.store.audit(who.name.as_str(), action, &what)?;
     tracing::info!("{}: {what}", who.name);
-    let version = match latest {
-        Some(current) => {
-            let (_, Json(made)) = commit(&app, current.version, &who, "keys", reason, |parent| {
-                let parent = parent.ok_or(crate::commit::Refusal::NothingToPatch)?;
-                Ok(envelope_of(parent)?.config)
-            })?;
-            Some(made.version)
-        }
-        None => None,
-    };
-    Ok((StatusCode::CREATED, Json(key_list(&app, version)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(key_list(&app, Some(made.version))?),
+    ))
 }

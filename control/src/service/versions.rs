@@ -96,14 +96,17 @@ pub(super) async fn history(
 pub(super) type Created = (StatusCode, Json<VersionView>);
 
 /// Validates, signs and commits the config `doc` builds as the next version.
+/// `expected`: the version the author read (`None`: whatever is current,
+/// for a change that rebuilds from it inside the transaction).
 pub(super) fn commit(
     app: &App,
-    expected: Version,
+    expected: impl Into<Option<Version>>,
     who: &Caller,
     action: &str,
     reason: String,
     doc: impl FnOnce(Option<&VersionRow>) -> Result<ConfigDoc, Refusal>,
 ) -> ApiResult<Created> {
+    let expected = expected.into();
     let author = Author {
         actor: who.name.as_str(),
         action,
@@ -113,7 +116,7 @@ pub(super) fn commit(
         commit_in(
             tx,
             &app.keys.current(),
-            Some(expected),
+            expected,
             &author,
             app.plans.webhooks(),
             doc,
@@ -199,7 +202,38 @@ pub(super) async fn adopt(
     };
     let body = req.body.into_bytes();
     let envelope = Envelope::parse(&body).map_err(|e| bad("body", e.to_string()))?;
-    let issued_ms = parse_time(&envelope.issued_at).map_err(|e| bad("body", e))?;
+    let issued_ms = humantime::parse_rfc3339(&envelope.issued_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            bad(
+                "body",
+                format!(
+                    "issued_at {:?} is not an RFC 3339 UTC time",
+                    envelope.issued_at
+                ),
+            )
+        })?;
+    // What it declares trusted must be keys this service holds: an adopted
+    // version never hands edges to keys the service cannot sign with, nor
+    // back to their bootstrap keys.
+    let ring = app.keys.current().public_keys();
+    match &envelope.keys {
+        Some(keys) if keys.iter().all(|k| ring.contains(k)) => {}
+        Some(_) => {
+            return Err(bad(
+                "body",
+                "it declares a key this service does not hold".to_owned(),
+            ));
+        }
+        None => {
+            return Err(bad(
+                "body",
+                "it declares no keys (edges would fall back on their bootstrap keys)".to_owned(),
+            ));
+        }
+    }
     let row = app.store.write(|tx| {
         let head = tx.current()?;
         let trusted = app.keys.current().trusted_after(

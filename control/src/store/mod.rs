@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use bytes::Bytes;
 use rollout_api::Version;
-use rollout_core::{Applied, Digest};
+use rollout_core::{Applied, Digest, MAX_VERSION};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 mod plans;
@@ -392,6 +392,24 @@ impl Store {
             .collect()
     }
 
+    /// `(version, signature)` of every version above `above` and below
+    /// `below`, newest first.
+    pub fn signatures_between(
+        &self,
+        above: Version,
+        below: Version,
+    ) -> rusqlite::Result<Vec<(Version, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT version, signature FROM versions WHERE version > ?1 AND version < ?2
+             ORDER BY version DESC",
+        )?;
+        stmt.query_map(params![sql(above), sql(below)], |r| {
+            Ok((version_at(r, 0)?, r.get(1)?))
+        })?
+        .collect()
+    }
+
     /// Runs `f` in one write transaction, fsynced when it commits: what
     /// it wrote is all stored, or (when it returns an error) none of it.
     pub fn write<T, E: From<rusqlite::Error>>(
@@ -605,11 +623,12 @@ impl Store {
             .optional()
     }
 
-    /// The highest version any edge ever reported holding.
+    /// The highest version any edge ever reported holding, among those a
+    /// history can follow (at most [`MAX_VERSION`]).
     pub fn highest_reported(&self) -> rusqlite::Result<Version> {
         self.conn().query_row(
-            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state",
-            [],
+            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state WHERE reported_version <= ?1",
+            [sql(Version::new(MAX_VERSION))],
             |r| version_at(r, 0),
         )
     }
@@ -659,11 +678,7 @@ impl Tx<'_> {
         {
             return Err(CommitError::Conflict { expected, current });
         }
-        let reported = self.0.query_row(
-            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state",
-            [],
-            |r| version_at(r, 0),
-        )?;
+        let reported = self.highest_reported()?;
         let next = Version::new(current.max(reported).get() + 1);
         let new = build(next, parent.as_ref()).map_err(CommitError::Refused)?;
         self.0.execute(
@@ -698,6 +713,17 @@ impl Tx<'_> {
         })
     }
 
+    /// The highest version any edge reported holding, among those a history
+    /// can follow (an edge reporting more than [`MAX_VERSION`] is lying or
+    /// broken, and must not push the numbering past what edges accept).
+    pub fn highest_reported(&self) -> rusqlite::Result<Version> {
+        self.0.query_row(
+            "SELECT COALESCE(MAX(reported_version), 0) FROM edge_state WHERE reported_version <= ?1",
+            [sql(Version::new(MAX_VERSION))],
+            |r| version_at(r, 0),
+        )
+    }
+
     /// Adopts a version made around the service (a break-glass push) into
     /// the history: `row` must be numbered above the newest stored version
     /// and name it as its parent, so the chain the edges saw has no fork.
@@ -712,6 +738,15 @@ impl Tx<'_> {
         if row.version <= head_version {
             return Err(CommitError::Refused(AdoptRefusal(format!(
                 "version {} is not above the committed version {head_version}",
+                row.version
+            ))));
+        }
+        // A break-glass version is one above what the edges held; anything
+        // further is a number the history was never near.
+        let ceiling = head_version.max(self.highest_reported()?).get() + 1;
+        if row.version.get() > ceiling.min(MAX_VERSION) {
+            return Err(CommitError::Refused(AdoptRefusal(format!(
+                "version {} is more than one above both the committed version {head_version} and every version an edge reported",
                 row.version
             ))));
         }

@@ -372,7 +372,11 @@ pub fn receive_push(
         if let Some(now) = trust.now {
             let stamped = header.check_stamp(key, &Digest::of(body), now)?;
             if !stamped && current.is_none() {
-                return Err(EnvelopeError::StampRequired);
+                return Err(if now < crate::envelope::CLOCK_FLOOR_SECS {
+                    EnvelopeError::ClockNotSet(now)
+                } else {
+                    EnvelopeError::StampRequired
+                });
             }
         }
         Ok(())

@@ -111,30 +111,35 @@ fn a_push_stamp_binds_the_digest_and_the_time() {
     let body = body(1);
     let digest = Digest::of(&body);
     let k = key();
-    let stamped = k.stamp(&k.sign(&body), &digest, 1_000_000).expect("stamps");
+    let stamped = k
+        .stamp(&k.sign(&body), &digest, 1_796_000_000)
+        .expect("stamps");
     let header = SignatureHeader::parse(&stamped).expect("parses");
     let public = k.public_key();
-    assert_eq!(header.check_stamp(&public, &digest, 1_000_000), Ok(true));
     assert_eq!(
-        header.check_stamp(&public, &digest, 1_000_000 + MAX_STAMP_SKEW_SECS),
+        header.check_stamp(&public, &digest, 1_796_000_000),
         Ok(true)
     );
     assert_eq!(
-        header.check_stamp(&public, &digest, 1_000_000 + MAX_STAMP_SKEW_SECS + 1),
+        header.check_stamp(&public, &digest, 1_796_000_000 + MAX_STAMP_SKEW_SECS),
+        Ok(true)
+    );
+    assert_eq!(
+        header.check_stamp(&public, &digest, 1_796_000_000 + MAX_STAMP_SKEW_SECS + 1),
         Err(EnvelopeError::StaleStamp {
-            at: 1_000_000,
-            now: 1_000_000 + MAX_STAMP_SKEW_SECS + 1
+            at: 1_796_000_000,
+            now: 1_796_000_000 + MAX_STAMP_SKEW_SECS + 1
         })
     );
     // The stamp of one body does not carry over to another.
     assert_eq!(
-        header.check_stamp(&public, &Digest::of(b"other"), 1_000_000),
+        header.check_stamp(&public, &Digest::of(b"other"), 1_796_000_000),
         Err(EnvelopeError::BadSignature)
     );
     // A changed time breaks the stamp's signature.
-    let moved = stamped.replace("at=1000000", "at=1000001");
+    let moved = stamped.replace("at=1796000000", "at=1796000001");
     assert_eq!(
-        SignatureHeader::parse(&moved).and_then(|h| h.check_stamp(&public, &digest, 1_000_000)),
+        SignatureHeader::parse(&moved).and_then(|h| h.check_stamp(&public, &digest, 1_796_000_000)),
         Err(EnvelopeError::BadSignature)
     );
     // The body signature is the same one, stamped or not.
