@@ -31,6 +31,10 @@ echo "edge component: $(stat -c %s "$wasm") bytes ($wasm; budget 1 MiB)"
 cargo build --locked -p rollout-host
 cargo test --locked --workspace
 
+# Crash loops, short form: SIGKILL edges and the control service mid-push
+# and restart them (scripts/crash.sh runs the full counts on demand).
+scripts/crash.sh --ci
+
 # Canary plans end to end, twice each (scripts/soak.sh runs them 20 and 50
 # times on demand). The Prometheus check's test needs a real Prometheus.
 scripts/soak.sh --runs 2

@@ -15,7 +15,7 @@ use cmd::{Ctx, Output};
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 failed (network, server); 2 invalid usage or config; \
 3 version conflict (someone changed it first: re-run); 4 unknown token or role not allowed; \
 5 edges did not all ACK in time; 6 an edge refused (NACK); 7 no such version, edge, time or plan; \
-8 the plan waited for was aborted or failed (it rolled back).";
+8 the plan waited for was aborted or failed (it rolled back); 9 the stored history does not verify (audit --verify).";
 
 /// Edge rollouts where rollback is one signed push: the control service and its CLI.
 #[derive(Debug, Parser)]
@@ -85,8 +85,8 @@ commands! {
     Validate(cmd::validate::ValidateArgs) => cmd::validate::validate;
     /// Which arm a key got, and why.
     Explain(cmd::explain::ExplainArgs) => cmd::explain::explain;
-    /// Who did what, newest first.
-    Audit(cmd::history::AuditArgs) => cmd::history::audit;
+    /// Who did what, newest first; with --verify, check the stored history's hash chain offline.
+    Audit(cmd::audit::AuditArgs) => cmd::audit::run;
     /// Register, list and remove edges.
     Edges(cmd::edges::EdgesArgs) => cmd::edges::edges;
     /// Plans: ramp a route step by step while checks watch its health.

@@ -1,5 +1,6 @@
 //! The `rollout` commands, each with its rendering, and what they share.
 
+pub(crate) mod audit;
 pub(crate) mod break_glass;
 pub(crate) mod edges;
 pub(crate) mod explain;
