@@ -29,23 +29,6 @@ async fn report(edge: SocketAddr) -> serde_json::Value {
         .expect("json")
 }
 
-/// PUTs `body` with `signature` to `edge`: (status, JSON reply).
-async fn put_envelope(
-    edge: SocketAddr,
-    body: Vec<u8>,
-    signature: &str,
-) -> (u16, serde_json::Value) {
-    let resp = client()
-        .put(format!("http://{edge}{}", rollout_core::edge::ADMIN_PATH))
-        .header(rollout_core::SIGNATURE_HEADER, signature)
-        .body(body)
-        .send()
-        .await
-        .expect("edge answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json reply"))
-}
-
 /// The keys in the control service's key file now.
 fn key_file(rig: &Rig) -> Keyring {
     let text = std::fs::read_to_string(rig.scratch.path("control.key")).expect("key file");

@@ -1051,23 +1051,6 @@ fn stored_version(control: &Control, version: u64) -> (Vec<u8>, String) {
     .expect("stored version")
 }
 
-/// PUTs `body` with `signature` to `edge`'s admin path: (status, JSON reply).
-async fn put_envelope(
-    edge: std::net::SocketAddr,
-    body: Vec<u8>,
-    signature: &str,
-) -> (u16, serde_json::Value) {
-    let resp = client()
-        .put(format!("http://{edge}{}", rollout_core::edge::ADMIN_PATH))
-        .header(rollout_core::SIGNATURE_HEADER, signature)
-        .body(body)
-        .send()
-        .await
-        .expect("edge answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json reply"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_and_retire_by_signed_versions_without_redeploying_edges() {
     let s = setup("rotation").await;

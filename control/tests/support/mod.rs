@@ -558,3 +558,16 @@ pub fn states(status: &Value) -> Vec<String> {
         .map(|e| e["state"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
+
+/// PUTs `body` with `signature` to `edge`'s admin path: (status, JSON reply).
+pub async fn put_envelope(edge: SocketAddr, body: Vec<u8>, signature: &str) -> (u16, Value) {
+    let resp = client()
+        .put(format!("http://{edge}{}", rollout_core::edge::ADMIN_PATH))
+        .header(rollout_core::SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .expect("edge answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json reply"))
+}
