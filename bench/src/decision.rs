@@ -252,6 +252,8 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
         request.p50 <= 20e-6,
     ));
 
+    rows.extend(growth(runtime, &component, plan).await?);
+
     // Spin's model is a fresh instance of the edge per request: its cost on
     // its own (instance dropped uncalled, inside the timing as in a request).
     let mut instantiate = Vec::with_capacity(plan.samples * 10);
@@ -269,5 +271,76 @@ pub async fn run(runtime: &Arc<Runtime>, criterion: &Path, plan: Plan) -> anyhow
         ),
         spread(&instantiate),
     ));
+    Ok(rows)
+}
+
+/// A config of `routes` routes (the last one the default) whose matched
+/// routes each take one path prefix, with `flags` flags on every route.
+fn grown_config(routes: usize, flags: usize) -> serde_json::Value {
+    let route = |i: usize| {
+        let flags: Vec<serde_json::Value> = (0..flags)
+            .map(|f| serde_json::json!({"name": format!("flag-{f}"), "percent": 50}))
+            .collect();
+        let mut r = serde_json::json!({
+            "id": format!("route-{i}"),
+            "old": "https://old.internal",
+            "new": "https://new.internal",
+            "new_weight": 50,
+            "key": ["header:x-user-id", "cookie:session"],
+            "flags": flags,
+        });
+        if i + 1 < routes {
+            r["match"] = serde_json::json!({"path_prefix": format!("/r{i}/")});
+        }
+        r
+    };
+    serde_json::json!({"schema": 1, "routes": (0..routes).map(route).collect::<Vec<_>>()})
+}
+
+/// How a request's routing work grows with the config: 1, 16 and 256
+/// routes (a request matching the first route, and one reaching the last,
+/// the default, after every match was tried), and 0, 16 and 256 flags on
+/// the route a request takes (every flag is bucketed for every request).
+async fn growth(
+    runtime: &Arc<Runtime>,
+    component: &KernelComponent,
+    plan: Plan,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let headers = vec![("x-user-id".to_owned(), KEY.to_owned())];
+    let mut cases: Vec<(usize, usize, &str, String)> = Vec::new();
+    for routes in [1, 16, 256] {
+        cases.push((routes, 0, "first", "/r0/x".to_owned()));
+        if routes > 1 {
+            cases.push((routes, 0, "last (the default)", "/none".to_owned()));
+        }
+    }
+    for flags in [16, 256] {
+        cases.push((1, flags, "first", "/r0/x".to_owned()));
+    }
+    for (routes, flags, which, path) in cases {
+        let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+        apply(runtime, kv.clone(), &grown_config(routes, flags)).await?;
+        let mut kernel = component.instantiate_with(kv).await?;
+        let mut samples = Vec::with_capacity(plan.samples * 10);
+        for _ in 0..plan.samples * 10 {
+            let start = Instant::now();
+            kernel
+                .route_repeat("h.example.com", &path, &headers, 1)
+                .await?
+                .map_err(anyhow::Error::msg)?;
+            samples.push(start.elapsed().as_secs_f64());
+        }
+        let s = Spread::of(&mut samples).context("no samples")?;
+        rows.push(Row::info(
+            SECTION,
+            format!(
+                "growth: per request in the kernel component, {routes} route{}, {flags} flags on the route taken, {which} route matched ({} calls)",
+                if routes == 1 { "" } else { "s" },
+                s.n
+            ),
+            spread(&s),
+        ));
+    }
     Ok(rows)
 }
