@@ -244,6 +244,18 @@ fn one_route(old: &Origin, new: &Origin, percent: f64) -> Value {
         "new_weight": percent, "key": ["header:x-user-id", "cookie:rollout_id"]}]})
 }
 
+/// [`one_route`] at `percent`, with a flag whose allow-list pads the
+/// document to at least `target` bytes.
+fn padded(old: &Origin, new: &Origin, percent: f64, target: usize) -> Value {
+    let mut config = one_route(old, new, percent);
+    let base = serde_json::to_vec(&config).map_or(0, |v| v.len()) + 64;
+    // Each entry is `"user-0000001",`: 15 bytes.
+    let entries = target.saturating_sub(base) / 15;
+    let allow: Vec<String> = (0..entries).map(|i| format!("user-{i:07}")).collect();
+    config["routes"][0]["flags"] = json!([{"name": "padded", "percent": 0, "allow": allow}]);
+    config
+}
+
 /// The weights pushes alternate between: a ramp step and its rollback.
 fn weight(i: usize) -> u32 {
     if i.is_multiple_of(2) { 10 } else { 0 }
@@ -362,6 +374,55 @@ pub async fn run(
         "the API call itself (validate, sign, commit with fsync)",
         spread(&api),
     ));
+
+    // Push time by config size: the same route with a flag whose allow-list
+    // pads the document to about 1 KiB, 64 KiB and 250 KiB (the limit is
+    // 256 KiB); every push a whole config, weight alternating.
+    for (label, target) in [
+        ("1 KiB", 1024),
+        ("64 KiB", 64 * 1024),
+        ("250 KiB", 250 * 1024),
+    ] {
+        let mut ack = Vec::new();
+        let mut probed = Vec::new();
+        let urls: Vec<String> = all.iter().map(|a| format!("http://{a}")).collect();
+        let mut size = 0;
+        for i in 0..plan.pushes.clamp(2, 20) {
+            let config = padded(&old, &new, f64::from(weight(i)), target);
+            size = serde_json::to_vec(&config)?.len();
+            let called = now_ms();
+            let start = Instant::now();
+            let v = control
+                .commit(json!({"expected_version": version, "reason": "bench", "config": config}))
+                .await?;
+            version = v;
+            probed.push(probe(&http, &all, v, start).await?.as_secs_f64());
+            let (last_ack, _) = control.acked(&urls, v).await?;
+            ack.push((last_ack - called).max(0.0) / 1e3);
+        }
+        let ack = Spread::of(&mut ack).context("no pushes")?;
+        let probed = Spread::of(&mut probed).context("no pushes")?;
+        rows.push(Row::info(
+            SECTION,
+            format!(
+                "push of a {label} config ({size} bytes) to {n} edges: API call → last ACK ({} pushes)",
+                ack.n
+            ),
+            spread(&ack),
+        ));
+        rows.push(Row::info(
+            SECTION,
+            format!("push of a {label} config to {n} edges: API call → a request through every edge shows it"),
+            spread(&probed),
+        ));
+    }
+
+    // Back to the small config, so the rows below time what they did before.
+    version = control
+        .commit(json!({"expected_version": version, "reason": "bench",
+            "config": one_route(&old, &new, 0.0)}))
+        .await?;
+    probe(&http, &all, version, Instant::now()).await?;
 
     let up_count = n - plan.down;
     let mut while_down = Samples {
