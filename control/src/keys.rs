@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rollout_core::{
-    Digest, EnvelopeDoc, KeyId, MAX_TRUSTED_KEYS, PublicKey, SecretKey, SignatureHeader,
-    parse_key_set,
+    Digest, EnvelopeDoc, EnvelopeMeta, KeyId, MAX_TRUSTED_KEYS, PublicKey, SecretKey,
+    SignatureHeader,
 };
 
 pub use rollout_core::MAX_VERSION;
@@ -162,19 +162,10 @@ impl Keyring {
     /// its signature (versions from before keys were declared), else (no
     /// version yet) the first key, which edges are deployed with.
     pub fn trusted_after(&self, parent: Option<(&[u8], &str)>) -> Vec<PublicKey> {
-        #[derive(serde::Deserialize)]
-        struct Declares {
-            #[serde(default)]
-            keys: Option<Vec<String>>,
-        }
         let Some((body, signature)) = parent else {
             return vec![self.first().public_key()];
         };
-        let declared = serde_json::from_slice::<Declares>(body)
-            .ok()
-            .and_then(|d| d.keys)
-            .and_then(|k| parse_key_set(&k).ok());
-        if let Some(keys) = declared {
+        if let Some(keys) = EnvelopeMeta::read(body).and_then(|m| m.keys) {
             return keys;
         }
         self.public_keys()

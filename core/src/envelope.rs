@@ -284,6 +284,36 @@ impl Envelope {
     }
 }
 
+/// What an envelope body says besides its config, read without parsing or
+/// compiling the config: for an edge's `GET` and for choosing the keys a
+/// version's successor must be signed with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvelopeMeta {
+    /// When the control service issued it (RFC 3339).
+    pub issued_at: String,
+    /// The keys it declares trusted from then on; `None` when it declares
+    /// none, or a set that does not parse (an applied envelope's set was
+    /// checked when it was applied).
+    pub keys: Option<Vec<PublicKey>>,
+}
+
+impl EnvelopeMeta {
+    /// Reads `body`; `None` when it is not an envelope's JSON.
+    pub fn read(body: &[u8]) -> Option<EnvelopeMeta> {
+        #[derive(Deserialize)]
+        struct Meta {
+            issued_at: String,
+            #[serde(default)]
+            keys: Option<Vec<String>>,
+        }
+        let meta: Meta = serde_json::from_slice(body).ok()?;
+        Some(EnvelopeMeta {
+            issued_at: meta.issued_at,
+            keys: meta.keys.and_then(|k| parse_key_set(&k).ok()),
+        })
+    }
+}
+
 /// A declared key set: 1 to [`MAX_TRUSTED_KEYS`] distinct public keys.
 pub fn parse_key_set<S: AsRef<str>>(keys: &[S]) -> Result<Vec<PublicKey>, EnvelopeError> {
     if keys.is_empty() {

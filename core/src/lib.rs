@@ -64,9 +64,10 @@ pub use decide::{
     Arm, COOKIE_MAX_AGE_SECS, Decision, KeyOrigin, Reason, Request, SetCookie, decide, decide_key,
 };
 pub use envelope::{
-    Admission, Applied, CLOCK_FLOOR_SECS, Digest, Envelope, EnvelopeDoc, EnvelopeError, KeyId,
-    MAX_ENVELOPE_BYTES, MAX_STAMP_SKEW_SECS, MAX_TRUSTED_KEYS, MAX_VERSION, PublicKey,
-    SIGNATURE_HEADER, SecretKey, SignatureHeader, Stamp, admit, parse_key_list, parse_key_set,
+    Admission, Applied, CLOCK_FLOOR_SECS, Digest, Envelope, EnvelopeDoc, EnvelopeError,
+    EnvelopeMeta, KeyId, MAX_ENVELOPE_BYTES, MAX_STAMP_SKEW_SECS, MAX_TRUSTED_KEYS, MAX_VERSION,
+    PublicKey, SIGNATURE_HEADER, SecretKey, SignatureHeader, Stamp, admit, parse_key_list,
+    parse_key_set,
 };
 pub use facts::{Facts, InvalidMint};
 pub use weight::{InvalidWeight, Weight};

@@ -10,7 +10,7 @@
 //! frame (already verified when it was stored) and writes the frame back.
 
 use super::{Active, StoredActive};
-use crate::envelope::{Applied, Envelope, PublicKey, parse_key_set};
+use crate::envelope::{Applied, Envelope, EnvelopeMeta, PublicKey};
 
 /// Store key of what the edge applied: one frame, written in one operation.
 pub const KV_ACTIVE: &str = "rollout.active";
@@ -184,23 +184,13 @@ pub struct Declared {
 /// Anything unreadable (no frame, a bare compact form, damage) declares
 /// nothing: the edge falls back on its bootstrap keys.
 pub fn declared(value: Option<&[u8]>) -> Declared {
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        issued_at: String,
-        #[serde(default)]
-        keys: Option<Vec<String>>,
-    }
-    let Some(frame) = value.and_then(Frame::parse) else {
-        return Declared::default();
-    };
-    let Ok(meta) = serde_json::from_slice::<Meta>(frame.envelope) else {
-        return Declared::default();
-    };
-    Declared {
-        // Checked when the envelope was applied; damage reads as nothing.
-        keys: meta.keys.and_then(|k| parse_key_set(&k).ok()),
-        issued_at: Some(meta.issued_at),
-    }
+    value
+        .and_then(Frame::parse)
+        .and_then(|frame| EnvelopeMeta::read(frame.envelope))
+        .map_or_else(Declared::default, |meta| Declared {
+            keys: meta.keys,
+            issued_at: Some(meta.issued_at),
+        })
 }
 
 /// The compact form inside a frame this build wrote (or a bare one).
