@@ -353,7 +353,7 @@ mod tests {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        HostState::new(edge, None, None)
+        HostState::new(edge, None, None, &[])
     }
 
     fn borrow(bucket: &Resource<Bucket>) -> Resource<Bucket> {

@@ -58,6 +58,8 @@ pub const KERNEL_PATH: &str = "target/wasm32-wasip2/release/rollout_kernel.wasm"
 pub struct Runtime {
     pre: ProxyPre<HostState>,
     path: PathBuf,
+    /// The component's environment (wasi:cli/environment), NAME=VALUE pairs.
+    env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -149,7 +151,16 @@ impl Runtime {
         Ok(Runtime {
             pre,
             path: path.to_owned(),
+            env: Vec::new(),
         })
+    }
+
+    /// The component sees `env` as its environment (wasi:cli/environment),
+    /// as `environment` in a Spin manifest or `wasmtime serve --env` give it.
+    #[must_use]
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Runtime {
+        self.env = env;
+        self
     }
 
     /// The imports and exports of the loaded component, by name.
@@ -216,7 +227,7 @@ impl KernelComponent {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None));
+        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None, &[]));
         let exports = self.pre.instantiate_async(&mut store).await?;
         Ok(Kernel { store, exports })
     }
@@ -304,7 +315,7 @@ impl Runtime {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None));
+        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None, &[]));
         self.pre.instantiate_async(&mut store).await?;
         Ok(())
     }
@@ -346,6 +357,7 @@ impl HostState {
         edge: Arc<Edge>,
         pool: Option<outbound::Pool>,
         metrics: Option<Arc<Metrics>>,
+        env: &[(String, String)],
     ) -> HostState {
         let instance = integrity::Instance::default();
         let mut hooks = outbound::Hooks::new(edge.clone(), pool, metrics);
@@ -354,7 +366,7 @@ impl HostState {
             _ended: instance.guard(),
             instance,
             table: ResourceTable::new(),
-            wasi: WasiCtx::builder().inherit_stderr().build(),
+            wasi: WasiCtx::builder().inherit_stderr().envs(env).build(),
             http: WasiHttpCtx::new(),
             hooks,
             edge,
@@ -572,7 +584,7 @@ async fn call(
     mut watch: Option<limits::Watch>,
 ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
     let failed = |e: wasmtime::Error| Failure::Failed(anyhow::Error::from(e));
-    let mut state = HostState::new(edge, Some(pool), metrics);
+    let mut state = HostState::new(edge, Some(pool), metrics, &runtime.env);
     if let Some(watch) = &watch {
         state.hooks.report_sent(watch.sent.clone());
     }
@@ -609,6 +621,11 @@ async fn call(
         if handled.is_ok() {
             store.data().instance.returned();
         }
+        // The instance is torn down (its memory reset) when this task ends:
+        // first let the tasks it woke run, the one writing the response
+        // among them, so the reset is not between the origin's answer and
+        // the client.
+        tokio::task::yield_now().await;
         handled.map_err(|e| Stopped::Failed(anyhow::Error::from(e).context("component trapped")))
     });
     // Until the response head is here, a dropped future means the client
@@ -802,6 +819,12 @@ pub fn serve_per_core_with(
     limits: Limits,
 ) -> anyhow::Result<SocketAddr> {
     let gate = Arc::new(limits::Gate::new(limits));
+    // SO_REUSEPORT would let this edge share a port another process already
+    // listens on, each getting part of the traffic: probe with a plain bind
+    // first, so a taken port is an error as it is without SO_REUSEPORT.
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?);
+    }
     let mut addr = addr;
     for i in 0..threads.max(1) {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

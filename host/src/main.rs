@@ -13,6 +13,11 @@ use rollout_host::{
 };
 use tokio::net::TcpListener;
 
+// Every request allocates many small, short-lived objects (headers, wasi:http
+// resources, futures); mimalloc serves them from per-thread free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run the rollout edge component locally: wasi:http on a TCP port, Spin's
 /// key-value store and variables, outbound HTTP to allowed origins only.
 #[derive(Debug, Parser)]
@@ -32,13 +37,28 @@ struct Args {
     /// the environment works too, as with Spin.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// An environment variable the component sees, NAME=VALUE (repeatable);
+    /// the component sees no other (the edge component reads none: it takes
+    /// Spin variables).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
     /// An origin outbound requests may go to, scheme://host:port, or * for any (repeatable).
     #[arg(long = "allow-outbound", value_name = "ORIGIN")]
     allow_outbound: Vec<String>,
-    /// One single-threaded runtime and SO_REUSEPORT listener per core,
-    /// instead of one runtime shared by all cores: more requests per second
-    /// under load, more latency per request when idle (see BENCHMARKS.md).
+    /// Serving threads. Each runs its own single-threaded runtime and
+    /// SO_REUSEPORT listener, so a request, its origin connection and its
+    /// body streams stay on one thread. Default: one per core.
+    #[arg(long, value_name = "N", conflicts_with = "shared_runtime")]
+    threads: Option<std::num::NonZeroUsize>,
+    /// Serve with one work-stealing runtime shared by all cores instead:
+    /// connections are not tied to a thread, but every request wakes
+    /// threads across cores, which costs latency and about a third of the
+    /// throughput (see BENCHMARKS.md).
     #[arg(long)]
+    shared_runtime: bool,
+    /// One runtime per core is the default now; kept so that existing
+    /// command lines still start.
+    #[arg(long, hide = true, conflicts_with = "shared_runtime")]
     per_core: bool,
     /// Address for a second listener that serves Prometheus metrics at
     /// GET /metrics; without it no metrics are kept.
@@ -140,6 +160,16 @@ fn raise_open_files(limits: &Limits) {
     }
 }
 
+fn environment(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
+    args.env
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+            _ => bail!("--env {pair:?} must be NAME=VALUE"),
+        })
+        .collect()
+}
+
 fn variables(args: &Args) -> anyhow::Result<HashMap<String, String>> {
     let mut vars: HashMap<String, String> = std::env::vars()
         .filter_map(|(k, v)| Some((k.strip_prefix("SPIN_VARIABLE_")?.to_ascii_lowercase(), v)))
@@ -193,14 +223,18 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Arc::new(SqliteKv::open(path)?),
         None => Arc::new(MemoryKv::default()),
     };
-    let runtime = Arc::new(Runtime::load(&args.component)?);
+    let runtime = Arc::new(Runtime::load(&args.component)?.with_env(environment(&args)?));
     let edge = Arc::new(Edge {
         kv,
         variables,
         allow,
     });
     if args.per_core {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tracing::info!("--per-core is the default now; the flag changes nothing");
+    }
+    if !args.shared_runtime {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = args.threads.map_or(cores, |n| n.get());
         // This thread waits for ctrl-c and answers scrapes; the per-core
         // threads serve traffic.
         let signals = tokio::runtime::Builder::new_current_thread()
@@ -254,6 +288,21 @@ mod tests {
     fn the_limit_flags_default_to_the_library_defaults() {
         let args = Args::parse_from(["rollout-host"]);
         assert_eq!(args.limits.limits(), Limits::default());
+    }
+
+    #[test]
+    fn threads_default_to_one_runtime_per_core() {
+        let args = Args::parse_from(["rollout-host"]);
+        assert!(!args.shared_runtime);
+        assert_eq!(args.threads, None);
+        let args = Args::parse_from(["rollout-host", "--threads", "3"]);
+        assert_eq!(args.threads.map(|n| n.get()), Some(3));
+        assert!(Args::try_parse_from(["rollout-host", "--threads", "0"]).is_err());
+        assert!(
+            Args::try_parse_from(["rollout-host", "--threads", "2", "--shared-runtime"]).is_err()
+        );
+        // Old command lines still start.
+        assert!(Args::try_parse_from(["rollout-host", "--per-core"]).is_ok());
     }
 
     #[test]

@@ -827,6 +827,29 @@ async fn metrics_count_every_response_and_origin_request_by_arm_and_a_dead_origi
     assert_eq!(n("rollout_edge_config_version"), 2);
 }
 
+#[tokio::test]
+async fn a_second_edge_cannot_take_a_port_a_per_core_edge_serves() {
+    // SO_REUSEPORT lets sockets share a port; a second edge started on the
+    // same port by mistake must fail, not take part of the traffic.
+    let edge = || {
+        let setup = EdgeSetup {
+            bootstrap: None,
+            allow: Vec::new(),
+        };
+        Arc::new(test_edge(setup, Arc::new(MemoryKv::default())))
+    };
+    // These threads serve until the test binary exits.
+    let addr =
+        rollout_host::serve_per_core(runtime(), edge(), "127.0.0.1:0".parse().expect("addr"), 2)
+            .expect("the first edge starts");
+    let second =
+        rollout_host::serve_per_core(runtime(), edge(), addr, 2).expect_err("the port is taken");
+    assert!(
+        format!("{second:#}").contains(&format!("binding {addr}")),
+        "{second:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_core_threads_count_into_one_shared_metrics() {
     let (old, new) = (Origin::start("old").await, Origin::start("new").await);
