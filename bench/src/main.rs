@@ -26,6 +26,14 @@ struct Args {
     /// The edge component (release build).
     #[arg(long, default_value = rollout_host::COMPONENT_PATH)]
     component: PathBuf,
+    /// The pass-through component (release build): the edge hop's wasi:http
+    /// floor.
+    #[arg(long, default_value = hop::PASSTHROUGH_PATH)]
+    passthrough: PathBuf,
+    /// `wasmtime` (wasmtime-cli 48.0.8) for the edge hop's `wasmtime serve`
+    /// path; default: target/bench-tools/bin/wasmtime, else PATH.
+    #[arg(long, env = "WASMTIME")]
+    wasmtime: Option<PathBuf>,
     /// Where `rollout-host` and `rollout` are; default: next to this binary.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -44,7 +52,8 @@ struct Args {
 enum Section {
     /// bucket and decide(), native and in the component.
     Decision,
-    /// The edge hop against a direct request and nginx, under wrk.
+    /// The edge hop against a direct request, nginx, HAProxy and other
+    /// wasi:http hosts, under wrk.
     Hop,
     /// Pushes to many edges, some of them down.
     Propagation,
@@ -97,13 +106,22 @@ async fn main() -> anyhow::Result<()> {
                         rounds: 1,
                     }
                 } else {
+                    // 2 loads × 5 rounds × up to 9 paths × 3 s: 4.5 min of
+                    // wrk with Spin installed, 3.5 min without.
                     hop::Plan {
                         loads: vec![(1, 1), (2, 32)],
-                        seconds: 5,
-                        rounds: 3,
+                        seconds: 3,
+                        rounds: 5,
                     }
                 };
-                hop::run(&host_bin, &args.component, &plan).await?
+                let peers = hop::Peers {
+                    host_bin: host_bin.clone(),
+                    router: args.component.clone(),
+                    passthrough: args.passthrough.clone(),
+                    wasmtime: args.wasmtime.clone(),
+                    spin_manifest: PathBuf::from("spin.toml"),
+                };
+                hop::run(&peers, &plan).await?
             }
             Section::Propagation => {
                 let plan = if args.smoke {
@@ -113,6 +131,15 @@ async fn main() -> anyhow::Result<()> {
                         down: 2,
                         cycles: 1,
                         pushes_while_down: 2,
+                        fleets: const {
+                            &[
+                                propagation::Fleet::wasm(2),
+                                propagation::Fleet::wasm(5),
+                                propagation::Fleet::native(5),
+                                propagation::Fleet::native(10),
+                            ]
+                        },
+                        fleet_pushes: 2,
                     }
                 } else {
                     propagation::Plan {
@@ -121,6 +148,15 @@ async fn main() -> anyhow::Result<()> {
                         down: 5,
                         cycles: 4,
                         pushes_while_down: 5,
+                        fleets: const {
+                            &[
+                                propagation::Fleet::wasm(10),
+                                propagation::Fleet::wasm(100),
+                                propagation::Fleet::native(100),
+                                propagation::Fleet::native(1000),
+                            ]
+                        },
+                        fleet_pushes: 100,
                     }
                 };
                 propagation::run(&runtime, &rollout_bin, plan).await?

@@ -3,6 +3,11 @@
 //! with one `rollout serve`; pushes timed from the API call to the last ACK
 //! and until a request through every edge shows the new version. Then the
 //! same with some edges down, and the time to reconcile them once back.
+//! Last, push time by fleet size: a control service of its own for each
+//! fleet (10 and 100 rollout-host edges running the component; 100 and
+//! 1 000 native edges running core's push rule without Wasm, see [`native`]).
+
+mod native;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
-use rollout_host::{AllowList, Edge, KvBackend, RunningEdge, Runtime, SqliteKv};
+use rollout_host::{AllowList, Edge, KvBackend, MemoryKv, RunningEdge, Runtime, SqliteKv};
 use serde_json::{Value, json};
 
 use crate::procs::{Child, Origin, Scratch, spawn_listening};
@@ -38,6 +43,39 @@ pub struct Plan {
     pub cycles: usize,
     /// Pushes per cycle while the group is down.
     pub pushes_while_down: usize,
+    /// Fleets timed for the fleet-size rows, each with its own control service.
+    pub fleets: &'static [Fleet],
+    /// Pushes timed per fleet.
+    pub fleet_pushes: usize,
+}
+
+/// One fleet of the fleet-size rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Fleet {
+    /// How many edges.
+    pub edges: usize,
+    /// Native edges ([`native::NativeEdge`]: core's push rule, no Wasm, an
+    /// in-memory store) rather than rollout-host edges running the
+    /// component with SQLite stores, as the rows above.
+    pub native: bool,
+}
+
+impl Fleet {
+    /// `edges` rollout-host edges running the component.
+    pub const fn wasm(edges: usize) -> Fleet {
+        Fleet {
+            edges,
+            native: false,
+        }
+    }
+
+    /// `edges` native edges.
+    pub const fn native(edges: usize) -> Fleet {
+        Fleet {
+            edges,
+            native: true,
+        }
+    }
 }
 
 /// One edge: its store outlives the process serving it, as a restart would.
@@ -181,7 +219,12 @@ impl Control {
             if start.elapsed() > LIMIT {
                 bail!("edges did not all ACK version {version} within {LIMIT:?}");
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Every 5 ms up to 100 edges; less often for more, so that
+            // listing them all does not take the control service's time
+            // from the fan-out it times (the figure comes from the ACK
+            // times it recorded, not from when this loop sees them).
+            let every = u64::try_from(urls.len() / 20).unwrap_or(u64::MAX).max(5);
+            tokio::time::sleep(Duration::from_millis(every)).await;
         }
     }
 }
@@ -495,7 +538,150 @@ pub async fn run(
             spread(&rprobe),
         ));
     }
+    // The fleets below have their own edges and control services.
+    drop(control);
+    drop(edges);
+    for &fleet in plan.fleets {
+        rows.push(fleet_row(runtime, rollout_bin, &old, &new, fleet, plan.fleet_pushes).await?);
+    }
     Ok(rows)
+}
+
+/// `1 000` for 1000: the figures' own spelling.
+fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Push time by fleet size: `fleet`'s edges registered with a control
+/// service of their own (its defaults, as above: fan-out to every edge at
+/// once), `pushes` set-weights each timed from the API call to the last
+/// ACK. Nothing else runs meanwhile: no requests through the edges, so the
+/// rows compare fleets, not probes.
+async fn fleet_row(
+    runtime: &Arc<Runtime>,
+    rollout_bin: &Path,
+    old: &Origin,
+    new: &Origin,
+    fleet: Fleet,
+    pushes: usize,
+) -> anyhow::Result<Row> {
+    let n = fleet.edges;
+    // Each edge is a listener and a connection from control in this
+    // process, and a connection in control's (which inherits the limit).
+    let files = raise_open_files();
+    let needed = 2 * n as u64 + 256;
+    if files < needed {
+        bail!("a fleet of {n} edges needs about {needed} open files; the limit is {files}");
+    }
+    let scratch = Scratch::new(&format!("fleet-{n}"))?;
+    let public_key = rollout_tests::secret().public_key().to_string();
+    let mut wasm = Vec::new();
+    let mut natives = Vec::new();
+    let mut addrs = Vec::with_capacity(n);
+    for i in 0..n {
+        if fleet.native {
+            let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+            let edge = native::NativeEdge::start(kv, public_key.clone()).await?;
+            addrs.push(edge.addr);
+            natives.push(edge);
+        } else {
+            let kv: Arc<dyn KvBackend> =
+                Arc::new(SqliteKv::open(&scratch.0.join(format!("edge-{i}.sqlite")))?);
+            let running = RunningEdge::start(
+                runtime.clone(),
+                edge_setup(kv, old, new)?,
+                "127.0.0.1:0".parse()?,
+            )
+            .await?;
+            addrs.push(running.addr);
+            wasm.push(running);
+        }
+    }
+    let control = Control::start(rollout_bin, &scratch.0).await?;
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let added: Vec<anyhow::Result<Value>> = futures_util::stream::iter(&urls)
+        .map(|url| {
+            control.call(
+                reqwest::Method::POST,
+                "/v1/edges",
+                ADMIN,
+                Some(json!({"url": url})),
+            )
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for a in added {
+        a?;
+    }
+    let mut version = control
+        .commit(json!({"expected_version": 0, "reason": "bench start",
+            "config": one_route(old, new, 0.0)}))
+        .await?;
+    control.acked(&urls, version).await?;
+    let mut ack = Vec::with_capacity(pushes);
+    for i in 0..pushes {
+        let called = now_ms();
+        version = control
+            .commit(json!({"expected_version": version, "reason": "bench",
+                "patch": {"op": "set_weight", "route": "web", "percent": weight(i)}}))
+            .await?;
+        let (last_ack, _) = control.acked(&urls, version).await?;
+        ack.push((last_ack - called).max(0.0) / 1e3);
+    }
+    let ack = Spread::of(&mut ack).context("no pushes")?;
+    let edges = if fleet.native {
+        format!(
+            "{} native in-process edges (real push rule, no Wasm)",
+            count(n)
+        )
+    } else {
+        format!(
+            "{} rollout-host edges (the component, SQLite stores)",
+            count(n)
+        )
+    };
+    Ok(Row::info(
+        SECTION,
+        format!(
+            "fleet size: push to {edges}: API call → last ACK ({} pushes; control's fan-out as shipped: every edge at once)",
+            ack.n
+        ),
+        spread(&ack),
+    ))
+}
+
+/// Raises the soft limit on open files to the hard limit, as rollout-host
+/// does: a fleet of 1 000 edges is over 2 000 open sockets in this process
+/// and over 1 000 in the control service it starts. The limit now.
+fn raise_open_files() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    // `None` is unlimited; Linux still caps open files (fs.nr_open).
+    let current = current.unwrap_or(u64::MAX);
+    let target = maximum.unwrap_or(1 << 20);
+    if current >= target {
+        return current;
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => target,
+        Err(e) => {
+            eprintln!("rollout-bench: could not raise the open-file limit from {current}: {e}");
+            current
+        }
+    }
 }
 
 /// DESIGN's budget for a push: every edge ACKed within 200 ms p50, 1 s p99.

@@ -46,6 +46,23 @@ impl Row {
             section,
         }
     }
+
+    /// A budgeted figure that could not be measured (a tool is absent): the
+    /// budget without a verdict.
+    pub fn unmeasured(
+        section: &'static str,
+        what: impl Into<String>,
+        why: impl std::fmt::Display,
+        target: impl Into<String>,
+    ) -> Row {
+        Row {
+            what: what.into(),
+            figure: format!("not measured: {why}"),
+            target: Some(target.into()),
+            met: None,
+            section,
+        }
+    }
 }
 
 /// The table in Markdown.
