@@ -228,11 +228,17 @@ impl Fanout {
         let edges = self.store.edges()?;
         let now = Instant::now();
         let mut state = lock(&self.state);
-        for edge in edges {
-            let held = holds(edge.acked, current.applied());
-            if state.step(edge.id, held, current.version, now) == Step::Leave {
-                continue;
-            }
+        let lagging: Vec<EdgeRow> = edges
+            .into_iter()
+            .filter(|edge| {
+                let held = holds(edge.acked, current.applied());
+                state.step(edge.id, held, current.version, now) == Step::Push
+            })
+            .collect();
+        // What each is sent, in one transaction before any PUT goes out.
+        let ids: Vec<EdgeId> = lagging.iter().map(|e| e.id).collect();
+        record(self.store.record_sent(&ids, current.version));
+        for edge in lagging {
             // An older version still under way is superseded.
             if let Some(older) = state.in_flight.remove(&edge.id) {
                 older.task.abort();
@@ -255,7 +261,6 @@ impl Fanout {
 
     /// Pushes `signed` to one edge and records what came of it.
     async fn push_one(&self, edge: EdgeRow, id: u64, signed: &Signed) {
-        record(self.store.record_sent(edge.id, signed.version));
         let retries = Retries {
             count: self.opts.retries,
             backoff: self.opts.backoff,
@@ -294,8 +299,16 @@ impl Fanout {
         self.metrics
             .pushes
             .fetch_add(u64::from(pushed.attempts), Ordering::Relaxed);
+        self.settle(&edge, id, signed, pushed.answer);
+    }
+
+    /// Records what an edge made of push `id` of `signed`: its row, its
+    /// retry state, and the version's convergence when it was the last
+    /// edge to acknowledge it. Work of its own only: no read of the other
+    /// edges' rows.
+    fn settle(&self, edge: &EdgeRow, id: u64, signed: &Signed, answer: Answer) {
         let version = signed.version;
-        let next = match pushed.answer {
+        let next = match answer {
             Answer::Ack { held, latency_ms } => {
                 self.metrics.acks.fetch_add(1, Ordering::Relaxed);
                 record(self.store.record_ack(edge.id, held, latency_ms));
@@ -353,7 +366,7 @@ impl Fanout {
             }
         }
         if next == Next::Done {
-            self.converged(version);
+            self.converged(signed);
         }
     }
 
@@ -426,28 +439,33 @@ impl Fanout {
         futures_util::future::join_all(checks).await;
     }
 
-    /// Records the commit-to-last-ACK time once every edge holds `version`.
-    fn converged(&self, version: Version) {
-        let (Ok(Some(row)), Ok(edges)) = (self.store.version(version), self.store.edges()) else {
-            return;
-        };
-        let all = !edges.is_empty() && edges.iter().all(|e| holds(e.acked, row.applied()));
-        if !all {
+    /// Records the commit-to-last-ACK time once every edge holds `signed`
+    /// (called after each ACK of it). Whether every edge holds it is
+    /// counted by the store as the rows change, not read from every row:
+    /// one lookup per ACK, so a fan-out's work grows with the fleet, not
+    /// with its square.
+    fn converged(&self, signed: &Signed) {
+        let version = signed.version;
+        let held = self.store.holding(signed.applied());
+        if held.edges == 0 || !held.all() {
             return;
         }
+        let Ok(Some(issued_ms)) = self.store.issued_ms(version) else {
+            return;
+        };
         // The commit's own clock when this process made it; the wall clock
         // otherwise (a version committed before a restart).
         let since = lock(&self.commits).get(&version).copied();
         let ms = since.map_or_else(
-            || (now_ms() - row.issued_ms).max(0) as f64,
+            || (now_ms() - issued_ms).max(0) as f64,
             |at| at.elapsed().as_secs_f64() * 1000.0,
         );
-        if let Ok(true) = self.store.record_convergence(version, edges.len(), ms) {
+        if let Ok(true) = self.store.record_convergence(version, held.edges, ms) {
             self.metrics.observe_convergence(ms / 1000.0);
             lock(&self.commits).retain(|v, _| *v > version);
             tracing::info!(
                 "version {version} on all {} edges {ms:.1} ms after commit",
-                edges.len()
+                held.edges
             );
         }
     }
@@ -468,6 +486,123 @@ fn record(result: rusqlite::Result<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Keyring;
+    use crate::store::NewVersion;
+
+    /// A store in a directory of its own with `edges` edges and version 1
+    /// (issued `age_ms` ago) committed, and a fan-out over it.
+    fn fleet(name: &str, edges: usize, age_ms: i64) -> (std::path::PathBuf, Arc<Store>, Fanout) {
+        let dir = std::env::temp_dir().join(format!("rollout-push-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir.join("control.sqlite")).expect("store"));
+        for i in 0..edges {
+            store
+                .add_edge(&format!("http://edge-{i}.test"))
+                .expect("edge");
+        }
+        store
+            .commit(Version::NONE, "push", |_, _| {
+                let body = b"version 1".to_vec();
+                Ok::<_, std::convert::Infallible>(NewVersion {
+                    digest: rollout_core::Digest::of(&body),
+                    body,
+                    signature: "sig".into(),
+                    actor: "t".into(),
+                    reason: "r".into(),
+                    issued_at: "then".into(),
+                    issued_ms: now_ms() - age_ms,
+                })
+            })
+            .expect("v1");
+        let ring = Keyring::new(vec![rollout_core::SecretKey::from_seed([7; 32])]).expect("keys");
+        let fanout = Fanout::new(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            Keys::in_memory(ring),
+            PushOptions::default(),
+        )
+        .expect("fan-out");
+        (dir, store, fanout)
+    }
+
+    fn ack(signed: &Signed) -> Answer {
+        Answer::Ack {
+            held: signed.applied(),
+            latency_ms: 1.0,
+        }
+    }
+
+    /// 1 000 ACKs of a fan-out read no edge's row (whether every edge holds
+    /// the version is counted as the rows change), and the version is
+    /// recorded as converged at the last ACK, not before.
+    #[test]
+    fn acks_of_a_fan_out_to_1000_edges_read_no_other_edges_row() {
+        let (dir, store, fanout) = fleet("1000", 1000, 0);
+        let current = store.current().expect("read").expect("v1");
+        fanout.committed(current.version);
+        let signed = Signed::from(&current);
+        let edges = store.edges().expect("edges");
+        let read = store.edge_rows_read();
+        for (i, edge) in edges.iter().enumerate() {
+            assert_eq!(
+                store.convergence(current.version).expect("read"),
+                None,
+                "converged after {i} of 1000 ACKs"
+            );
+            fanout.settle(edge, i as u64, &signed, ack(&signed));
+        }
+        assert!(store.convergence(current.version).expect("read").is_some());
+        assert_eq!(store.edge_rows_read(), read, "edge rows read by 1000 ACKs");
+        let text = fanout.metrics.render(&crate::metrics::Gauges {
+            version: 1,
+            versions: 1,
+            edges: 1000,
+            edges_acked: 1000,
+            edges_unreachable: 0,
+            plans_by_phase: Vec::new(),
+            running: Vec::new(),
+        });
+        assert!(text.contains("rollout_convergence_seconds_count 1\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An edge that refuses or does not answer holds the version back
+    /// until it acknowledges; a version committed before this process
+    /// started is timed from its issue time.
+    #[test]
+    fn an_edge_that_refuses_or_is_silent_holds_convergence_back() {
+        let (dir, store, fanout) = fleet("behind", 3, 5_000);
+        let current = store.current().expect("read").expect("v1");
+        let signed = Signed::from(&current);
+        let edges = store.edges().expect("edges");
+        let nack = Answer::Nack {
+            held: None,
+            error: "signature does not verify".into(),
+        };
+        fanout.settle(&edges[0], 1, &signed, ack(&signed));
+        fanout.settle(&edges[1], 2, &signed, nack);
+        fanout.settle(&edges[2], 3, &signed, Answer::NoAnswer("timed out".into()));
+        assert_eq!(store.convergence(current.version).expect("read"), None);
+        {
+            let state = lock(&fanout.state);
+            assert!(state.confirmed.contains(&(edges[0].id, current.version)));
+            assert_eq!(
+                (state.backoff.get(&edges[1].id).map(|b| b.fails)),
+                Some(1),
+                "the refusal is retried"
+            );
+            assert!(state.backoff.contains_key(&edges[2].id), "so is silence");
+        }
+        fanout.settle(&edges[1], 4, &signed, ack(&signed));
+        assert_eq!(store.convergence(current.version).expect("read"), None);
+        fanout.settle(&edges[2], 5, &signed, ack(&signed));
+        let ms = store.convergence(current.version).expect("read");
+        assert!(
+            ms.is_some_and(|ms| ms >= 5_000.0),
+            "timed from its issue: {ms:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_backoff_holds_back_only_retries_of_the_version_that_failed() {

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rollout_api::{StartPlan, Version, holds};
+use rollout_api::{StartPlan, Version};
 use rollout_core::config::{OverrideDoc, Patch, RouteDoc};
 use rollout_core::plan::judge::Measurement;
 use rollout_core::plan::machine::{Action, Change, Command, EventKind, Input, Phase, PlanState};
@@ -272,8 +272,8 @@ impl Plans {
         let Some(current) = self.store.current()? else {
             return Ok(None);
         };
-        let edges = self.store.edges()?;
-        let all = edges.iter().all(|e| holds(e.acked, current.applied()));
+        // Counted by the store as edge rows change: no read of every row.
+        let all = self.store.holding(current.applied()).all();
         Ok(all.then_some(current.version))
     }
 

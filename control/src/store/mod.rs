@@ -5,8 +5,9 @@
 //! convergence time of each version and an audit of who did what live beside
 //! them.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -253,6 +254,78 @@ pub struct NewVersion {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// What the edge rows say each edge holds, counted: changed only while
+    /// `conn` is locked, in the same critical section as the rows, so it
+    /// is always what a read of every row would give.
+    holdings: Mutex<Holdings>,
+    /// Edge rows read by [`Store::edges`], for tests that pin how much a
+    /// fan-out reads.
+    #[cfg(test)]
+    edge_rows_read: std::sync::atomic::AtomicUsize,
+}
+
+/// What every registered edge holds, as its `edge_state` row says, and how
+/// many edges hold each version: "does every edge hold X" is one lookup,
+/// not a read of every row (which, after every ACK of a fan-out, made a
+/// push's work grow with the square of the fleet).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Holdings {
+    /// Every registered edge (with a state row) and what it holds.
+    by_edge: HashMap<EdgeId, Option<Applied>>,
+    /// How many edges hold each `(version, digest)`; no zero entries.
+    count: HashMap<(u64, Digest), usize>,
+}
+
+impl Holdings {
+    /// `edge` holds `now` (as the row reads back; see [`as_stored`]).
+    fn set(&mut self, edge: EdgeId, now: Option<Applied>) {
+        let before = self.by_edge.insert(edge, now);
+        self.uncount(before.flatten());
+        if let Some(a) = now {
+            *self.count.entry((a.version, a.digest)).or_default() += 1;
+        }
+    }
+
+    /// `edge` is no longer registered.
+    fn remove(&mut self, edge: EdgeId) {
+        let before = self.by_edge.remove(&edge);
+        self.uncount(before.flatten());
+    }
+
+    fn uncount(&mut self, held: Option<Applied>) {
+        let Some(a) = held else { return };
+        let key = (a.version, a.digest);
+        if let Some(n) = self.count.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.count.remove(&key);
+            }
+        }
+    }
+
+    fn of(rows: impl IntoIterator<Item = (EdgeId, Option<Applied>)>) -> Holdings {
+        let mut h = Holdings::default();
+        for (edge, held) in rows {
+            h.set(edge, held);
+        }
+        h
+    }
+}
+
+/// How many registered edges hold a version, and how many there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    /// Edges whose row says they hold it.
+    pub holding: usize,
+    /// Registered edges.
+    pub edges: usize,
+}
+
+impl Holding {
+    /// Whether every edge holds it (true when there are none).
+    pub fn all(&self) -> bool {
+        self.holding == self.edges
+    }
 }
 
 const VERSION_COLUMNS: &str =
@@ -312,6 +385,38 @@ fn held(version: Version, digest: Option<Digest>) -> Option<Applied> {
     })
 }
 
+/// What a row reads back as holding once `held` is written to it through
+/// [`held_columns`] (a version past `i64::MAX` is stored as `i64::MAX`;
+/// version 0 reads back as nothing).
+fn as_stored(held_now: Option<Applied>) -> Option<Applied> {
+    held_now.and_then(|h| {
+        held(
+            Version::new(sql(Version::new(h.version)) as u64),
+            Some(h.digest),
+        )
+    })
+}
+
+/// An edge's id and what it holds, from `id, acked_version, acked_digest`
+/// columns. A digest that does not parse counts as holding nothing: such a
+/// row makes [`Store::edges`] fail, and no version converges while it does.
+fn holder(r: &rusqlite::Row<'_>) -> rusqlite::Result<(EdgeId, Option<Applied>)> {
+    let digest = digest_at(r, 2).ok().flatten();
+    Ok((r.get(0)?, held(version_at(r, 1)?, digest)))
+}
+
+/// Every registered edge's id and what its row says it holds.
+fn holdings_in(conn: &Connection) -> rusqlite::Result<Holdings> {
+    let mut stmt = conn.prepare(
+        "SELECT e.id, s.acked_version, s.acked_digest
+         FROM edges e JOIN edge_state s ON s.edge_id = e.id",
+    )?;
+    let rows = stmt
+        .query_map([], holder)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Holdings::of(rows))
+}
+
 impl Store {
     /// Opens (creating on first start) the store at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
@@ -329,15 +434,51 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("creating the schema in {}", path.display()))?;
+        let holdings = holdings_in(&conn)
+            .with_context(|| format!("reading the edges in {}", path.display()))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            holdings: Mutex::new(holdings),
+            #[cfg(test)]
+            edge_rows_read: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (every
         // write is one transaction), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The counts of what edges hold. Lock it only while holding `conn`
+    /// to change it (after the statement that changed the rows succeeded),
+    /// so no reader sees it ahead of or behind the rows.
+    fn holdings(&self) -> MutexGuard<'_, Holdings> {
+        // Every change to it is whole before the lock is let go.
+        self.holdings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many registered edges hold `applied` (version and digest), and
+    /// how many edges there are: what a read of every edge row would say,
+    /// without reading them.
+    pub fn holding(&self, applied: Applied) -> Holding {
+        let h = self.holdings();
+        Holding {
+            holding: h
+                .count
+                .get(&(applied.version, applied.digest))
+                .copied()
+                .unwrap_or(0),
+            edges: h.by_edge.len(),
+        }
+    }
+
+    /// An edge's row now says it holds `held` (when `changed`: the
+    /// statement updated its row). Called with `conn` locked.
+    fn held_now(&self, edge: EdgeId, changed: usize, held_now: Option<Applied>) {
+        if changed == 1 {
+            self.holdings().set(edge, as_stored(held_now));
+        }
     }
 
     /// The newest version.
@@ -358,6 +499,18 @@ impl Store {
                 &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE version = ?1"),
                 [sql(n)],
                 version_row,
+            )
+            .optional()
+    }
+
+    /// When version `n` was issued (ms since the Unix epoch), without
+    /// reading its body.
+    pub fn issued_ms(&self, n: Version) -> rusqlite::Result<Option<i64>> {
+        self.conn()
+            .query_row(
+                "SELECT issued_ms FROM versions WHERE version = ?1",
+                [sql(n)],
+                |r| r.get(0),
             )
             .optional()
     }
@@ -477,16 +630,36 @@ impl Store {
             "INSERT OR IGNORE INTO edge_state (edge_id) SELECT id FROM edges WHERE url = ?1",
             [url],
         )?;
+        let row = tx
+            .query_row(
+                "SELECT e.id, s.acked_version, s.acked_digest
+                 FROM edges e JOIN edge_state s ON s.edge_id = e.id WHERE e.url = ?1",
+                [url],
+                holder,
+            )
+            .optional()?;
         tx.commit()?;
+        if let Some((edge, held_now)) = row {
+            self.holdings().set(edge, held_now);
+        }
         Ok(added)
     }
 
     /// Forgets an edge; false when it was not registered.
     pub fn remove_edge(&self, url: &str) -> rusqlite::Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM edges WHERE url = ?1", [url])?
-            == 1)
+        let conn = self.conn();
+        let removed = conn
+            .query_row(
+                "DELETE FROM edges WHERE url = ?1 RETURNING id",
+                [url],
+                |r| r.get::<_, EdgeId>(0),
+            )
+            .optional()?;
+        if let Some(edge) = removed {
+            // Its state row went with it (ON DELETE CASCADE).
+            self.holdings().remove(edge);
+        }
+        Ok(removed.is_some())
     }
 
     /// Every edge with its state, in registration order.
@@ -498,36 +671,63 @@ impl Store {
                     s.failing_since_ms, s.last_contact_ms, s.latency_ms
              FROM edges e JOIN edge_state s ON s.edge_id = e.id ORDER BY e.id",
         )?;
-        stmt.query_map([], |r| {
-            let nack_version: Option<i64> = r.get(6)?;
-            let nack_error: Option<String> = r.get(7)?;
-            Ok(EdgeRow {
-                id: r.get(0)?,
-                url: r.get(1)?,
-                sent_version: version_at(r, 2)?,
-                acked: held(version_at(r, 3)?, digest_at(r, 4)?),
-                reported_version: version_at(r, 5)?,
-                nack: nack_version
-                    .zip(nack_error)
-                    .map(|(v, e)| (Version::new(v.max(0) as u64), e)),
-                silent: r
-                    .get::<_, Option<String>>(8)?
-                    .zip(r.get::<_, Option<i64>>(9)?)
-                    .map(|(error, since_ms)| Silence { since_ms, error }),
-                last_contact_ms: r.get(10)?,
-                latency_ms: r.get(11)?,
-            })
-        })?
-        .collect()
+        let rows = stmt
+            .query_map([], |r| {
+                let nack_version: Option<i64> = r.get(6)?;
+                let nack_error: Option<String> = r.get(7)?;
+                Ok(EdgeRow {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    sent_version: version_at(r, 2)?,
+                    acked: held(version_at(r, 3)?, digest_at(r, 4)?),
+                    reported_version: version_at(r, 5)?,
+                    nack: nack_version
+                        .zip(nack_error)
+                        .map(|(v, e)| (Version::new(v.max(0) as u64), e)),
+                    silent: r
+                        .get::<_, Option<String>>(8)?
+                        .zip(r.get::<_, Option<i64>>(9)?)
+                        .map(|(error, since_ms)| Silence { since_ms, error }),
+                    last_contact_ms: r.get(10)?,
+                    latency_ms: r.get(11)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<EdgeRow>>>()?;
+        // The counts are kept beside the rows, never read from them: check
+        // they agree wherever the rows are read anyway (tests, debug builds).
+        debug_assert!(
+            *self.holdings() == Holdings::of(rows.iter().map(|e| (e.id, e.acked))),
+            "the counts of what edges hold differ from their rows"
+        );
+        #[cfg(test)]
+        self.edge_rows_read
+            .fetch_add(rows.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(rows)
     }
 
-    /// Notes that `version` is being sent to an edge.
-    pub fn record_sent(&self, edge: EdgeId, version: Version) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "UPDATE edge_state SET sent_version = ?2 WHERE edge_id = ?1",
-            params![edge, sql(version)],
-        )?;
-        Ok(())
+    /// Edge rows [`Store::edges`] has read so far.
+    #[cfg(test)]
+    pub(crate) fn edge_rows_read(&self) -> usize {
+        self.edge_rows_read
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes that `version` is being sent to each of `edges`: one
+    /// transaction for a whole round, not one per edge.
+    pub fn record_sent(&self, edges: &[EdgeId], version: Version) -> rusqlite::Result<()> {
+        if edges.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut update =
+                tx.prepare_cached("UPDATE edge_state SET sent_version = ?2 WHERE edge_id = ?1")?;
+            for edge in edges {
+                update.execute(params![edge, sql(version)])?;
+            }
+        }
+        tx.commit()
     }
 
     /// An edge acknowledged `applied`.
@@ -537,20 +737,23 @@ impl Store {
         applied: Applied,
         latency_ms: f64,
     ) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached(
+                "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
                 reported_version = MAX(reported_version, ?2), nack_version = NULL,
                 nack_error = NULL, last_error = NULL, failing_since_ms = NULL,
                 last_contact_ms = ?4, latency_ms = ?5
              WHERE edge_id = ?1",
-            params![
+            )?
+            .execute(params![
                 edge,
                 sql(Version::new(applied.version)),
                 applied.digest.to_string(),
                 now_ms(),
                 latency_ms
-            ],
-        )?;
+            ])?;
+        self.held_now(edge, changed, Some(applied));
         Ok(())
     }
 
@@ -564,37 +767,44 @@ impl Store {
         error: &str,
     ) -> rusqlite::Result<()> {
         let held = held_columns(holds);
-        self.conn().execute(
-            "UPDATE edge_state SET nack_version = ?2, nack_error = ?3,
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached(
+                "UPDATE edge_state SET nack_version = ?2, nack_error = ?3,
                 acked_version = ?4, acked_digest = ?5,
                 reported_version = MAX(reported_version, ?4), last_error = NULL,
                 failing_since_ms = NULL, last_contact_ms = ?6
              WHERE edge_id = ?1",
-            params![edge, sql(version), error, held.0, held.1, now_ms()],
-        )?;
+            )?
+            .execute(params![edge, sql(version), error, held.0, held.1, now_ms()])?;
+        self.held_now(edge, changed, holds);
         Ok(())
     }
 
     /// An edge reported holding `held`, not what it acknowledged.
     pub fn record_held(&self, edge: EdgeId, held: Option<Applied>) -> rusqlite::Result<()> {
         let (version, digest) = held_columns(held);
-        self.conn().execute(
-            "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached(
+                "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
                 reported_version = MAX(reported_version, ?2), last_contact_ms = ?4
              WHERE edge_id = ?1",
-            params![edge, version, digest, now_ms()],
-        )?;
+            )?
+            .execute(params![edge, version, digest, now_ms()])?;
+        self.held_now(edge, changed, held);
         Ok(())
     }
 
     /// A push got no answer.
     pub fn record_failure(&self, edge: EdgeId, error: &str) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "UPDATE edge_state SET last_error = ?2,
-                failing_since_ms = COALESCE(failing_since_ms, ?3)
-             WHERE edge_id = ?1",
-            params![edge, error, now_ms()],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE edge_state SET last_error = ?2,
+                    failing_since_ms = COALESCE(failing_since_ms, ?3)
+                 WHERE edge_id = ?1",
+            )?
+            .execute(params![edge, error, now_ms()])?;
         Ok(())
     }
 
@@ -851,6 +1061,99 @@ mod tests {
                 .is_err()
         );
         drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The counts of what edges hold follow every write that changes an
+    /// edge's row (ACK, refusal, a verify's finding, adding and removing
+    /// edges), read back as the rows do, and are rebuilt from the rows when
+    /// the store is opened again.
+    #[test]
+    fn what_edges_hold_is_counted_as_their_rows_change() {
+        let dir = std::env::temp_dir().join(format!("rollout-holdings-{}", std::process::id()));
+        let path = dir.join("control.sqlite");
+        let store = Store::open(&path).expect("opens");
+        let (d1, d2) = (Digest::of(b"one"), Digest::of(b"two"));
+        let (v1, v2) = (
+            Applied {
+                version: 1,
+                digest: d1,
+            },
+            Applied {
+                version: 2,
+                digest: d2,
+            },
+        );
+        let rows = |store: &Store| {
+            let edges = store.edges().expect("edges");
+            Holdings::of(edges.iter().map(|e| (e.id, e.acked)))
+        };
+        let count = |store: &Store, a| {
+            let h = store.holding(a);
+            (h.holding, h.edges)
+        };
+        assert!(store.holding(v1).all(), "no edges: nothing to wait for");
+        for url in ["http://a", "http://b", "http://c"] {
+            assert!(store.add_edge(url).expect("add"));
+        }
+        assert!(!store.add_edge("http://a").expect("add again"));
+        let ids: Vec<EdgeId> = store.edges().expect("edges").iter().map(|e| e.id).collect();
+        assert_eq!(count(&store, v1), (0, 3));
+        store.record_sent(&ids, Version::new(1)).expect("sent");
+        store.record_ack(ids[0], v1, 1.0).expect("ack");
+        store.record_ack(ids[1], v1, 1.0).expect("ack");
+        assert_eq!(count(&store, v1), (2, 3));
+        store.record_failure(ids[2], "timed out").expect("failure");
+        assert_eq!(count(&store, v1), (2, 3), "silence changes nothing held");
+        store
+            .record_nack(ids[2], Version::new(1), Some(v2), "holds a newer one")
+            .expect("nack");
+        assert_eq!((count(&store, v1), count(&store, v2)), ((2, 3), (1, 3)));
+        store.record_ack(ids[2], v1, 1.0).expect("ack");
+        assert!(store.holding(v1).all());
+        store.record_held(ids[1], None).expect("held");
+        assert_eq!(count(&store, v1), (2, 3), "it lost it");
+        // Read back as the rows read: version 0 is nothing; a version past
+        // what a row stores is what the row says.
+        store
+            .record_ack(
+                ids[1],
+                Applied {
+                    version: 0,
+                    digest: d2,
+                },
+                1.0,
+            )
+            .expect("ack");
+        let huge = Applied {
+            version: u64::MAX,
+            digest: d2,
+        };
+        store.record_held(ids[0], Some(huge)).expect("held");
+        assert_eq!(
+            count(
+                &store,
+                Applied {
+                    version: i64::MAX as u64,
+                    digest: d2
+                }
+            ),
+            (1, 3)
+        );
+        let read = rows(&store);
+        assert_eq!(*store.holdings(), read);
+        assert!(store.remove_edge("http://b").expect("remove"));
+        assert!(!store.remove_edge("http://b").expect("remove again"));
+        store
+            .record_ack(ids[1], v1, 1.0)
+            .expect("a removed edge's late ACK");
+        assert_eq!(count(&store, v1), (1, 2), "it left");
+        let read = rows(&store);
+        assert_eq!(*store.holdings(), read);
+        let counted = std::mem::take(&mut *store.holdings());
+        drop(store);
+        let again = Store::open(&path).expect("opens again");
+        assert_eq!(*again.holdings(), counted, "rebuilt from the rows");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
