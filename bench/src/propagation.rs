@@ -576,7 +576,7 @@ async fn fleet_row(
     let n = fleet.edges;
     // Each edge is a listener and a connection from control in this
     // process, and a connection in control's (which inherits the limit).
-    let files = raise_open_files();
+    let files = rollout_host::raise_open_file_limit();
     let needed = 2 * n as u64 + 256;
     if files < needed {
         bail!("a fleet of {n} edges needs about {needed} open files; the limit is {files}");
@@ -657,31 +657,6 @@ async fn fleet_row(
         ),
         spread(&ack),
     ))
-}
-
-/// Raises the soft limit on open files to the hard limit, as rollout-host
-/// does: a fleet of 1 000 edges is over 2 000 open sockets in this process
-/// and over 1 000 in the control service it starts. The limit now.
-fn raise_open_files() -> u64 {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
-    // `None` is unlimited; Linux still caps open files (fs.nr_open).
-    let current = current.unwrap_or(u64::MAX);
-    let target = maximum.unwrap_or(1 << 20);
-    if current >= target {
-        return current;
-    }
-    let raised = Rlimit {
-        current: Some(target),
-        maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => target,
-        Err(e) => {
-            eprintln!("rollout-bench: could not raise the open-file limit from {current}: {e}");
-            current
-        }
-    }
 }
 
 /// DESIGN's budget for a push: every edge ACKed within 200 ms p50, 1 s p99.

@@ -37,7 +37,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use kv::{KvBackend, MemoryKv, SqliteKv};
-pub use limits::{Limits, POOL_INSTANCES};
+pub use limits::{Limits, POOL_INSTANCES, raise_open_file_limit};
 pub use metrics::{Metrics, serve_metrics};
 pub use outbound::{AllowList, InvalidAllowEntry};
 

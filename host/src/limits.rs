@@ -578,3 +578,28 @@ pub(crate) fn cut_on_stall(
         .boxed_unsync()
     })
 }
+
+/// Raises this process's soft limit on open files to its hard limit (every
+/// client connection, and every connection to an origin, is a file), and
+/// returns the soft limit now in effect.
+pub fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    // `None` is unlimited; Linux still caps open files (fs.nr_open).
+    let current = current.unwrap_or(u64::MAX);
+    let target = maximum.unwrap_or(1 << 20);
+    if current >= target {
+        return current;
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => target,
+        Err(e) => {
+            tracing::warn!("could not raise the open-file limit from {current}: {e}");
+            current
+        }
+    }
+}

@@ -125,26 +125,7 @@ impl LimitArgs {
 /// connection, and every connection to an origin, is one. Warns when the
 /// connection cap cannot be reached under it.
 fn raise_open_files(limits: &Limits) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
-    // `None` is unlimited; Linux still caps open files (fs.nr_open).
-    let current = current.unwrap_or(u64::MAX);
-    let target = maximum.unwrap_or(1 << 20);
-    let files = if current < target {
-        let raised = Rlimit {
-            current: Some(target),
-            maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => target,
-            Err(e) => {
-                tracing::warn!("could not raise the open-file limit from {current}: {e}");
-                current
-            }
-        }
-    } else {
-        current
-    };
+    let files = rollout_host::raise_open_file_limit();
     // A served connection, an origin connection per instance, and a margin
     // for listeners, the store and the refused connections.
     let needed = limits
