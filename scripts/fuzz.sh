@@ -41,10 +41,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$sanitizer" ] || { [ "$mode" = replay ] && sanitizer=address || sanitizer=none; }
 
-rustup toolchain list | grep -q '^nightly' || {
-    echo "fuzz: cargo-fuzz needs the nightly toolchain (rustup toolchain install nightly)" >&2
-    exit 1
-}
+# cargo-fuzz needs the nightly toolchain; a fresh machine gets it here.
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]; then
     cargo install cargo-fuzz --version 0.13.2 --locked
 fi
