@@ -122,6 +122,10 @@ pub struct PlanState {
     pub reason: Option<String>,
     /// Running checks, by name.
     pub checks: BTreeMap<String, CheckState>,
+    /// What the next raise of the weight waits for: a run of a hook the
+    /// plan requires that has not finished yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
 }
 
 /// A person's command.
@@ -236,6 +240,20 @@ pub enum Input {
     },
     /// A firing alert names the route.
     Alert(String),
+    /// Where the runs of the hooks the plan requires stand.
+    Hooks(HookGate),
+}
+
+/// Where the runs of a plan's required hooks stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookGate {
+    /// Every one succeeded (or the plan requires none).
+    Open,
+    /// This one has not finished.
+    Waiting(String),
+    /// This one failed or timed out: the plan aborts.
+    Failed(String),
 }
 
 /// What kind of thing an event reports.
@@ -322,6 +340,7 @@ impl PlanState {
             held: None,
             reason: None,
             checks,
+            gate: None,
         }
     }
 
@@ -388,6 +407,12 @@ impl PlanState {
             },
             Input::Alert(alert) => {
                 self.abort(plan, format!("alert {alert} is firing"), true, &mut out);
+            }
+            Input::Hooks(HookGate::Open) => self.gate = None,
+            Input::Hooks(HookGate::Waiting(what)) => self.gate = Some(what),
+            Input::Hooks(HookGate::Failed(why)) => {
+                self.gate = None;
+                self.abort(plan, format!("required hook failed: {why}"), true, &mut out);
             }
         }
         self.drive(plan, now, &mut out);
@@ -546,6 +571,11 @@ impl PlanState {
             match step {
                 Step::SetWeight(w) => {
                     self.phase = Phase::Progressing;
+                    // A raise waits for the hooks the plan requires.
+                    let raise = self.weight.is_none_or(|now| *w > now);
+                    if !self.issued && raise && self.gate.is_some() {
+                        return;
+                    }
                     if !self.issued {
                         let total = plan.steps.len();
                         let reason = format!(

@@ -26,6 +26,8 @@ pub const MAX_PLAN_BYTES: usize = 64 * 1024;
 pub const MAX_STEPS: usize = 64;
 /// Most checks in a plan.
 pub const MAX_CHECKS: usize = 16;
+/// Most hooks a plan can require.
+pub const MAX_REQUIRED_HOOKS: usize = 16;
 /// Longest duration anywhere in a plan.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -63,6 +65,7 @@ pub struct Plan {
     pub(crate) progress_deadline: Duration,
     pub(crate) bake: Duration,
     pub(crate) dry_run: bool,
+    pub(crate) require_hooks: Vec<String>,
 }
 
 /// A validated step.
@@ -229,6 +232,10 @@ impl Plan {
     /// The bake after the last step.
     pub fn bake(&self) -> Duration {
         self.bake
+    }
+    /// The control service's hooks that must succeed before each raise.
+    pub fn require_hooks(&self) -> &[String] {
+        &self.require_hooks
     }
     /// Whether it only measures.
     pub fn dry_run(&self) -> bool {

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::judge::{Counts, Measurement, ProbeSample, Verdict, judge};
-use super::machine::{Action, Change, Command, EventKind, Input, Phase, PlanState};
+use super::machine::{Action, Change, Command, EventKind, HookGate, Input, Phase, PlanState};
 use super::*;
 
 fn plan(v: serde_json::Value) -> Plan {
@@ -735,4 +735,61 @@ fn a_version_changes_a_plans_weight_its_route_or_nothing() {
     );
     assert_eq!(Change::target(&before, "web", Some("beta")), Some(0.0));
     assert_eq!(Change::target(&before, "api", None), None);
+}
+
+#[test]
+fn a_raise_waits_for_required_hooks_and_a_failed_one_aborts_the_plan() {
+    let p = plan(json!({
+        "schema": 1,
+        "steps": [{"set_weight": 10}, {"set_weight": 5}, {"set_weight": 50}],
+        "require_hooks": ["restore-point"],
+    }));
+    assert_eq!(p.require_hooks(), ["restore-point"]);
+    let mut s = PlanState::start(&p, 0);
+    let waiting = || Input::Hooks(HookGate::Waiting("restore-point run 1".into()));
+    assert!(outputs(&s.advance(&p, 0, waiting())).is_empty(), "gated");
+    assert_eq!(s.gate.as_deref(), Some("restore-point run 1"));
+    assert!(outputs(&s.advance(&p, 1, Input::Tick)).is_empty(), "still");
+    assert_eq!(s.phase, Phase::Progressing);
+    assert_eq!(
+        outputs(&s.advance(&p, 2, Input::Hooks(HookGate::Open))),
+        ["set 10"]
+    );
+    s.advance(&p, 3, Input::Committed(Some(7)));
+    s.advance(&p, 3, waiting());
+    // Lowering the weight never waits.
+    assert_eq!(outputs(&s.advance(&p, 4, Input::Converged(7))), ["set 5"]);
+    assert!(outputs(&land(&p, &mut s, 5, 8)).is_empty(), "a raise waits");
+    assert_eq!((s.step, s.phase), (2, Phase::Progressing));
+    let out = s.advance(
+        &p,
+        7,
+        Input::Hooks(HookGate::Failed(
+            "restore-point run 2: exit status 1".into(),
+        )),
+    );
+    assert_eq!(outputs(&out), ["rollback"]);
+    assert_eq!(s.phase, Phase::Aborted);
+    assert!(
+        s.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("required hook failed: restore-point run 2"))
+    );
+    assert!(
+        outputs(&s.advance(&p, 8, Input::Hooks(HookGate::Open))).is_empty(),
+        "done is done"
+    );
+    // Names follow the rules of names, once each.
+    for (doc, want) in [
+        (json!(["Bad Name"]), "require_hooks[0]: must be 1-64"),
+        (json!(["a", "a"]), "require_hooks[1]: \"a\" is listed twice"),
+    ] {
+        let e = Plan::from_json(
+            json!({"schema": 1, "steps": [{"set_weight": 1}], "require_hooks": doc})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect_err("refused");
+        assert!(e.to_string().starts_with(want), "{e}");
+    }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::wire::{CheckDoc, PlanDoc, ProbeDoc, PrometheusDoc, StepDoc};
 use super::{
-    Check, CheckKind, Cmp, MAX_CHECKS, MAX_DURATION, MAX_STEPS, PLAN_SCHEMA, Plan, PlanError,
-    PlanProblem, Probe, PromRule, Prometheus, Step, defaults,
+    Check, CheckKind, Cmp, MAX_CHECKS, MAX_DURATION, MAX_REQUIRED_HOOKS, MAX_STEPS, PLAN_SCHEMA,
+    Plan, PlanError, PlanProblem, Probe, PromRule, Prometheus, Step, defaults,
 };
 use crate::weight::Weight;
 
@@ -69,6 +69,23 @@ pub(super) fn plan(doc: &PlanDoc) -> Result<Plan> {
         Some(d) => duration("bake", d, Duration::ZERO, MAX_DURATION)?,
         None => Duration::ZERO,
     };
+    if doc.require_hooks.len() > MAX_REQUIRED_HOOKS {
+        return Err(at(
+            "require_hooks",
+            PlanProblem::TooMany {
+                what: "hooks",
+                count: doc.require_hooks.len(),
+                limit: MAX_REQUIRED_HOOKS,
+            },
+        ));
+    }
+    for (i, n) in doc.require_hooks.iter().enumerate() {
+        let path = format!("require_hooks[{i}]");
+        name(&path, n)?;
+        if doc.require_hooks[..i].contains(n) {
+            return Err(at(path, PlanProblem::Duplicate(n.clone())));
+        }
+    }
     Ok(Plan {
         flag: doc.flag.clone(),
         steps,
@@ -77,6 +94,7 @@ pub(super) fn plan(doc: &PlanDoc) -> Result<Plan> {
         progress_deadline,
         bake,
         dry_run: doc.dry_run,
+        require_hooks: doc.require_hooks.clone(),
     })
 }
 

@@ -40,6 +40,14 @@ pub struct PlanDoc {
     /// weight.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dry_run: bool,
+    /// Hooks of the control service (`rollout serve --hooks`) that must
+    /// succeed before the plan raises its weight: every run of these
+    /// queued since the plan started (its `plan.start` run, and the
+    /// `version` runs of the versions it committed) must have succeeded;
+    /// one that fails or times out aborts the plan. Each must run on
+    /// `plan.start`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require_hooks: Vec<String>,
 }
 
 /// One step.
