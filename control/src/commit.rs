@@ -6,9 +6,10 @@ use rollout_api::Version;
 use rollout_core::config::PatchError;
 use rollout_core::{Config, ConfigDoc, ConfigError, Envelope, EnvelopeDoc, EnvelopeError};
 
+use crate::hooks::{HookEvent, Listeners};
 use crate::keys::{KeyError, Keyring};
 
-use crate::store::{CommitError, NewVersion, Tx, VersionRow, now_ms};
+use crate::store::{CommitError, NewHookRun, NewVersion, Tx, VersionRow, now_ms};
 use crate::time::format_ms;
 
 /// Why a new version was refused before anything was written.
@@ -64,13 +65,14 @@ pub struct Author<'a> {
 /// trust (declaring all of `keys` trusted from then on) and writes it as the next
 /// version (if `expected` is still current; `None`: whatever is). Then
 /// every running plan whose route it changed, and that did not make it,
-/// hears of it (see [`crate::plans::route_changed`]).
+/// hears of it (see [`crate::plans::route_changed`]), and the hooks on
+/// `version` are queued.
 pub fn commit_in(
     tx: &Tx<'_>,
     keys: &Keyring,
     expected: Option<Version>,
     author: &Author<'_>,
-    webhooks: &[String],
+    listeners: &Listeners,
     doc: impl FnOnce(Option<&VersionRow>) -> Result<ConfigDoc, Refusal>,
 ) -> Result<VersionRow, CommitError<Refusal>> {
     let mut configs = None;
@@ -107,7 +109,35 @@ pub fn commit_in(
         })
     })?;
     if let Some((before, after)) = configs {
-        crate::plans::route_changed(tx, before.as_ref(), &after, &row, author, webhooks)?;
+        crate::plans::route_changed(tx, before.as_ref(), &after, &row, author, listeners)?;
+        let routes = changed_routes(before.as_ref(), &after).join(",");
+        let run = NewHookRun {
+            event: HookEvent::Version.as_str(),
+            version: row.version,
+            plan: crate::plans::plan_of(author.actor),
+            route: &routes,
+            actor: author.actor,
+            reason: &author.reason,
+        };
+        listeners.queue(tx, HookEvent::Version, &run)?;
     }
     Ok(row)
+}
+
+/// The ids of the routes `after` adds, removes or changes.
+fn changed_routes(before: Option<&ConfigDoc>, after: &ConfigDoc) -> Vec<String> {
+    let empty = Vec::new();
+    let old = before.map_or(&empty, |c| &c.routes);
+    let mut ids: Vec<String> = Vec::new();
+    for r in &after.routes {
+        if old.iter().find(|o| o.id == r.id) != Some(r) {
+            ids.push(r.id.clone());
+        }
+    }
+    for o in old {
+        if !after.routes.iter().any(|r| r.id == o.id) {
+            ids.push(o.id.clone());
+        }
+    }
+    ids
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod commit;
 pub mod edge_client;
 pub mod events;
+pub mod hooks;
 pub mod input;
 pub mod keys;
 pub mod metrics;

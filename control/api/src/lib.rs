@@ -376,6 +376,74 @@ pub struct VersionView {
     /// The config document (absent in history pages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigDoc>,
+    /// The control service's hook runs that belong to it: those of its
+    /// commit, and those of plan events while it was current (a restore
+    /// point taken when a plan started, for one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRunView>,
+}
+
+/// Where a hook run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookStatus {
+    /// Not started yet.
+    Queued,
+    /// Started, not finished.
+    Running,
+    /// Exit status 0, or a 2xx answer.
+    Ok,
+    /// Another exit status or answer, or it could not be started.
+    Failed,
+    /// Stopped at its time limit.
+    Timeout,
+}
+
+impl HookStatus {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookStatus::Queued => "queued",
+            HookStatus::Running => "running",
+            HookStatus::Ok => "ok",
+            HookStatus::Failed => "failed",
+            HookStatus::Timeout => "timeout",
+        }
+    }
+
+    /// Whether it will not change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            HookStatus::Ok | HookStatus::Failed | HookStatus::Timeout
+        )
+    }
+}
+
+/// One run of a hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRunView {
+    /// Its id (`ROLLOUT_RUN` in the hook's environment).
+    pub id: i64,
+    /// The hook's name.
+    pub hook: String,
+    /// What caused it: `version`, `plan.start`, `plan.promote`,
+    /// `plan.abort` or `plan.fail`.
+    pub event: String,
+    /// The plan it belongs to, if any.
+    pub plan: Option<i64>,
+    /// Where it stands.
+    pub status: HookStatus,
+    /// What it said: its standard output (a restore point's name and LSN,
+    /// say) or, when it failed, why.
+    pub output: String,
+    /// When it was queued, RFC 3339.
+    pub queued_at: String,
+    /// When it finished, RFC 3339.
+    pub finished_at: Option<String>,
+    /// How many times it was started (more than once only when the
+    /// service stopped while it ran).
+    pub attempts: u32,
 }
 
 /// `GET /v1/versions` query.

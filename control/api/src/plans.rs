@@ -66,6 +66,9 @@ pub struct PlanView {
     pub weight: Option<f64>,
     /// Why it is held, if it is.
     pub held: Option<String>,
+    /// The run of a required hook its next raise waits for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_hook: Option<String>,
     /// Why it ended, if it was aborted or failed.
     pub reason: Option<String>,
     /// Seconds until the current pause, analysis or bake ends.

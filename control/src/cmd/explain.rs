@@ -33,6 +33,9 @@ struct Explained<'a> {
     reason: &'static str,
     flags: &'a [&'a str],
     why: &'a str,
+    /// The hook runs of the version (its database restore point, say).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    hooks: &'a [rollout_api::HookRunView],
 }
 
 pub(crate) async fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<(), Fail> {
@@ -95,6 +98,7 @@ pub(crate) async fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<(), Fail> {
             reason: d.reason.as_str(),
             flags: &d.flags,
             why: &why,
+            hooks: &v.hooks,
         });
     }
     println!(
@@ -113,5 +117,9 @@ pub(crate) async fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<(), Fail> {
     };
     println!("  flags on: {flags}");
     println!("  (an override header or cookie in a request can still force an arm)");
+    if !v.hooks.is_empty() {
+        println!("  hooks of version {}:", v.version);
+        super::history::print_hooks("    ", &v.hooks);
+    }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `rollout history`, `rollout diff` and `rollout audit`: what happened.
 
-use rollout_api::{HistoryQuery, Version, shorten};
+use rollout_api::{HistoryQuery, HookRunView, Version, shorten};
 use rollout_control::client::{Fail, exit};
 use serde::Serialize;
 use serde_json::Value;
@@ -56,11 +56,32 @@ pub(crate) async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Fail> {
             conv,
             shorten(&v.reason, SHOWN_CHARS)
         );
+        print_hooks("         ", &v.hooks);
     }
     if let Some(n) = page.next_before {
         println!("(older: --before {n})");
     }
     Ok(())
+}
+
+/// One line per hook run: what it is and what it said (a restore point,
+/// or why it failed).
+pub(crate) fn print_hooks(indent: &str, hooks: &[HookRunView]) {
+    for h in hooks {
+        let plan = h.plan.map_or_else(String::new, |p| format!(", plan {p}"));
+        let said = if h.output.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", shorten(&h.output.replace('\n', " | "), SHOWN_CHARS))
+        };
+        println!(
+            "{indent}hook {} ({}{plan}, run {}): {}{said}",
+            h.hook,
+            h.event,
+            h.id,
+            h.status.as_str()
+        );
+    }
 }
 
 #[derive(Serialize)]

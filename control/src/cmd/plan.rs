@@ -247,6 +247,9 @@ fn show(p: &PlanView) {
         .unwrap_or_default();
     let dry = if p.dry_run { " (dry run)" } else { "" };
     println!("{} on {what}{dry}{weight}{left}", headline(p));
+    if let Some(h) = &p.waiting_for_hook {
+        println!("  next raise waits for hook {}", shorten(h, 300));
+    }
     if let Some(h) = &p.held {
         println!("  held: {}", shorten(h, 300));
     }
@@ -348,6 +351,10 @@ pub(crate) struct CanaryArgs {
     /// Measure and say, never change a weight.
     #[arg(long)]
     dry_run: bool,
+    /// A hook of the control service (`serve --hooks`) that must succeed
+    /// before each raise of the weight (repeatable).
+    #[arg(long = "require-hook")]
+    require_hooks: Vec<String>,
     /// Why.
     #[arg(long)]
     reason: Option<Reason>,
@@ -362,6 +369,7 @@ fn canary_plan(args: &CanaryArgs) -> Result<PlanDoc, Fail> {
     Ok(PlanDoc {
         bake: args.bake.clone(),
         dry_run: args.dry_run,
+        require_hooks: args.require_hooks.clone(),
         ..doc
     })
 }
@@ -406,6 +414,7 @@ pub(crate) fn canary_doc(
         progress_deadline: None,
         bake: None,
         dry_run: false,
+        require_hooks: Vec::new(),
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rollout_control::auth::Tokens;
 use rollout_control::client::{Fail, exit};
 use rollout_control::events::Secret;
+use rollout_control::hooks::HookSet;
 use rollout_control::push::PushOptions;
 use rollout_control::service::ServeOptions;
 
@@ -55,6 +56,10 @@ pub(crate) struct ServeArgs {
     /// File holding the webhook signing secret (`whsec_<base64>`, as Standard Webhooks).
     #[arg(long, env = "ROLLOUT_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
+    /// Hooks file (JSON): commands or webhooks run after a version commits
+    /// and when a plan starts, is promoted, aborted or fails (docs/data.md).
+    #[arg(long, env = "ROLLOUT_HOOKS_FILE")]
+    hooks: Option<PathBuf>,
 }
 
 fn logging() {
@@ -91,7 +96,12 @@ pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
             ));
         }
     }
-    let webhook_secret = match (&args.webhook_secret_file, args.webhooks.is_empty()) {
+    let hooks = match &args.hooks {
+        Some(path) => HookSet::from_file(path).map_err(|e| Fail::new(exit::INVALID, e))?,
+        None => HookSet::default(),
+    };
+    let signed = args.webhooks.is_empty() && !hooks.has_urls();
+    let webhook_secret = match (&args.webhook_secret_file, signed) {
         (Some(path), _) => Some(
             read_text(path, MAX_KEY_LIKE_BYTES)?
                 .parse::<Secret>()
@@ -101,7 +111,7 @@ pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
         (None, false) => {
             return Err(Fail::new(
                 exit::INVALID,
-                "--webhook needs --webhook-secret-file: events are signed",
+                "--webhook and hooks with a url need --webhook-secret-file: their calls are signed",
             ));
         }
     };
@@ -120,6 +130,7 @@ pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
         unreachable_after: args.unreachable_after,
         webhooks: args.webhooks,
         webhook_secret,
+        hooks,
     };
     tokio::select! {
         served = rollout_control::service::serve(opts) => served.map_err(Fail::from),

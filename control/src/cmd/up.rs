@@ -314,6 +314,7 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         unreachable_after: Duration::from_secs(30),
         webhooks: Vec::new(),
         webhook_secret: None,
+        hooks: Default::default(),
     })?;
     let control = tokio::spawn(rollout_control::service::serve_on(app, listener));
 

@@ -18,10 +18,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rollout_api::HookStatus;
 use rollout_api::{StartPlan, Version};
 use rollout_core::config::{OverrideDoc, Patch, RouteDoc};
 use rollout_core::plan::judge::Measurement;
-use rollout_core::plan::machine::{Action, Change, Command, EventKind, Input, Phase, PlanState};
+use rollout_core::plan::machine::{
+    Action, Change, Command, EventKind, HookGate, Input, Phase, PlanState,
+};
 use rollout_core::plan::{CheckKind, MAX_PLAN_BYTES, Plan, PlanDoc, PlanError};
 use rollout_core::{ConfigDoc, SecretKey, Weight};
 use sha2::Digest as _;
@@ -30,9 +33,10 @@ pub use view::{event_view, plan_view};
 
 use crate::commit::{Author, Refusal, commit_in, envelope_of};
 use crate::events::Events;
+use crate::hooks::{HookEvent, Listeners};
 use crate::keys::Keys;
 use crate::push::Fanout;
-use crate::store::{CommitError, PlanId, PlanRow, Store, Tx, VersionRow, now_ms};
+use crate::store::{CommitError, NewHookRun, PlanId, PlanRow, Store, Tx, VersionRow, now_ms};
 
 /// A probe sampler's key: the plan, the check, and when this run of the
 /// check started (a retried plan gets fresh samplers).
@@ -130,11 +134,12 @@ pub struct Plans {
     keys: Arc<Keys>,
     fanout: Arc<Fanout>,
     events: Arc<Events>,
-    webhooks: Vec<String>,
+    listeners: Listeners,
     probe_token: ProbeToken,
     http: reqwest::Client,
     samplers: Mutex<HashMap<SamplerKey, probe::Sampler>>,
-    wake: tokio::sync::Notify,
+    /// Told of anything that may move a plan (also by the hook runner).
+    wake: Arc<tokio::sync::Notify>,
     /// One plan transition at a time.
     lock: tokio::sync::Mutex<()>,
 }
@@ -146,10 +151,12 @@ impl Plans {
         keys: Arc<Keys>,
         fanout: Arc<Fanout>,
         events: Arc<Events>,
+        listeners: Listeners,
+        wake: Arc<tokio::sync::Notify>,
     ) -> Result<Plans, reqwest::Error> {
         Ok(Plans {
             probe_token: ProbeToken::from_key(keys.current().first()),
-            webhooks: events.urls().to_vec(),
+            listeners,
             store,
             keys,
             fanout,
@@ -158,14 +165,14 @@ impl Plans {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             samplers: Mutex::default(),
-            wake: tokio::sync::Notify::new(),
+            wake,
             lock: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// The webhooks events go to.
-    pub fn webhooks(&self) -> &[String] {
-        &self.webhooks
+    /// Who hears of what plans and versions do.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
     }
 
     /// The probe token.
@@ -419,7 +426,7 @@ impl Plans {
             &self.keys.current(),
             None,
             &author,
-            &self.webhooks,
+            &self.listeners,
             |_| {
                 let mut doc = config.clone();
                 if let Some(r) = doc.routes.iter_mut().find(|r| r.id == route) {
@@ -450,6 +457,7 @@ impl Plans {
         let row = self.store.write(|tx| {
             let resolved = req.plan.resolve(|name| tx.template(name).ok().flatten())?;
             let plan = Plan::try_from(&resolved)?;
+            self.check_hooks(&plan)?;
             let current = tx.current()?.ok_or_else(|| {
                 PlanFailure::invalid(
                     "route",
@@ -502,9 +510,72 @@ impl Plans {
         said: &str,
         version: Option<Version>,
     ) -> Result<PlanRow, PlanFailure> {
-        tx.log_event(id, EventKind::Step, said, version, &self.webhooks)?;
-        tx.plan(id)?
-            .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
+        tx.log_event(id, EventKind::Step, said, version, &self.listeners.webhooks)?;
+        let row = tx
+            .plan(id)?
+            .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))?;
+        queue_plan_hooks(
+            tx,
+            &self.listeners,
+            &row,
+            HookEvent::PlanStart,
+            &row.actor,
+            said,
+        )?;
+        Ok(row)
+    }
+
+    /// Whether this service has the hooks `plan` requires.
+    fn check_hooks(&self, plan: &Plan) -> Result<(), PlanFailure> {
+        self.listeners
+            .hooks
+            .check_required(plan.require_hooks())
+            .map_err(|(field, message)| PlanFailure::Invalid {
+                message,
+                field: Some(field),
+            })
+    }
+
+    /// Where the runs of the hooks plan `id` requires stand.
+    fn hook_gate(
+        &self,
+        tx: &Tx<'_>,
+        id: PlanId,
+        required: &[String],
+    ) -> rusqlite::Result<HookGate> {
+        if let Some(n) = required
+            .iter()
+            .find(|n| self.listeners.hooks.get(n).is_none())
+        {
+            return Ok(HookGate::Failed(format!(
+                "{n}: this service has no such hook (rollout serve --hooks)"
+            )));
+        }
+        let Some(runs) = tx.plan_hook_runs(id, required)? else {
+            return Ok(HookGate::Failed(
+                "no plan.start run of the required hooks was queued".to_owned(),
+            ));
+        };
+        let about = |r: &crate::store::HookRunRow| {
+            format!(
+                "{} (run {}, {} of version {}): {}",
+                r.hook,
+                r.id,
+                r.event,
+                r.version,
+                r.status.as_str()
+            )
+        };
+        let failed = runs
+            .iter()
+            .find(|r| matches!(r.status, HookStatus::Failed | HookStatus::Timeout));
+        if let Some(r) = failed {
+            return Ok(HookGate::Failed(format!("{}: {}", about(r), r.output)));
+        }
+        Ok(match runs.iter().find(|r| !r.status.is_final()) {
+            Some(r) => HookGate::Waiting(about(r)),
+            None => HookGate::Open,
+        })
     }
 
     /// After a plan's transaction: push what it committed, deliver what it
@@ -568,6 +639,7 @@ impl Plans {
                 )));
             }
             let plan = Plan::try_from(&row.doc)?;
+            self.check_hooks(&plan)?;
             tx.save_plan(id, row.rev, &PlanState::start(&plan, now_ms()))?;
             committed = self.ready_probes(tx, id, &row.route, &plan)?;
             self.begun(tx, id, &format!("retried by {who}"), committed)
@@ -611,14 +683,23 @@ impl Plans {
                     committed.extend(v);
                     row.state.phase = Phase::Failed;
                     row.state.reason = Some(why.clone());
-                    tx.log_event(id, EventKind::Fail, &why, v, &self.webhooks)?;
+                    tx.log_event(id, EventKind::Fail, &why, v, &self.listeners.webhooks)?;
                     tx.save_plan(id, row.rev, &row.state)?;
+                    queue_end_hooks(tx, &self.listeners, &row)?;
                     return tx
                         .plan(id)?
                         .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")));
                 }
             };
             let mut queue: VecDeque<Input> = inputs.into();
+            let was_running = !row.state.phase.is_terminal();
+            if was_running && !plan.require_hooks().is_empty() {
+                queue.push_front(Input::Hooks(self.hook_gate(
+                    tx,
+                    id,
+                    plan.require_hooks(),
+                )?));
+            }
             while let Some(input) = queue.pop_front() {
                 let measured = match &input {
                     Input::Measured { check, measurement } => {
@@ -655,12 +736,15 @@ impl Plans {
                             committed.extend(v);
                         }
                         Action::Event { kind, message } => {
-                            tx.log_event(id, kind, &message, version, &self.webhooks)?;
+                            tx.log_event(id, kind, &message, version, &self.listeners.webhooks)?;
                         }
                     }
                 }
             }
             tx.save_plan(id, row.rev, &row.state)?;
+            if was_running {
+                queue_end_hooks(tx, &self.listeners, &row)?;
+            }
             tx.plan(id)?
                 .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
         })?;
@@ -715,7 +799,7 @@ impl Plans {
             &self.keys.current(),
             None,
             &author,
-            &self.webhooks,
+            &self.listeners,
             |parent| {
                 let parent = parent.ok_or(Refusal::NothingToPatch)?;
                 let mut doc = envelope_of(parent)?.config;
@@ -730,7 +814,13 @@ impl Plans {
                 tracing::warn!("plan {}: {why}", row.id);
                 row.state.phase = Phase::Failed;
                 row.state.reason = Some(why.clone());
-                tx.log_event(row.id, EventKind::Fail, &why, None, &self.webhooks)?;
+                tx.log_event(
+                    row.id,
+                    EventKind::Fail,
+                    &why,
+                    None,
+                    &self.listeners.webhooks,
+                )?;
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -748,7 +838,7 @@ pub fn route_changed(
     after: &ConfigDoc,
     version: &VersionRow,
     author: &Author<'_>,
-    webhooks: &[String],
+    listeners: &Listeners,
 ) -> rusqlite::Result<()> {
     let actor = author.actor;
     for mut row in tx.running_plans(None)? {
@@ -774,12 +864,66 @@ pub fn route_changed(
         };
         for action in row.state.advance(&plan, now_ms(), input) {
             if let Action::Event { kind, message } = action {
-                tx.log_event(row.id, kind, &message, Some(version.version), webhooks)?;
+                tx.log_event(
+                    row.id,
+                    kind,
+                    &message,
+                    Some(version.version),
+                    &listeners.webhooks,
+                )?;
             }
         }
         tx.save_plan(row.id, row.rev, &row.state)?;
+        queue_end_hooks(tx, listeners, &row)?;
     }
     Ok(())
+}
+
+/// The plan whose actor `actor` is (`plan:<id>`), if it is one.
+pub fn plan_of(actor: &str) -> Option<PlanId> {
+    actor.strip_prefix("plan:")?.parse().ok()
+}
+
+/// In the transaction that ended plan `row` (as it is written): the hooks
+/// on its end; nothing when it has not ended.
+fn queue_end_hooks(tx: &Tx<'_>, listeners: &Listeners, row: &PlanRow) -> rusqlite::Result<()> {
+    let event = match row.state.phase {
+        Phase::Promoted => HookEvent::PlanPromote,
+        Phase::Aborted => HookEvent::PlanAbort,
+        Phase::Failed => HookEvent::PlanFail,
+        _ => return Ok(()),
+    };
+    let reason = row.state.reason.as_deref().unwrap_or("promoted");
+    queue_plan_hooks(
+        tx,
+        listeners,
+        row,
+        event,
+        &format!("plan:{}", row.id),
+        reason,
+    )
+}
+
+/// In plan `row`'s transaction: queues the hooks on `event` for it, with
+/// the version current then.
+fn queue_plan_hooks(
+    tx: &Tx<'_>,
+    listeners: &Listeners,
+    row: &PlanRow,
+    event: HookEvent,
+    actor: &str,
+    reason: &str,
+) -> rusqlite::Result<()> {
+    let version = tx.current()?.map_or(Version::NONE, |c| c.version);
+    let run = NewHookRun {
+        event: event.as_str(),
+        version,
+        plan: Some(row.id),
+        route: &row.route,
+        actor,
+        reason,
+    };
+    listeners.queue(tx, event, &run)
 }
 
 /// The header override probes can use on `route`, and whether it wants
@@ -840,6 +984,7 @@ pub fn check_template(name: &str, doc: &rollout_core::plan::CheckDoc) -> Result<
         progress_deadline: None,
         bake: None,
         dry_run: false,
+        require_hooks: Vec::new(),
     };
     Plan::try_from(&plan).map(drop).map_err(|e| {
         let field = e.path.replacen(&format!("checks.{name}"), "template", 1);

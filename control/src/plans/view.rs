@@ -57,6 +57,7 @@ pub fn plan_view(row: &PlanRow) -> PlanView {
         step_text,
         weight: s.weight.map(|w| w.percent()),
         held: s.held.clone(),
+        waiting_for_hook: s.gate.clone().filter(|_| !s.phase.is_terminal()),
         reason: s.reason.clone(),
         time_left_s: s
             .until_ms

@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{Caller, Denied, Role, Tokens};
 use crate::commit::Refusal;
 use crate::events::{Events, Secret};
+use crate::hooks::{HookSet, Hooks, Listeners};
 use crate::keys::Keys;
 use crate::metrics::{Gauges, Metrics, PlanGauge};
 use crate::plans::{PlanFailure, Plans};
@@ -56,8 +57,10 @@ pub struct ServeOptions {
     pub push: PushOptions,
     /// How long an edge may fail to answer before it is UNREACHABLE rather than STALE.
     pub unreachable_after: Duration,
-    /// What signs plan events.
+    /// What signs plan events (and hooks' webhook calls).
     pub webhook_secret: Option<Secret>,
+    /// The hooks run after commits and plan events.
+    pub hooks: HookSet,
 }
 
 /// Shared state of the service.
@@ -69,6 +72,7 @@ pub struct App {
     fanout: Arc<Fanout>,
     plans: Arc<Plans>,
     events: Arc<Events>,
+    hooks: Arc<Hooks>,
     metrics: Arc<Metrics>,
     unreachable_after: Duration,
 }
@@ -95,6 +99,19 @@ pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
         opts.keys.clone(),
         opts.push,
     )?);
+    let listeners = Listeners {
+        webhooks: opts.webhooks.clone(),
+        hooks: Arc::new(opts.hooks),
+        wake_hooks: Arc::default(),
+    };
+    // The hook runner wakes the plans that wait for a run.
+    let plans_wake = Arc::new(tokio::sync::Notify::new());
+    let hooks = Arc::new(Hooks::new(
+        store.clone(),
+        &listeners,
+        opts.webhook_secret.clone(),
+        plans_wake.clone(),
+    )?);
     let events = Arc::new(Events::new(
         store.clone(),
         opts.webhooks,
@@ -105,6 +122,8 @@ pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
         opts.keys.clone(),
         fanout.clone(),
         events.clone(),
+        listeners,
+        plans_wake,
     )?);
     Ok(Arc::new(App {
         store,
@@ -113,6 +132,7 @@ pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
         fanout,
         plans,
         events,
+        hooks,
         metrics,
         unreachable_after: opts.unreachable_after,
     }))
@@ -124,6 +144,7 @@ pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> anyho
         tokio::spawn(app.fanout.clone().run()),
         tokio::spawn(app.plans.clone().run()),
         tokio::spawn(app.events.clone().run()),
+        tokio::spawn(app.hooks.clone().run()),
     ];
     let served = axum::serve(listener, router(app)).await;
     for t in tasks {

@@ -4,18 +4,44 @@ use axum::Json;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use rollout_api::{
-    AdoptRequest, AtQuery, Change, CreateVersion, HistoryPage, HistoryQuery, RollbackRequest,
-    RollbackTarget, Version, VersionView, shorten,
+    AdoptRequest, AtQuery, Change, CreateVersion, HistoryPage, HistoryQuery, HookRunView,
+    RollbackRequest, RollbackTarget, Version, VersionView, shorten,
 };
 use rollout_core::{ConfigDoc, Envelope, SignatureHeader};
 
 use super::{ApiError, ApiResult, App, Authorized, Deployer, JsonBody, Reader};
 use crate::auth::Caller;
 use crate::commit::{Author, Refusal, commit_in, envelope_of};
-use crate::store::{AdoptRefusal, CommitError, VersionRow};
-use crate::time::parse_time;
+use crate::store::{AdoptRefusal, CommitError, HookRunRow, VersionRow};
+use crate::time::{format_ms, parse_time};
 
 fn view(app: &App, row: &VersionRow, with_config: bool) -> ApiResult<VersionView> {
+    let mut runs = app.store.hook_runs_between(row.version, row.version)?;
+    let hooks = runs.remove(&row.version).unwrap_or_default();
+    view_with(app, row, with_config, &hooks)
+}
+
+/// A hook run for the API.
+fn hook_view(r: &HookRunRow) -> HookRunView {
+    HookRunView {
+        id: r.id,
+        hook: r.hook.clone(),
+        event: r.event.clone(),
+        plan: r.plan,
+        status: r.status,
+        output: r.output.clone(),
+        queued_at: format_ms(r.queued_ms),
+        finished_at: r.result_ms.filter(|_| r.status.is_final()).map(format_ms),
+        attempts: r.attempts,
+    }
+}
+
+fn view_with(
+    app: &App,
+    row: &VersionRow,
+    with_config: bool,
+    hooks: &[HookRunRow],
+) -> ApiResult<VersionView> {
     let config = if with_config {
         Some(envelope_of(row).map_err(ApiError::Damaged)?.config)
     } else {
@@ -30,6 +56,7 @@ fn view(app: &App, row: &VersionRow, with_config: bool) -> ApiResult<VersionView
         issued_at: row.issued_at.clone(),
         converged_ms: app.store.convergence(row.version)?,
         config,
+        hooks: hooks.iter().map(hook_view).collect(),
     })
 }
 
@@ -82,9 +109,16 @@ pub(super) async fn history(
     let next_before = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.version))
         .flatten();
+    let mut runs = match (rows.last(), rows.first()) {
+        (Some(low), Some(high)) => app.store.hook_runs_between(low.version, high.version)?,
+        _ => Default::default(),
+    };
     let versions = rows
         .iter()
-        .map(|r| view(&app, r, false))
+        .map(|r| {
+            let hooks = runs.remove(&r.version).unwrap_or_default();
+            view_with(&app, r, false, &hooks)
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(HistoryPage {
         versions,
@@ -118,7 +152,7 @@ pub(super) fn commit(
             &app.keys.current(),
             expected,
             &author,
-            app.plans.webhooks(),
+            app.plans.listeners(),
             doc,
         )
     })?;

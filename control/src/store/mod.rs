@@ -15,8 +15,10 @@ use rollout_api::Version;
 use rollout_core::{Applied, Digest, MAX_VERSION};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
+mod hooks;
 mod plans;
 
+pub use hooks::{HookRunRow, NewHookRun};
 pub use plans::{CheckRow, EventRow, OutboxRow, PlanId, PlanRow};
 
 const SCHEMA: &str = "
@@ -433,6 +435,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(hooks::HOOK_SCHEMA))
             .with_context(|| format!("creating the schema in {}", path.display()))?;
         let holdings = holdings_in(&conn)
             .with_context(|| format!("reading the edges in {}", path.display()))?;
