@@ -460,7 +460,7 @@ impl Hooks {
         };
         if outcome.status != HookStatus::Ok {
             tracing::warn!(
-                "hook {} (run {}, {} of version {}): {}: {}",
+                "hook {} (run {}, {} at version {}): {}: {}",
                 run.hook,
                 run.id,
                 run.event,

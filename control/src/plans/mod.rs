@@ -558,7 +558,7 @@ impl Plans {
         };
         let about = |r: &crate::store::HookRunRow| {
             format!(
-                "{} (run {}, {} of version {}): {}",
+                "{} (run {}, {} at version {}): {}",
                 r.hook,
                 r.id,
                 r.event,
