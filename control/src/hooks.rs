@@ -48,6 +48,8 @@ pub const MAX_OUTPUT_BYTES: usize = 4096;
 /// Starts of one run before it counts as failed (each start after the
 /// first means the service stopped while it ran).
 pub const MAX_ATTEMPTS: u32 = 3;
+/// Runs at once; more wait their turn, oldest first.
+pub const MAX_RUNNING: usize = 16;
 /// Largest hooks file read.
 pub const MAX_FILE_BYTES: u64 = 256 * 1024;
 
@@ -420,11 +422,14 @@ impl Hooks {
                         None => self.store.last_hook_run().map_or(from, |last| last + 1),
                     };
                     for run in runs {
-                        let fresh = self
-                            .running
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(run.id);
+                        let fresh = {
+                            let mut running =
+                                self.running.lock().unwrap_or_else(|p| p.into_inner());
+                            if running.len() >= MAX_RUNNING {
+                                break;
+                            }
+                            running.insert(run.id)
+                        };
                         if fresh {
                             tokio::spawn(self.clone().run_one(run));
                         }
@@ -477,6 +482,8 @@ impl Hooks {
         );
         self.forget(run.id);
         self.finished.notify_one();
+        // A turn is free: the next queued run may start.
+        self.wake.notify_one();
     }
 
     fn record(
