@@ -155,6 +155,25 @@ async fn hook_failures_and_timeouts_show_in_history_and_never_delay_a_rollback()
             .any(|h| h["output"] == "restore_point=v3-web by ci"),
         "{explained}"
     );
+    // rollback --at T names the restore point of the config live at T.
+    let v2_at = control.get("/v1/versions/2").await["issued_at"]
+        .as_str()
+        .expect("issued_at")
+        .to_owned();
+    let back = control
+        .cli(
+            DEPLOY,
+            &["rollback", "--at", &v2_at, "--reason", "as of v2"],
+        )
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        back.contains("restoring the config of version 2")
+            && back.contains("hook point (version, run 5): ok: restore_point=v2-web by ci")
+            && back.contains("hook broken (version, run 6): failed: exit status: 3: boom"),
+        "{back}"
+    );
 }
 
 /// A plan with steps 20 % then 40 %, requiring `require`.
