@@ -321,14 +321,12 @@ pub enum Action {
 }
 
 impl PlanState {
-    /// A plan about to run its first step at `now`.
+    /// A plan about to run its first step at `now`. A plan that requires
+    /// hooks starts nothing, not even its checks' probes (which reach
+    /// new), until their `plan.start` runs succeeded.
     pub fn start(plan: &Plan, now: i64) -> PlanState {
-        let checks = plan
-            .background
-            .iter()
-            .filter_map(|n| Some((n.clone(), CheckState::new(now, plan.check(n)?.interval))))
-            .collect();
-        PlanState {
+        let gated = !plan.require_hooks.is_empty();
+        let mut state = PlanState {
             phase: Phase::Progressing,
             step: 0,
             step_started_ms: now,
@@ -339,9 +337,27 @@ impl PlanState {
             weight: None,
             held: None,
             reason: None,
-            checks,
-            gate: None,
+            checks: BTreeMap::new(),
+            gate: gated.then(|| "the plan.start runs of the hooks it requires".to_owned()),
+        };
+        if !gated {
+            state.start_checks(plan, now);
         }
+        state
+    }
+
+    fn start_checks(&mut self, plan: &Plan, now: i64) {
+        for n in &plan.background {
+            if let Some(c) = plan.check(n) {
+                self.checks
+                    .insert(n.clone(), CheckState::new(now, c.interval));
+            }
+        }
+    }
+
+    /// Whether the plan has not begun: nothing issued, no step done.
+    fn unbegun(&self) -> bool {
+        self.step == 0 && !self.issued && self.weight.is_none()
     }
 
     /// The checks to measure at `now`: running and due.
@@ -408,7 +424,12 @@ impl PlanState {
             Input::Alert(alert) => {
                 self.abort(plan, format!("alert {alert} is firing"), true, &mut out);
             }
-            Input::Hooks(HookGate::Open) => self.gate = None,
+            Input::Hooks(HookGate::Open) => {
+                // The first opening begins the plan, checks and all.
+                if self.gate.take().is_some() && self.unbegun() {
+                    self.start_checks(plan, now);
+                }
+            }
             Input::Hooks(HookGate::Waiting(what)) => self.gate = Some(what),
             Input::Hooks(HookGate::Failed(why)) => {
                 self.gate = None;
@@ -562,6 +583,10 @@ impl PlanState {
                     format!("{what} within the progress deadline of {limit}"),
                     out,
                 );
+                return;
+            }
+            if self.gate.is_some() && self.unbegun() {
+                self.phase = Phase::Progressing;
                 return;
             }
             let Some(step) = self.current(plan) else {

@@ -742,10 +742,17 @@ fn a_raise_waits_for_required_hooks_and_a_failed_one_aborts_the_plan() {
     let p = plan(json!({
         "schema": 1,
         "steps": [{"set_weight": 10}, {"set_weight": 5}, {"set_weight": 50}],
+        "checks": {"errors": {"probe": {"path": "/healthz"}}},
+        "background": ["errors"],
         "require_hooks": ["restore-point"],
     }));
     assert_eq!(p.require_hooks(), ["restore-point"]);
     let mut s = PlanState::start(&p, 0);
+    // Nothing begins before the hooks' plan.start runs: not even the probes,
+    // whose requests reach new.
+    assert!(s.gate.is_some() && s.checks.is_empty());
+    assert!(outputs(&s.advance(&p, 0, Input::Tick)).is_empty());
+    assert_eq!(s.due(MIN).count(), 0);
     let waiting = || Input::Hooks(HookGate::Waiting("restore-point run 1".into()));
     assert!(outputs(&s.advance(&p, 0, waiting())).is_empty(), "gated");
     assert_eq!(s.gate.as_deref(), Some("restore-point run 1"));
@@ -754,6 +761,10 @@ fn a_raise_waits_for_required_hooks_and_a_failed_one_aborts_the_plan() {
     assert_eq!(
         outputs(&s.advance(&p, 2, Input::Hooks(HookGate::Open))),
         ["set 10"]
+    );
+    assert!(
+        s.checks.contains_key("errors"),
+        "the checks start with the plan"
     );
     s.advance(&p, 3, Input::Committed(Some(7)));
     s.advance(&p, 3, waiting());
