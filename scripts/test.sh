@@ -5,11 +5,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
-if ! command -v prometheus >/dev/null; then
+# Debian packages the end-to-end tests run: a real Prometheus, and PostgreSQL
+# (control/tests/data.rs runs its server binaries from
+# /usr/lib/postgresql/<N>/bin, which is not on PATH). The postgresql package
+# creates a `main` cluster on port 5432 and may start it as a service; the
+# tests use clusters of their own on free ports and do not touch it.
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends prometheus
+    $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
     # Its own lock file pins a crate the registry lacks, so not --locked.

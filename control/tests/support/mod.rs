@@ -571,3 +571,4 @@ pub async fn put_envelope(edge: SocketAddr, body: Vec<u8>, signature: &str) -> (
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("json reply"))
 }
+pub mod pg;
