@@ -101,3 +101,23 @@ fn every_json_file_in_examples_parses() {
         }
     }
 }
+
+#[test]
+fn the_hooks_example_is_a_hooks_file_the_service_reads() {
+    use rollout_control::hooks::{HookAction, HookEvent, HookSet};
+
+    let path = examples().join("hooks.json");
+    let set = HookSet::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let point = set.get("pg-restore-point").expect("the restore point hook");
+    // Its program is found next to the file, as the service finds it.
+    let HookAction::Command(argv) = &point.action else {
+        panic!("a command: {point:?}")
+    };
+    assert!(
+        argv[0].ends_with("examples/hooks/pg-restore-point.sh") && Path::new(&argv[0]).is_file(),
+        "{argv:?}"
+    );
+    // A plan may require it: it runs on plan.start.
+    assert!(set.check_required(&["pg-restore-point".to_owned()]).is_ok());
+    assert!(point.on.contains(&HookEvent::Version));
+}
