@@ -110,18 +110,30 @@ pub fn commit_in(
     })?;
     if let Some((before, after)) = configs {
         crate::plans::route_changed(tx, before.as_ref(), &after, &row, author, listeners)?;
-        let routes = changed_routes(before.as_ref(), &after).join(",");
-        let run = NewHookRun {
-            event: HookEvent::Version.as_str(),
-            version: row.version,
-            plan: crate::plans::plan_of(author.actor),
-            route: &routes,
-            actor: author.actor,
-            reason: &author.reason,
-        };
-        listeners.queue(tx, HookEvent::Version, &run)?;
+        queue_version_hooks(tx, listeners, &row, before.as_ref(), &after)?;
     }
     Ok(row)
+}
+
+/// In the transaction that wrote version `row` (config `after`, following
+/// `before`): queues the hooks on `version`.
+pub fn queue_version_hooks(
+    tx: &Tx<'_>,
+    listeners: &Listeners,
+    row: &VersionRow,
+    before: Option<&ConfigDoc>,
+    after: &ConfigDoc,
+) -> rusqlite::Result<()> {
+    let routes = changed_routes(before, after).join(",");
+    let run = NewHookRun {
+        event: HookEvent::Version.as_str(),
+        version: row.version,
+        plan: crate::plans::plan_of(&row.actor),
+        route: &routes,
+        actor: &row.actor,
+        reason: &row.reason,
+    };
+    listeners.queue(tx, HookEvent::Version, &run)
 }
 
 /// The ids of the routes `after` adds, removes or changes.

@@ -415,33 +415,45 @@ impl Hooks {
         // Runs below `from` have all finished.
         let mut from = 0;
         loop {
-            match self.store.unfinished_hook_runs(from, 256) {
-                Ok(runs) => {
-                    from = match runs.first() {
-                        Some(r) => r.id,
-                        None => self.store.last_hook_run().map_or(from, |last| last + 1),
-                    };
-                    for run in runs {
-                        let fresh = {
-                            let mut running =
-                                self.running.lock().unwrap_or_else(|p| p.into_inner());
-                            if running.len() >= MAX_RUNNING {
-                                break;
-                            }
-                            running.insert(run.id)
-                        };
-                        if fresh {
-                            tokio::spawn(self.clone().run_one(run));
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!("reading queued hook runs: {e}"),
+            for run in self.due(&mut from) {
+                tokio::spawn(self.clone().run_one(run));
             }
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// The unfinished runs to start now, marked as running; moves `from`
+    /// past the runs that have all finished.
+    fn due(&self, from: &mut i64) -> Vec<HookRunRow> {
+        // Held across the read: a run that finishes records its result
+        // before it leaves the set, so the read sees it finished or the set
+        // still holds it. Never started twice.
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        // Read before the runs: every run up to `last` is in the read below.
+        let last = self.store.last_hook_run();
+        let runs = match (last, self.store.unfinished_hook_runs(*from, 256)) {
+            (Ok(last), Ok(runs)) => {
+                *from = runs.first().map_or(last + 1, |r| r.id);
+                runs
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("reading queued hook runs: {e}");
+                return Vec::new();
+            }
+        };
+        let mut start = Vec::new();
+        for run in runs {
+            if running.len() >= MAX_RUNNING {
+                break;
+            }
+            if running.insert(run.id) {
+                start.push(run);
+            }
+        }
+        start
     }
 
     async fn run_one(self: Arc<Self>, run: HookRunRow) {
@@ -514,21 +526,14 @@ impl Hooks {
         };
         let payload = payload(run);
         let limit = hook.timeout;
-        let work = async {
-            match &hook.action {
-                HookAction::Command(argv) => command(hook, argv, run, &payload).await,
-                HookAction::Http(url) => self.post(url, run, &payload).await,
+        match &hook.action {
+            HookAction::Command(argv) => command(hook, argv, run, &payload).await,
+            HookAction::Http(url) => {
+                match tokio::time::timeout(limit, self.post(url, run, &payload)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => timed_out(limit, ""),
+                }
             }
-        };
-        match tokio::time::timeout(limit, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome {
-                status: HookStatus::Timeout,
-                output: format!(
-                    "no result within {} (stopped)",
-                    humantime::format_duration(limit)
-                ),
-            },
         }
     }
 
@@ -552,9 +557,22 @@ impl Hooks {
             output,
         };
         match req.body(payload.to_owned()).send().await {
-            Ok(r) => {
+            Ok(mut r) => {
                 let status = r.status();
-                let body = r.bytes().await.unwrap_or_default();
+                let mut body = Vec::new();
+                loop {
+                    match r.chunk().await {
+                        Ok(Some(chunk)) => {
+                            let room = (4 * MAX_OUTPUT_BYTES).saturating_sub(body.len());
+                            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                            if room < chunk.len() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return failed(format!("reading the answer of {url}: {e}")),
+                    }
+                }
                 let text = clip_output(&body);
                 if status.is_success() {
                     Outcome {
@@ -623,8 +641,8 @@ async fn command(hook: &Hook, argv: &[String], run: &HookRunRow, payload: &str) 
     let group = child
         .id()
         .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-    // Kills the group when this future ends without the child having
-    // exited (the time limit dropped it), and any process it left behind.
+    // Kills the group when this future ends (the hook's time limit, or the
+    // service stopping), and any process the hook left behind.
     let _reaper = GroupKiller(group);
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that ignores its input may close it: not an error.
@@ -633,7 +651,18 @@ async fn command(hook: &Hook, argv: &[String], run: &HookRunRow, payload: &str) 
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return failed("no output pipes".to_owned());
     };
-    let (out, err, status) = tokio::join!(read_capped(stdout), read_capped(stderr), child.wait());
+    let out = Captured::start(stdout);
+    let err = Captured::start(stderr);
+    let status = match tokio::time::timeout(hook.timeout, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let said = err.take_now();
+            return timed_out(hook.timeout, &said);
+        }
+    };
+    // A process it left running may hold its output open: a moment to
+    // drain, then what was read is what it said.
+    let (out, err) = (out.finish().await, err.finish().await);
     match status {
         Ok(s) if s.success() => Outcome {
             status: HookStatus::Ok,
@@ -652,6 +681,65 @@ async fn command(hook: &Hook, argv: &[String], run: &HookRunRow, payload: &str) 
     }
 }
 
+/// A run stopped at its time limit, with the end of what it said.
+fn timed_out(limit: Duration, said: &str) -> Outcome {
+    let mut output = format!(
+        "no result within {} (stopped)",
+        humantime::format_duration(limit)
+    );
+    let said = said.trim();
+    if !said.is_empty() {
+        output.push_str(": ");
+        output.push_str(said);
+    }
+    Outcome {
+        status: HookStatus::Timeout,
+        output: clip_output(output.as_bytes()),
+    }
+}
+
+/// One output pipe read in its own task, the first bytes kept.
+struct Captured {
+    kept: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Captured {
+    fn start(mut r: impl AsyncRead + Unpin + Send + 'static) -> Captured {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let into = kept.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = r.read(&mut buf).await {
+                let mut kept = into.lock().unwrap_or_else(|p| p.into_inner());
+                let room = (4 * MAX_OUTPUT_BYTES).saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        });
+        Captured { kept, task }
+    }
+
+    /// What was read so far, as text.
+    fn take_now(&self) -> String {
+        self.task.abort();
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        clip_output(&kept)
+    }
+
+    /// Everything, or what came within a second.
+    async fn finish(mut self) -> Vec<u8> {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.task).await;
+        self.task.abort();
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 struct GroupKiller(Option<rustix::process::Pid>);
 
 impl Drop for GroupKiller {
@@ -659,21 +747,6 @@ impl Drop for GroupKiller {
         if let Some(pid) = self.0 {
             // The group may be gone already: nothing to do then.
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-/// Reads all of `r`, keeping the first [`MAX_OUTPUT_BYTES`] × 4.
-async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(n) => {
-                let room = (4 * MAX_OUTPUT_BYTES).saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
         }
     }
 }
@@ -829,6 +902,28 @@ mod tests {
             "{}",
             gone.output
         );
+        // A process left running that holds the output open does not turn
+        // a finished run into a timeout, nor lose what it printed.
+        let argv = ["sh", "-c", "sleep 30 & echo restore_point=x"];
+        let started = std::time::Instant::now();
+        let left = command(&hook(&argv, 10), &argv.map(String::from), &run, "").await;
+        assert_eq!(
+            (left.status, left.output.as_str()),
+            (HookStatus::Ok, "restore_point=x")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // A run stopped at its limit keeps what it said on stderr.
+        let argv = ["sh", "-c", "echo still waiting for the lock >&2; sleep 30"];
+        let late = command(&hook(&argv, 1), &argv.map(String::from), &run, "").await;
+        assert_eq!(late.status, HookStatus::Timeout);
+        assert_eq!(
+            late.output,
+            "no result within 1s (stopped): still waiting for the lock"
+        );
         // A grandchild (the shell's sleep) dies with the run at the limit.
         let marker = dir.join("survived");
         let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
@@ -842,6 +937,95 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(!marker.exists(), "the process group was killed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod runner_tests {
+    use super::*;
+    use crate::store::NewHookRun;
+
+    /// Runs queued while the runner polls are each run once: none skipped,
+    /// none started again after it finished.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_run_queued_under_load_is_run_exactly_once() {
+        let dir = std::env::temp_dir().join(format!("rollout-hooks-runner-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir.join("s.sqlite")).expect("open"));
+        let set = HookSet::from_json(
+            br#"{"hooks": [{"name": "quick", "on": ["version"], "command": ["true"]}]}"#,
+            Path::new("/"),
+        )
+        .expect("hooks");
+        let listeners = Listeners {
+            hooks: Arc::new(set),
+            ..Listeners::default()
+        };
+        let hooks =
+            Arc::new(Hooks::new(store.clone(), &listeners, None, Arc::default()).expect("runner"));
+        let runner = tokio::spawn(hooks.clone().run());
+        const RUNS: u64 = 300;
+        let writer = {
+            let (store, listeners) = (store.clone(), listeners.clone());
+            std::thread::spawn(move || {
+                for v in 1..=RUNS {
+                    let run = NewHookRun {
+                        event: "version",
+                        version: rollout_api::Version::new(v),
+                        plan: None,
+                        route: "web",
+                        actor: "ci",
+                        reason: "load",
+                    };
+                    store
+                        .write(|tx| listeners.queue(tx, HookEvent::Version, &run))
+                        .expect("queue");
+                    if v % 7 == 0 {
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                }
+            })
+        };
+        writer.join().expect("writer");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let all = loop {
+            let all = store
+                .hook_runs_between(
+                    rollout_api::Version::new(1),
+                    rollout_api::Version::new(RUNS),
+                )
+                .expect("runs");
+            let done = all
+                .values()
+                .flatten()
+                .filter(|r| r.status.is_final())
+                .count();
+            if done == RUNS as usize {
+                break all;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{done} of {RUNS} finished"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        runner.abort();
+        for runs in all.values() {
+            for r in runs {
+                assert_eq!(
+                    (r.status, r.attempts),
+                    (HookStatus::Ok, 1),
+                    "run {} ran once",
+                    r.id
+                );
+            }
+        }
+        assert_eq!(
+            store.hook_result_rows().expect("rows"),
+            2 * RUNS,
+            "one start, one end each"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

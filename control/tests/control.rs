@@ -599,7 +599,16 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     );
     assert!(s.arms(&keys(20)).await.iter().all(|a| a == "new"));
 
-    // Back up, the service sees edges ahead of it: they refuse its version 1.
+    // Back up (now with a hook on every version), the service sees edges
+    // ahead of it: they refuse its version 1.
+    let hooks = s.rig.scratch.path("hooks.json");
+    let hook = r#"{"hooks": [{"name": "point", "on": ["version"], "command": ["sh", "-c", "echo v$ROLLOUT_VERSION by $ROLLOUT_ACTOR"]}]}"#;
+    std::fs::write(&hooks, hook).expect("hooks file");
+    std::fs::write(
+        s.rig.scratch.path("serve-args"),
+        format!("--hooks\n{}\n", hooks.display()),
+    )
+    .expect("serve args");
     s.control.restart().await;
     let nacked = eventually(Duration::from_secs(10), || async {
         states(&s.control.status().await) == ["NACK", "NACK"]
@@ -636,6 +645,20 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
         "{adopted}"
     );
     assert_eq!(states(&s.control.converged().await), ["ACK", "ACK"]);
+    // A version like any other: its hooks ran.
+    let hooked = eventually(Duration::from_secs(10), || async {
+        let v = s.control.get("/v1/versions/2").await;
+        v["hooks"][0]["status"] == "ok"
+    })
+    .await;
+    let v2 = s.control.get("/v1/versions/2").await;
+    assert!(hooked, "the adopted version's hook ran: {v2}");
+    assert!(
+        v2["hooks"][0]["output"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("v2 by break-glass")),
+        "{v2}"
+    );
     let again = s
         .control
         .cli(DEPLOY, &["adopt", record.to_str().expect("utf-8")])

@@ -176,12 +176,7 @@ pub(crate) async fn rollback(ctx: &Ctx, args: RollbackArgs) -> Result<(), Fail> 
         (None, Some(t)) => RollbackTarget::At(rfc3339(&t)?),
         (None, None) => return Err(Fail::new(exit::INVALID, "give --to or --at")),
     };
-    // The version whose config comes back, for what its hooks recorded:
-    // the data restore point that matches, when a hook takes one.
-    let restored = match &target {
-        RollbackTarget::To(v) => ctx.api.version(*v).await?,
-        RollbackTarget::At(t) => ctx.api.at(t).await?,
-    };
+    let restored_at = target.clone();
     let req = RollbackRequest {
         expected_version: expected(ctx, args.write.expected).await?,
         target,
@@ -189,18 +184,33 @@ pub(crate) async fn rollback(ctx: &Ctx, args: RollbackArgs) -> Result<(), Fail> 
     };
     let version = ctx.api.rollback(&req).await?;
     if ctx.out == Output::Text {
-        println!(
-            "restoring the config of version {} ({}); traffic only: data is not rolled back",
-            restored.version, restored.issued_at
-        );
-        if restored.hooks.is_empty() {
-            println!(
-                "  no hook recorded anything for version {}",
-                restored.version
-            );
-        } else {
-            println!("  its hook runs (restore points to recover data to, docs/data.md):");
-            super::history::print_hooks("    ", &restored.hooks);
+        // The version whose config came back, for what its hooks recorded
+        // (the data restore point that matches). The rollback is done: a
+        // failed lookup only says so.
+        let restored = match &restored_at {
+            RollbackTarget::To(v) => ctx.api.version(*v).await,
+            RollbackTarget::At(t) => ctx.api.at(t).await,
+        };
+        match restored {
+            Ok(restored) => {
+                println!(
+                    "restoring the config of version {} ({}); traffic only: data is not rolled back",
+                    restored.version, restored.issued_at
+                );
+                if restored.hooks.is_empty() {
+                    println!(
+                        "  no hook recorded anything for version {}",
+                        restored.version
+                    );
+                } else {
+                    println!("  its hook runs (restore points to recover data to, docs/data.md):");
+                    super::history::print_hooks("    ", &restored.hooks);
+                }
+            }
+            Err(e) => eprintln!(
+                "warning: could not read the restored version's hook runs: {}",
+                e.message
+            ),
         }
     }
     finish(ctx, version, args.write.wait).await

@@ -11,7 +11,7 @@ use rollout_core::{ConfigDoc, Envelope, SignatureHeader};
 
 use super::{ApiError, ApiResult, App, Authorized, Deployer, JsonBody, Reader};
 use crate::auth::Caller;
-use crate::commit::{Author, Refusal, commit_in, envelope_of};
+use crate::commit::{Author, Refusal, commit_in, envelope_of, queue_version_hooks};
 use crate::store::{AdoptRefusal, CommitError, HookRunRow, VersionRow};
 use crate::time::{format_ms, parse_time};
 
@@ -116,7 +116,11 @@ pub(super) async fn history(
     let versions = rows
         .iter()
         .map(|r| {
-            let hooks = runs.remove(&r.version).unwrap_or_default();
+            let mut hooks = runs.remove(&r.version).unwrap_or_default();
+            // A page stays small: the whole output is in the version's own view.
+            for h in &mut hooks {
+                h.output = shorten(&h.output, HISTORY_OUTPUT_CHARS).into_owned();
+            }
             view_with(&app, r, false, &hooks)
         })
         .collect::<ApiResult<Vec<_>>>()?;
@@ -125,6 +129,9 @@ pub(super) async fn history(
         next_before,
     }))
 }
+
+/// Characters of a hook run's output a history page shows.
+const HISTORY_OUTPUT_CHARS: usize = 300;
 
 /// 201 with the new version.
 pub(super) type Created = (StatusCode, Json<VersionView>);
@@ -289,6 +296,21 @@ pub(super) async fn adopt(
             issued_ms,
         };
         tx.adopt_version(&row, who.name.as_str())?;
+        // A version like any other: its hooks run (a restore point for
+        // what the operator pushed by hand).
+        let before = head
+            .as_ref()
+            .and_then(|h| envelope_of(h).ok())
+            .map(|e| e.config);
+        if let Ok(after) = envelope_of(&row) {
+            queue_version_hooks(
+                tx,
+                app.plans.listeners(),
+                &row,
+                before.as_ref(),
+                &after.config,
+            )?;
+        }
         Ok::<_, CommitError<AdoptRefusal>>(row)
     });
     let row = match row {

@@ -165,9 +165,11 @@ impl Tx<'_> {
         let base: Option<i64> = self
             .0
             .query_row(
-                // One start's runs are queued together, at one instant.
+                // One start's runs are queued together, at one instant: the
+                // batch of the latest (highest id), whatever the clock did.
                 "SELECT MIN(id) FROM hook_runs WHERE plan = ?1 AND event = 'plan.start' AND queued_ms =
-                 (SELECT MAX(queued_ms) FROM hook_runs WHERE plan = ?1 AND event = 'plan.start')",
+                 (SELECT queued_ms FROM hook_runs WHERE id =
+                    (SELECT MAX(id) FROM hook_runs WHERE plan = ?1 AND event = 'plan.start'))",
                 params![plan],
                 |r| r.get(0),
             )
@@ -224,6 +226,16 @@ impl Store {
             params![run, attempt, status, output, now_ms()],
         )?;
         Ok(())
+    }
+
+    /// How many results are stored (for tests).
+    #[cfg(test)]
+    pub(crate) fn hook_result_rows(&self) -> rusqlite::Result<u64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM hook_results", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
     }
 
     /// The runs that belong to versions `low..=high`, by version, oldest first.

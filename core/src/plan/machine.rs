@@ -577,10 +577,14 @@ impl PlanState {
                     None => "the checks did not pass after the last step".to_owned(),
                 };
                 let limit = humantime::format_duration(plan.progress_deadline);
+                let waiting = self
+                    .gate
+                    .take()
+                    .map_or_else(String::new, |g| format!(" (waiting for hook {g})"));
                 self.rollback(
                     plan,
                     Phase::Failed,
-                    format!("{what} within the progress deadline of {limit}"),
+                    format!("{what} within the progress deadline of {limit}{waiting}"),
                     out,
                 );
                 return;
