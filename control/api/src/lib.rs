@@ -90,6 +90,15 @@ pub mod path {
     pub const KEYS: &str = "/v1/keys";
     /// `POST`: a version made around the service (break glass), into its history.
     pub const ADOPT: &str = "/v1/adopt";
+    /// `GET`: the caller's token name and role.
+    pub const WHOAMI: &str = "/v1/whoami";
+    /// `GET`: every route's weight and flags at each version, oldest first.
+    pub const TIMELINE: &str = "/v1/timeline";
+
+    /// `GET`: plan `id`'s judged measurements, oldest first.
+    pub fn plan_checks(id: i64) -> String {
+        format!("{PLANS}/{id}/checks")
+    }
 }
 
 /// `POST /v1/adopt`: a signed envelope pushed around the service (what
@@ -595,3 +604,84 @@ pub struct ErrorBody {
 
 #[cfg(test)]
 mod tests;
+
+/// `GET /v1/whoami`: who the token is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The token's name (the actor of what it does).
+    pub name: String,
+    /// `read`, `deploy` or `admin`.
+    pub role: String,
+}
+
+/// `GET /v1/timeline` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineQuery {
+    /// How many of the newest versions (1 to 2000; default 200).
+    pub limit: Option<u32>,
+}
+
+/// One route at one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteWeight {
+    /// The route's id.
+    pub id: String,
+    /// Percent of keys on new.
+    pub new_weight: f64,
+    /// Each flag's percentage.
+    pub flags: std::collections::BTreeMap<String, f64>,
+}
+
+/// One version on the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// The version.
+    pub version: Version,
+    /// When, RFC 3339.
+    pub issued_at: String,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// How it was made: `push`, `patch`, `rollback`, `plan` or `adopt`.
+    pub action: Option<String>,
+    /// Whether it rolled back: a person's rollback, or a plan's.
+    pub rollback: bool,
+    /// Commit to last ACK, ms.
+    pub converged_ms: Option<f64>,
+    /// Its routes.
+    pub routes: Vec<RouteWeight>,
+}
+
+/// `GET /v1/timeline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Oldest first.
+    pub versions: Vec<TimelinePoint>,
+}
+
+/// One judged measurement of a plan's check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The check.
+    pub name: String,
+    /// When, RFC 3339.
+    pub at: String,
+    /// `pass`, `fail`, `inconclusive` or `error`.
+    pub verdict: String,
+    /// The verdict in words.
+    pub detail: String,
+    /// Old's error rate in the interval (a probe), 0 to 1.
+    pub old_error_rate: Option<f64>,
+    /// New's error rate in the interval (a probe), 0 to 1.
+    pub new_error_rate: Option<f64>,
+    /// A query's value (Prometheus): its one value, or new's.
+    pub value: Option<f64>,
+}
+
+/// `GET /v1/plans/{id}/checks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResults {
+    /// Oldest first.
+    pub checks: Vec<CheckResult>,
+}

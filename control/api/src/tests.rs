@@ -87,6 +87,10 @@ fn reasons_and_actors_are_bounded_where_they_enter() {
     );
     assert!(Reason::try_from("x".repeat(MAX_REASON_BYTES)).is_ok());
     assert!(Reason::try_from("line one\n\tline two".to_owned()).is_ok());
+    // Given, a reason says something: leave it out for the default.
+    for blank in ["", "  ", "\n\t"] {
+        assert_eq!(Reason::try_from(blank.to_owned()), Err(InvalidText::Empty));
+    }
     assert_eq!(
         Reason::try_from("\u{1b}[2Jcleared".to_owned()),
         Err(InvalidText::Control(0x1b))

@@ -110,6 +110,10 @@ fn too_long(text: &str, limit: usize) -> Result<(), InvalidText> {
 }
 
 fn check_reason(text: &str) -> Result<(), InvalidText> {
+    // Leave it out for the default; given, it says something.
+    if text.trim().is_empty() {
+        return Err(InvalidText::Empty);
+    }
     too_long(text, MAX_REASON_BYTES)?;
     match text
         .chars()

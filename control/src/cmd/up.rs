@@ -270,14 +270,20 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     read_or_create(&key_path, || Ok(super::keys::new_key()?.to_text()))?;
     let keys = rollout_control::keys::Keys::from_file(&key_path)
         .map_err(|e| Fail::new(exit::FAILED, format!("control.key: {e}")))?;
-    let token = read_or_create(&dir.join("admin.token"), || {
+    let new_token = || {
         let mut bytes = [0u8; 24];
         getrandom::fill(&mut bytes)
             .map_err(|e| Fail::new(exit::FAILED, format!("no randomness: {e}")))?;
         Ok(hex::encode(bytes))
-    })?;
-    let tokens = rollout_control::auth::Tokens::parse(&format!("admin local {token}"))
-        .map_err(|e| Fail::new(exit::FAILED, e))?;
+    };
+    let token = read_or_create(&dir.join("admin.token"), new_token)?;
+    // A read and a deploy token too, to try the dashboard with each role.
+    let read_token = read_or_create(&dir.join("read.token"), new_token)?;
+    let deploy_token = read_or_create(&dir.join("deploy.token"), new_token)?;
+    let tokens = rollout_control::auth::Tokens::parse(&format!(
+        "admin local {token}\nread viewer {read_token}\ndeploy deployer {deploy_token}"
+    ))
+    .map_err(|e| Fail::new(exit::FAILED, e))?;
     // Edges are deployed with every key the file holds; versions then
     // declare what they trust.
     let public_key = keys
@@ -387,6 +393,10 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     for (i, e) in edges.iter().enumerate() {
         println!("  edge {}           {}", i + 1, e.url);
     }
+    println!(
+        "  dashboard        {control_url}/   (sign in with a token from {}: admin.token, deploy.token or read.token)",
+        dir.display()
+    );
     let export = format!("  export ROLLOUT_URL={control_url} ROLLOUT_TOKEN={token}");
     let alias = std::env::current_exe()
         .ok()

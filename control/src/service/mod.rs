@@ -11,6 +11,7 @@
 mod edges;
 mod keys;
 mod plans;
+mod ui;
 mod versions;
 
 use std::marker::PhantomData;
@@ -157,11 +158,17 @@ pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> anyho
 pub fn router(app: Arc<App>) -> Router {
     use edges::{add_edge, audit, list_edges, remove_edge, status};
     use plans::{
-        alerts, delete_template, list_plans, list_templates, plan, plan_command, plan_events,
-        put_template, start_plan,
+        alerts, delete_template, list_plans, list_templates, plan, plan_checks, plan_command,
+        plan_events, put_template, start_plan,
     };
-    use versions::{adopt, at, create, current, history, rollback, version};
+    use versions::{adopt, at, create, current, history, rollback, timeline, version};
     Router::new()
+        .route("/", get(|| async { ui::asset("/") }))
+        .route("/ui/app.js", get(|| async { ui::asset("/ui/app.js") }))
+        .route("/ui/app.css", get(|| async { ui::asset("/ui/app.css") }))
+        .route(path::WHOAMI, get(whoami))
+        .route(path::TIMELINE, get(timeline))
+        .route(&format!("{}/{{id}}/checks", path::PLANS), get(plan_checks))
         .route(path::HEALTHZ, get(|| async { "ok\n" }))
         .route(path::METRICS, get(metrics))
         .route(path::CURRENT, get(current))
@@ -400,6 +407,20 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
             .map(JsonBody)
             .map_err(|e| ApiError::from(e).into_response())
     }
+}
+
+/// `GET /v1/whoami`: any valid token's name and role (the dashboard shows
+/// actions only to tokens that may take them).
+async fn whoami(a: Authorized<Reader>) -> Json<rollout_api::WhoAmI> {
+    let role = match a.who.role {
+        Role::Read => "read",
+        Role::Deploy => "deploy",
+        Role::Admin => "admin",
+    };
+    Json(rollout_api::WhoAmI {
+        name: a.who.name.to_string(),
+        role: role.to_owned(),
+    })
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {

@@ -4,14 +4,16 @@ use axum::Json;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use rollout_api::{
-    AlertReply, AlertWebhook, PlanEvents, PlanList, PlanQuery, PlanView, StartPlan, TemplateList,
-    shorten,
+    AlertReply, AlertWebhook, CheckResult, CheckResults, PlanEvents, PlanList, PlanQuery, PlanView,
+    StartPlan, TemplateList, shorten,
 };
 use rollout_core::plan::CheckDoc;
+use rollout_core::plan::judge::{Counts, Measurement};
 use rollout_core::plan::machine::Command;
 
 use super::{ApiError, ApiResult, Authorized, Deployer, JsonBody, Reader};
 use crate::plans::{check_template, event_view, plan_view};
+use crate::time::format_ms;
 
 pub(super) async fn start_plan(
     Authorized { app, who, .. }: Authorized<Deployer>,
@@ -24,6 +26,11 @@ pub(super) async fn start_plan(
         row.id,
         row.route
     );
+    app.store.audit(
+        who.name.as_str(),
+        "plan.start",
+        &format!("plan {} on route {}: {}", row.id, row.route, row.reason),
+    )?;
     Ok((StatusCode::CREATED, Json(plan_view(&row))))
 }
 
@@ -57,6 +64,47 @@ pub(super) async fn plan_events(
     }))
 }
 
+/// `GET /v1/plans/{id}/checks?limit=`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct ChecksQuery {
+    limit: Option<u32>,
+}
+
+pub(super) async fn plan_checks(
+    a: Authorized<Reader>,
+    Path(id): Path<i64>,
+    Query(q): Query<ChecksQuery>,
+) -> ApiResult<Json<CheckResults>> {
+    if a.app.store.plan(id)?.is_none() {
+        return Err(ApiError::NotFound(format!("no plan {id}")));
+    }
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let rows = a.app.store.check_results(id, limit)?;
+    let rate = |c: &Counts| (c.samples > 0).then(|| c.errors as f64 / c.samples as f64);
+    let checks = rows
+        .into_iter()
+        .map(|r| {
+            let m: Option<Measurement> = serde_json::from_str(&r.measurement).ok();
+            let (old, new, value) = match &m {
+                Some(Measurement::Probe(p)) => (rate(&p.interval_old), rate(&p.interval_new), None),
+                Some(Measurement::Value(v)) => (None, None, Some(*v)),
+                Some(Measurement::PerArm { new, .. }) => (None, None, Some(*new)),
+                Some(Measurement::Error(_)) | None => (None, None, None),
+            };
+            CheckResult {
+                name: r.name,
+                at: format_ms(r.at_ms),
+                verdict: r.verdict,
+                detail: r.detail,
+                old_error_rate: old,
+                new_error_rate: new,
+                value,
+            }
+        })
+        .collect();
+    Ok(Json(CheckResults { checks }))
+}
+
 pub(super) async fn plan_command(
     Authorized { app, who, .. }: Authorized<Deployer>,
     Path((id, command)): Path<(i64, String)>,
@@ -76,6 +124,15 @@ pub(super) async fn plan_command(
         }
     };
     tracing::info!("{} did {command} on plan {id}", who.name);
+    app.store.audit(
+        who.name.as_str(),
+        &format!("plan.{command}"),
+        &format!(
+            "plan {id} on route {}: now {}",
+            row.route,
+            row.state.phase.as_str()
+        ),
+    )?;
     Ok(Json(plan_view(&row)))
 }
 

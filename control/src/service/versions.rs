@@ -5,7 +5,8 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use rollout_api::{
     AdoptRequest, AtQuery, Change, CreateVersion, HistoryPage, HistoryQuery, HookRunView,
-    RollbackRequest, RollbackTarget, Version, VersionView, shorten,
+    RollbackRequest, RollbackTarget, RouteWeight, Timeline, TimelinePoint, TimelineQuery, Version,
+    VersionView, shorten,
 };
 use rollout_core::{ConfigDoc, Envelope, SignatureHeader};
 
@@ -334,4 +335,48 @@ pub(super) async fn adopt(
     );
     app.fanout.committed(row.version);
     Ok((StatusCode::CREATED, Json(view(&app, &row, true)?)))
+}
+
+/// `GET /v1/timeline`: each route's weight and flags at each of the newest
+/// versions, oldest first, rollbacks marked.
+pub(super) async fn timeline(
+    Authorized { app, .. }: Authorized<Reader>,
+    Query(q): Query<TimelineQuery>,
+) -> ApiResult<Json<Timeline>> {
+    let limit = q.limit.unwrap_or(200).clamp(1, 2000);
+    let mut rows = app.store.history(None, limit)?;
+    rows.reverse();
+    let low = rows.first().map_or(Version::NONE, |r| r.version);
+    let actions = app.store.version_actions(low)?;
+    let mut versions = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let config = envelope_of(row).map_err(ApiError::Damaged)?.config;
+        let action = actions.get(&row.version).cloned();
+        // A plan's rollback says so in its reason ("plan N rollback: ...").
+        let rollback = action.as_deref() == Some("rollback")
+            || (action.as_deref() == Some("plan") && row.reason.contains(" rollback: "));
+        versions.push(TimelinePoint {
+            version: row.version,
+            issued_at: row.issued_at.clone(),
+            actor: row.actor.clone(),
+            reason: row.reason.clone(),
+            action,
+            rollback,
+            converged_ms: app.store.convergence(row.version)?,
+            routes: config
+                .routes
+                .iter()
+                .map(|r| RouteWeight {
+                    id: r.id.clone(),
+                    new_weight: r.new_weight,
+                    flags: r
+                        .flags
+                        .iter()
+                        .map(|f| (f.name.clone(), f.percent))
+                        .collect(),
+                })
+                .collect(),
+        });
+    }
+    Ok(Json(Timeline { versions }))
 }

@@ -621,6 +621,30 @@ impl Store {
         .collect()
     }
 
+    /// How each version from `low` on was made, from its commit's audit
+    /// entry (written in the same transaction): `push`, `patch`,
+    /// `rollback`, `plan` or `adopt`.
+    pub fn version_actions(&self, low: Version) -> rusqlite::Result<HashMap<Version, String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT action, detail FROM audit
+             WHERE action IN ('push', 'patch', 'rollback', 'plan', 'adopt') AND detail LIKE 'version %'
+             ORDER BY id",
+        )?;
+        let mut out = HashMap::new();
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (action, detail) = row?;
+            let number = detail
+                .strip_prefix("version ")
+                .and_then(|d| d.split([':', ' ']).next())
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(v) = number.map(Version::new).filter(|v| *v >= low) {
+                out.entry(v).or_insert(action);
+            }
+        }
+        Ok(out)
+    }
+
     /// Registers an edge; false when it was already registered.
     pub fn add_edge(&self, url: &str) -> rusqlite::Result<bool> {
         let mut conn = self.conn();
