@@ -9,10 +9,13 @@ rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 # (control/tests/data.rs runs its server binaries from
 # /usr/lib/postgresql/<N>/bin, which is not on PATH). The postgresql package
 # creates a `main` cluster on port 5432 and may start it as a service; the
-# tests use clusters of their own on free ports and do not touch it.
+# tests use clusters of their own on free ports and do not touch it. The
+# dashboard's browser tests drive Debian's chromium (Playwright's own browser
+# download is not used).
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -53,3 +56,8 @@ scripts/soak.sh --runs 2
 # The JavaScript edge: build (reports the .wasm size, fails over 500 KiB),
 # then the bindings in Node and the worker in workerd on loopback.
 router/js/test.sh
+
+# The dashboard: its committed build matches a rebuild from control/ui/src,
+# then the browser tests in Debian's chromium against a real control service
+# and real edges (rollout up).
+control/ui/test.sh

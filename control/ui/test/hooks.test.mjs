@@ -1,0 +1,65 @@
+// The database restore point in the confirmations: a `rollout serve` whose
+// hook records one for each version (as a pg_create_restore_point hook
+// would print it); set weight shows the current version's, a rollback the
+// one of the version it restores.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { serve, browser, page, signIn, pageUrl } from './env.mjs';
+
+let env;
+let b;
+let url;
+
+const hooks = {
+  hooks: [{
+    name: 'pg-restore-point',
+    on: ['version'],
+    command: ['sh', '-c', 'echo "restore_point=rollout-v$ROLLOUT_VERSION lsn=0/30000$ROLLOUT_VERSION"'],
+    timeout: '10s',
+  }],
+};
+
+before(async () => {
+  env = await serve({ 'hooks.json': JSON.stringify(hooks) });
+  url = await pageUrl(env);
+  b = await browser();
+  const api = env.api(env.tokens.deploy);
+  const config = { schema: 1, routes: [{ id: 'web', old: 'http://127.0.0.1:1', new: 'http://127.0.0.1:2', new_weight: 10, key: ['header:x-user-id'] }] };
+  const first = await api.post('/v1/versions', { expected_version: 0, reason: 'first', config });
+  assert.equal(first.status, 201, JSON.stringify(first.json));
+  await api.setWeight('web', 20, 'ci: canary 20 %');
+  await api.waitFor(async (a) => {
+    const runs = await Promise.all([1, 2].map(async (n) => (await a.get(`/v1/versions/${n}`)).hooks || []));
+    return runs.every((r) => r.some((h) => h.status === 'ok'));
+  }, 20_000, 'both versions have their restore point');
+});
+
+after(async () => {
+  await b?.close();
+  await env?.stop();
+});
+
+const text = (p, sel) => p.locator(sel).first().textContent();
+
+test('the confirmations name the restore point that matches', async () => {
+  const p = await page(b);
+  await signIn(p, url, env.tokens.deploy);
+  await p.waitForFunction(() => document.querySelector('.toolbar .current strong')?.textContent === 'Version 2');
+  await p.click('article[data-route=web] [data-action=set-weight]');
+  await p.waitForSelector('#dlg[open] .restore');
+  assert.match(await text(p, '#dlg .restore'), /current version 2, hook pg-restore-point \(version\): restore_point=rollout-v2 lsn=0\/300002/);
+  await p.click('#dlg [data-role=cancel]');
+
+  await p.click('.toolbar [data-action=rollback]');
+  await p.waitForSelector('#dlg[open] .preview .restore');
+  assert.match(await text(p, '#dlg .preview .restore'), /version 1, hook pg-restore-point \(version\): restore_point=rollout-v1 lsn=0\/300001/);
+  await p.fill('#dlg-reason', 'back to 10 %');
+  await p.click('#dlg [data-role=confirm]');
+  await p.waitForSelector('#dlg', { state: 'hidden' });
+  const cur = await env.api().current();
+  assert.equal(cur.version, 3);
+  assert.equal(cur.config.routes[0].new_weight, 10);
+  assert.deepEqual(p.problems, []);
+  await p.context().close();
+});
