@@ -168,6 +168,26 @@ async fn the_page_its_roles_its_timeline_and_a_plans_measurements() {
         "probe measurements with both arms' error rates: {checks}"
     );
     assert_eq!(checks["checks"][0]["name"], "errors");
+    // Starting and commanding a plan are in the audit log, with who did it.
+    control.cli(DEPLOY, &["plan", "pause", "web"]).await.ok();
+    let audit = control.get("/v1/audit").await;
+    let entries: Vec<(String, String)> = audit["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or_default().to_owned(),
+                e["action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for action in ["plan.start", "plan.pause"] {
+        assert!(
+            entries.contains(&("ci".to_owned(), action.to_owned())),
+            "{action}: {audit}"
+        );
+    }
     assert_eq!(
         get_as(&control, READ, "/v1/plans/999/checks")
             .await

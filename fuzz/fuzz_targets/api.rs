@@ -134,6 +134,7 @@ fuzz_target!(|data: &[u8]| {
             progress_deadline: None,
             bake: None,
             dry_run: false,
+            require_hooks: Vec::new(),
         };
         let _ = Plan::try_from(&doc);
     }

@@ -491,6 +491,11 @@ impl Plans {
             }
             let state = PlanState::start(&plan, now_ms());
             let id = tx.insert_plan(&req.route, &resolved, &state, who, &reason)?;
+            tx.audit(
+                who,
+                "plan.start",
+                &format!("plan {id} on route {}: {reason}", req.route),
+            )?;
             committed = self.ready_probes(tx, id, &req.route, &plan)?;
             let said = format!(
                 "plan {id} started on route {} by {who}: {reason}",
@@ -607,12 +612,14 @@ impl Plans {
                 command_name(&command)
             )));
         }
-        let row = self.apply(
+        let action = format!("plan.{}", command_name(&command));
+        let row = self.apply_audited(
             id,
             vec![Input::Command {
                 by: who.to_owned(),
                 command,
             }],
+            Some((who, &action)),
         )?;
         self.wake.notify_one();
         Ok(row)
@@ -640,6 +647,11 @@ impl Plans {
             }
             let plan = Plan::try_from(&row.doc)?;
             self.check_hooks(&plan)?;
+            tx.audit(
+                who,
+                "plan.retry",
+                &format!("plan {id} on route {}", row.route),
+            )?;
             tx.save_plan(id, row.rev, &PlanState::start(&plan, now_ms()))?;
             committed = self.ready_probes(tx, id, &row.route, &plan)?;
             self.begun(tx, id, &format!("retried by {who}"), committed)
@@ -666,12 +678,26 @@ impl Plans {
     /// Feeds `inputs` to plan `id` in one transaction, committing the
     /// versions its actions ask for; the plan as written.
     fn apply(&self, id: PlanId, inputs: Vec<Input>) -> Result<PlanRow, PlanFailure> {
+        self.apply_audited(id, inputs, None)
+    }
+
+    /// [`Plans::apply`], with a person's action recorded in the audit log
+    /// in the same transaction: (actor, action).
+    fn apply_audited(
+        &self,
+        id: PlanId,
+        inputs: Vec<Input>,
+        audit: Option<(&str, &str)>,
+    ) -> Result<PlanRow, PlanFailure> {
         let now = now_ms();
         let mut committed = Vec::new();
         let row = self.store.write(|tx| {
             let mut row = tx
                 .plan(id)?
                 .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))?;
+            if let Some((actor, action)) = audit {
+                tx.audit(actor, action, &format!("plan {id} on route {}", row.route))?;
+            }
             let plan = match Plan::try_from(&row.doc) {
                 Ok(plan) => plan,
                 Err(e) => {

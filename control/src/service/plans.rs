@@ -26,11 +26,6 @@ pub(super) async fn start_plan(
         row.id,
         row.route
     );
-    app.store.audit(
-        who.name.as_str(),
-        "plan.start",
-        &format!("plan {} on route {}: {}", row.id, row.route, row.reason),
-    )?;
     Ok((StatusCode::CREATED, Json(plan_view(&row))))
 }
 
@@ -124,15 +119,6 @@ pub(super) async fn plan_command(
         }
     };
     tracing::info!("{} did {command} on plan {id}", who.name);
-    app.store.audit(
-        who.name.as_str(),
-        &format!("plan.{command}"),
-        &format!(
-            "plan {id} on route {}: now {}",
-            row.route,
-            row.state.phase.as_str()
-        ),
-    )?;
     Ok(Json(plan_view(&row)))
 }
 

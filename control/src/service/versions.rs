@@ -346,15 +346,22 @@ pub(super) async fn timeline(
     let limit = q.limit.unwrap_or(200).clamp(1, 2000);
     let mut rows = app.store.history(None, limit)?;
     rows.reverse();
-    let low = rows.first().map_or(Version::NONE, |r| r.version);
-    let actions = app.store.version_actions(low)?;
+    let (low, low_ms) = rows
+        .first()
+        .map_or((Version::NONE, 0), |r| (r.version, r.issued_ms));
+    // A commit's audit entry is written with it: an hour's margin for a
+    // clock that stepped back keeps every one of them in the scan.
+    let actions = app.store.version_actions(low, low_ms - 3_600_000)?;
+    let converged = app.store.convergence_from(low)?;
     let mut versions = Vec::with_capacity(rows.len());
     for row in &rows {
         let config = envelope_of(row).map_err(ApiError::Damaged)?.config;
         let action = actions.get(&row.version).cloned();
         // A plan's rollback says so in its reason ("plan N rollback: ...").
+        let plan_rollback = crate::plans::plan_of(&row.actor)
+            .is_some_and(|id| row.reason.starts_with(&format!("plan {id} rollback: ")));
         let rollback = action.as_deref() == Some("rollback")
-            || (action.as_deref() == Some("plan") && row.reason.contains(" rollback: "));
+            || (action.as_deref() == Some("plan") && plan_rollback);
         versions.push(TimelinePoint {
             version: row.version,
             issued_at: row.issued_at.clone(),
@@ -362,7 +369,7 @@ pub(super) async fn timeline(
             reason: row.reason.clone(),
             action,
             rollback,
-            converged_ms: app.store.convergence(row.version)?,
+            converged_ms: converged.get(&row.version).copied(),
             routes: config
                 .routes
                 .iter()

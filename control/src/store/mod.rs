@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
 CREATE TABLE IF NOT EXISTS plans (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     route      TEXT NOT NULL,
@@ -624,15 +625,23 @@ impl Store {
     /// How each version from `low` on was made, from its commit's audit
     /// entry (written in the same transaction): `push`, `patch`,
     /// `rollback`, `plan` or `adopt`.
-    pub fn version_actions(&self, low: Version) -> rusqlite::Result<HashMap<Version, String>> {
+    /// Entries older than `since_ms` are not read.
+    pub fn version_actions(
+        &self,
+        low: Version,
+        since_ms: i64,
+    ) -> rusqlite::Result<HashMap<Version, String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT action, detail FROM audit
-             WHERE action IN ('push', 'patch', 'rollback', 'plan', 'adopt') AND detail LIKE 'version %'
+             WHERE at_ms >= ?1 AND action IN ('push', 'patch', 'rollback', 'plan', 'adopt')
+               AND detail LIKE 'version %'
              ORDER BY id",
         )?;
         let mut out = HashMap::new();
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        for row in stmt.query_map([since_ms], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })? {
             let (action, detail) = row?;
             let number = detail
                 .strip_prefix("version ")
@@ -847,6 +856,14 @@ impl Store {
             "INSERT OR IGNORE INTO convergence (version, edges, ms) VALUES (?1, ?2, ?3)",
             params![sql(version), edges as i64, ms],
         )? == 1)
+    }
+
+    /// Commit-to-last-ACK times of the versions from `low` on, ms.
+    pub fn convergence_from(&self, low: Version) -> rusqlite::Result<HashMap<Version, f64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT version, ms FROM convergence WHERE version >= ?1")?;
+        stmt.query_map([sql(low)], |r| Ok((version_at(r, 0)?, r.get(1)?)))?
+            .collect()
     }
 
     /// Commit-to-last-ACK time of `version`, ms.
