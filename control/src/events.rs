@@ -63,6 +63,30 @@ impl Secret {
     }
 }
 
+/// A JSON POST of `body` to `url` as Standard Webhooks send it: with
+/// `webhook-id`, `webhook-timestamp` and, given a secret, `webhook-signature`.
+pub fn signed_post(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    body: String,
+    secret: Option<&Secret>,
+) -> reqwest::RequestBuilder {
+    let timestamp = now_ms() / 1000;
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string());
+    if let Some(secret) = secret {
+        req = req.header(
+            "webhook-signature",
+            secret.sign(id, timestamp, body.as_bytes()),
+        );
+    }
+    req.body(body)
+}
+
 /// The webhooks and their deliverer.
 #[derive(Debug)]
 pub struct Events {
@@ -128,20 +152,8 @@ impl Events {
         })
         .to_string();
         let id = format!("evt_{}", row.event.id);
-        let timestamp = now_ms() / 1000;
-        let mut req = self
-            .http
-            .post(&row.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string());
-        if let Some(secret) = &self.secret {
-            req = req.header(
-                "webhook-signature",
-                secret.sign(&id, timestamp, body.as_bytes()),
-            );
-        }
-        let error = match req.body(body).send().await {
+        let req = signed_post(&self.http, &row.url, &id, body, self.secret.as_ref());
+        let error = match req.send().await {
             Ok(r) if r.status().is_success() => None,
             Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
             Err(e) => Some(e.to_string()),

@@ -33,8 +33,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 
-use crate::events::Secret;
-use crate::store::{HookRunRow, NewHookRun, Store, Tx, now_ms};
+use crate::events::{Secret, signed_post};
+use crate::store::{HookRunRow, NewHookRun, Store, Tx};
 use crate::time::format_ms;
 
 /// A hook's time limit when its entry gives none.
@@ -539,24 +539,18 @@ impl Hooks {
 
     async fn post(&self, url: &str, run: &HookRunRow, payload: &str) -> Outcome {
         let id = format!("hook_{}", run.id);
-        let timestamp = now_ms() / 1000;
-        let mut req = self
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string());
-        if let Some(secret) = &self.secret {
-            req = req.header(
-                "webhook-signature",
-                secret.sign(&id, timestamp, payload.as_bytes()),
-            );
-        }
+        let req = signed_post(
+            &self.http,
+            url,
+            &id,
+            payload.to_owned(),
+            self.secret.as_ref(),
+        );
         let failed = |output: String| Outcome {
             status: HookStatus::Failed,
             output,
         };
-        match req.body(payload.to_owned()).send().await {
+        match req.send().await {
             Ok(mut r) => {
                 let status = r.status();
                 let mut body = Vec::new();

@@ -176,6 +176,14 @@ async fn hook_failures_and_timeouts_show_in_history_and_never_delay_a_rollback()
     );
 }
 
+/// `rollout plan start web FILE`, which must succeed; the plan's id.
+async fn start_plan(control: &Control, file: &std::path::Path) -> i64 {
+    let file = file.to_string_lossy();
+    let args = ["plan", "start", "web", &file, "--output", "json"];
+    let started = control.cli(DEPLOY, &args).await.ok().json();
+    started["id"].as_i64().expect("plan id")
+}
+
 /// A plan with steps 20 % then 40 %, requiring `require`.
 fn gated_plan(require: &[&str]) -> Value {
     json!({
@@ -260,22 +268,7 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
 
     // The gate holds the first raise until its plan.start run succeeded.
     std::fs::write(&plan_file, gated_plan(&["gate"]).to_string()).expect("plan");
-    let started = control
-        .cli(
-            DEPLOY,
-            &[
-                "plan",
-                "start",
-                "web",
-                &plan_file.to_string_lossy(),
-                "--output",
-                "json",
-            ],
-        )
-        .await
-        .ok()
-        .json();
-    let id = started["id"].as_i64().expect("plan id");
+    let id = start_plan(&control, &plan_file).await;
     let waiting = plan_until(&control, id, Duration::from_secs(10), |p| {
         p["waiting_for_hook"]
             .as_str()
@@ -333,22 +326,7 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
         .await
         .ok();
     std::fs::write(&plan_file, gated_plan(&["refuses"]).to_string()).expect("plan");
-    let started = control
-        .cli(
-            DEPLOY,
-            &[
-                "plan",
-                "start",
-                "web",
-                &plan_file.to_string_lossy(),
-                "--output",
-                "json",
-            ],
-        )
-        .await
-        .ok()
-        .json();
-    let id = started["id"].as_i64().expect("plan id");
+    let id = start_plan(&control, &plan_file).await;
     let aborted = plan_until(&control, id, Duration::from_secs(20), |p| {
         p["phase"] == "aborted"
     })
