@@ -6,7 +6,7 @@ import { h, fill, render } from './dom.js';
 import { S, canAct } from './state.js';
 import { routesView } from './routes.js';
 import { edgesView, strip } from './edges.js';
-import { historyView, loadHistory, loadChecks, runDiff } from './history.js';
+import { historyView, loadHistory, loadChecks, refreshRunning, keepShown, runDiff } from './history.js';
 import { initDialogs, setWeight, promote, planCommand, rollback, announce } from './dialogs.js';
 
 const TOKEN_KEY = 'rollout.token';
@@ -16,6 +16,7 @@ const VIEWS = ['routes', 'edges', 'history'];
 const $ = (id) => document.getElementById(id);
 let timer = null;
 let polling = false;
+let again = false;
 
 function viewFromHash() {
   const v = location.hash.replace(/^#\/?/, '');
@@ -68,12 +69,22 @@ function renderAll() {
   }
 }
 
+/**
+ * Renders, never throwing: a view that fails to render says so in place
+ * (and polling goes on), rather than stopping the page.
+ */
+function draw() {
+  const out = $('render-error');
+  try {
+    renderAll();
+    if (out.firstChild) fill(out);
+  } catch (e) {
+    fill(out, `Could not render the ${S.view} view: ${e && e.message ? e.message : e}`);
+  }
+}
+
 /** One round: status every time; the config when the version moved; what the view needs. */
-async function poll() {
-  clearTimeout(timer);
-  if (!S.api || polling) return;
-  polling = true;
-  const session = S.session;
+async function fetchRound(session) {
   try {
     const status = await S.api.status();
     if (session !== S.session) return;
@@ -81,16 +92,25 @@ async function poll() {
     S.pollError = null;
     if (S.refetch || !S.currentLoaded || !S.current || S.current.version !== status.version) {
       S.refetch = false;
+      let current = null;
       try {
-        S.current = await S.api.current();
+        current = await S.api.current();
       } catch (e) {
         if (e.status !== 404) throw e;
-        S.current = null;
       }
+      if (session !== S.session) return;
+      S.current = current;
       S.currentLoaded = true;
     }
-    if (S.view === 'routes') S.plans = (await S.api.plans(50)).plans;
-    if (S.view === 'history' && (S.historyVersion !== status.version || !S.history)) await loadHistory();
+    if (S.view === 'routes') {
+      const { plans } = await S.api.plans(50);
+      if (session !== S.session) return;
+      S.plans = plans;
+    }
+    if (S.view === 'history') {
+      if (S.historyVersion !== status.version || !S.history) await loadHistory();
+      else await refreshRunning();
+    }
   } catch (e) {
     if (session !== S.session) return;
     if (e.status === 401) {
@@ -98,12 +118,36 @@ async function poll() {
       return;
     }
     S.pollError = e.message;
+  }
+}
+
+/**
+ * Polls: one round at a time (every call fails after TIMEOUT_MS at most),
+ * then the next one is scheduled whenever the tab is signed in, whatever
+ * happened, with one timer at a time. A call during a round asks for
+ * another right after it.
+ */
+async function poll() {
+  clearTimeout(timer);
+  timer = null;
+  if (!S.api) return;
+  if (polling) {
+    again = true;
+    return;
+  }
+  polling = true;
+  again = false;
+  const session = S.session;
+  try {
+    await fetchRound(session);
+    if (session === S.session) draw();
   } finally {
     polling = false;
+    if (S.api) {
+      clearTimeout(timer);
+      timer = setTimeout(poll, again || session !== S.session ? 0 : POLL_MS);
+    }
   }
-  if (session !== S.session) return;
-  renderAll();
-  timer = setTimeout(poll, POLL_MS);
 }
 
 /** Reloads everything the current view shows, now. */
@@ -130,7 +174,7 @@ async function signIn(token) {
   S.diff = null;
   document.body.dataset.role = me.role;
   showSignedIn(true);
-  renderAll();
+  draw();
   poll();
 }
 
@@ -144,7 +188,9 @@ function signOut(message) {
   S.current = null;
   S.history = null;
   delete document.body.dataset.role;
-  for (const id of ['strip', 'routes-body', 'edges-body', 'history-body', 'who-text', 'notice']) fill($(id));
+  S.plans = null;
+  S.checks.clear();
+  for (const id of ['strip', 'routes-body', 'edges-body', 'history-body', 'who-text', 'notice', 'render-error']) fill($(id));
   const dlg = $('dlg');
   if (dlg.open) dlg.close();
   showSignedIn(false);
@@ -157,7 +203,7 @@ function navigate() {
   S.view = viewFromHash();
   if (!S.api) return;
   showSignedIn(true);
-  renderAll();
+  draw();
   poll();
 }
 
@@ -183,13 +229,13 @@ function onClick(ev) {
       $('diff-a').value = d.a;
       $('diff-b').value = d.b;
       runDiff(d.a, d.b).then(() => {
-        renderAll();
-        $('diff-title').scrollIntoView({ block: 'start' });
+        draw();
+        $('diff-title')?.scrollIntoView({ block: 'start' });
       });
       break;
     case 'more-versions':
       S.historyShown += 100;
-      renderAll();
+      draw();
       break;
     default:
   }
@@ -203,17 +249,21 @@ function onSubmit(ev) {
   const b = form.elements.b.value.trim();
   if (!a || !b) {
     S.diff = { error: 'Give two version numbers.' };
-    renderAll();
+    draw();
     return;
   }
-  runDiff(a, b).then(renderAll);
+  runDiff(a, b).then(draw);
 }
 
 function onChange(ev) {
   const el = ev.target;
   if (el.dataset.action !== 'chart-plan' || !S.history) return;
   S.chartPlan.set(el.dataset.route, Number(el.value));
-  loadChecks(S.history, el.dataset.route).then(renderAll, (e) => announce(`Cannot load the checks: ${e.message}`));
+  const hist = S.history;
+  loadChecks(hist, el.dataset.route).then(() => {
+    keepShown(hist);
+    draw();
+  }, (e) => announce(`Cannot load the checks: ${e.message}`));
 }
 
 function init() {
@@ -242,7 +292,7 @@ function init() {
   let resizing;
   window.addEventListener('resize', () => {
     clearTimeout(resizing);
-    resizing = setTimeout(() => { if (S.view === 'history') renderAll(); }, 150);
+    resizing = setTimeout(() => { if (S.view === 'history') draw(); }, 150);
   });
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {

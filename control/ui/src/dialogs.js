@@ -1,12 +1,15 @@
 // Confirmation dialogs for every action. Each shows what it will push (the
-// diff against the current config), the matching database restore point
-// when hooks recorded one, and a reason field; it sends the same request
-// the CLI sends and shows the service's error in place when it refuses.
+// diff against the current config), what it does to a plan running on the
+// route, the matching database restore point when hooks recorded one, and a
+// reason field; it sends the same request the CLI sends and shows the
+// service's error in place when it refuses, or says that the outcome is
+// unknown when no answer of the service says either way.
 
 import { h, fill } from './dom.js';
 import { diff } from './diff.js';
 import * as fmt from './fmt.js';
-import { S, active } from './state.js';
+import { committed, planReply } from './api.js';
+import { S, active, planOf } from './state.js';
 
 let dlg;
 let onDone = () => {};
@@ -46,30 +49,63 @@ export function restorePoints(version, label) {
     bad.length ? h('p', { class: 'warn' }, `Failed: ${bad.map((r) => `${r.hook} (${r.status})`).join(', ')}.`) : null);
 }
 
-function errorLines(e) {
+/**
+ * The restore points of `version` as they are now: its hook runs are
+ * fetched again when the dialog opens (S.current was fetched when the
+ * version changed, maybe while a hook still ran).
+ */
+function restoreBox(version, label) {
+  const box = h('div', { class: 'restore-box' }, restorePoints(version, label));
+  S.api.version(version.version).then(
+    (v) => fill(box, restorePoints(v, label)),
+    (e) => box.append(h('p', { class: 'muted small' }, `Could not reload the hook runs (${e.message}): this may be out of date.`)));
+  return box;
+}
+
+/** What a version that changes `routeId` does to the plan running on it, if one does. */
+function planEffect(plan, text) {
+  return plan ? h('p', { class: 'warn', 'data-role': 'plan-effect' }, text) : null;
+}
+
+/**
+ * What a failed submit means. Only a refusal in the service's own words (a
+ * 4xx JSON reply) says that nothing was written; no reply, a timeout, a 5xx
+ * or a reply that is not the service's leave the outcome unknown.
+ */
+function errorLines(e, inDialog = true) {
+  if (e && e.local) return [h('strong', null, 'Not sent: '), e.message];
   if (e && e.conflict) {
     return [
       h('strong', null, 'Someone changed this first: reload.'),
       ` ${e.currentVersion != null ? `Version ${e.currentVersion} is now current. ` : ''}The service said: `,
       h('q', null, e.message),
-      ' ',
-      h('button', { type: 'button', class: 'link', 'data-role': 'reload', onclick: () => { dlg.close(); onDone(); } }, 'Reload'),
+      inDialog ? ' ' : null,
+      inDialog ? h('button', { type: 'button', class: 'link', 'data-role': 'reload', onclick: () => { dlg.close(); onDone(); } }, 'Reload') : null,
     ];
   }
-  const status = e && e.status ? `${e.status}: ` : '';
+  if (e && e.refused) {
+    return [
+      h('strong', null, 'Refused, nothing was written. '),
+      `${e.status}: `,
+      h('span', { 'data-role': 'server-error' }, e.message),
+      e.field ? h('span', { class: 'field' }, ` (field ${e.field})`) : null,
+    ];
+  }
   return [
-    h('strong', null, 'Refused, nothing was written. '),
-    `${status}`,
+    h('strong', { 'data-role': 'unknown' }, 'Outcome unknown: '),
+    'this may or may not have been written. ',
+    e && e.json ? `${e.status}: ` : '',
     h('span', { 'data-role': 'server-error' }, e ? e.message : 'unknown error'),
-    e && e.field ? h('span', { class: 'field' }, ` (field ${e.field})`) : null,
+    '. Reload the page and check the history before trying again.',
   ];
 }
 
 /**
- * Opens the dialog: `fill(body)` adds the fields, `submit()` sends the
- * request and returns a line to announce.
+ * Opens the dialog: `body` holds the fields, `submit()` sends the request
+ * and returns a line to announce; while `ready()` is false it cannot be
+ * confirmed. Returns `sync()`, to call when `ready()` may have changed.
  */
-function open(title, { intro, confirmLabel, body, submit, reason = true }) {
+function open(title, { intro, confirmLabel, body, submit, reason = true, ready = () => true }) {
   const err = h('div', { class: 'error', role: 'alert', id: 'dlg-error' });
   const reasonBox = reason
     ? h('textarea', { id: 'dlg-reason', rows: 2, maxlength: 1024, 'aria-describedby': 'dlg-reason-help', spellcheck: 'true' })
@@ -89,33 +125,38 @@ function open(title, { intro, confirmLabel, body, submit, reason = true }) {
     err,
     h('div', { class: 'buttons' }, cancel, confirm));
   let busy = false;
+  const sync = () => { confirm.disabled = busy || !ready(); };
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    if (busy) return;
+    if (busy || !ready()) return;
     busy = true;
-    confirm.disabled = true;
+    sync();
     fill(err);
     try {
       const said = await submit(reasonBox ? reasonBox.value : undefined);
-      dlg.close();
+      // Closed meanwhile (Esc), maybe another dialog open now: leave it be.
+      if (form.isConnected) dlg.close();
       announce(said);
       onDone();
     } catch (e) {
-      fill(err, errorLines(e));
+      if (form.isConnected) fill(err, errorLines(e));
+      else announce(`${title}: `, errorLines(e, false));
     } finally {
       busy = false;
-      confirm.disabled = false;
+      sync();
     }
   });
   fill(dlg, form);
   dlg.showModal();
-  return form;
+  sync();
+  return sync;
 }
 
-export function announce(text) {
+/** Says something in the page's status area. */
+export function announce(...text) {
   const n = document.getElementById('notice');
   if (!n) return;
-  fill(n, text);
+  fill(n, ...text);
 }
 
 function route(id) {
@@ -133,12 +174,22 @@ export function setWeight(routeId, preset) {
   const r = route(routeId);
   if (!cur || !r) return;
   const expected = cur.version;
+  const plan = planOf(routeId);
+  const running = active(plan) ? plan : null;
   const input = h('input', { id: 'dlg-weight', type: 'text', inputmode: 'decimal', autocomplete: 'off', value: String(preset ?? r.new_weight), 'aria-describedby': 'dlg-weight-help' });
   const diffBox = h('div', { class: 'diffbox' });
+  const effect = h('div', { class: 'effect' });
   const update = () => {
     const next = structuredClone(cur.config);
     next.routes.find((x) => x.id === routeId).new_weight = parseNumber(input.value);
-    fill(diffBox, diffTable(diff(cur.config, next), `What version ${expected + 1} changes`));
+    const rows = diff(cur.config, next);
+    fill(diffBox, diffTable(rows, `What version ${expected + 1} changes`));
+    // A patch of only the weight a plan ramps holds the plan; any other change to its route aborts it.
+    fill(effect, rows.length && running
+      ? planEffect(running, running.flag
+        ? `Plan ${running.id} is running on route ${routeId} (it ramps flag ${running.flag}): changing the route's weight aborts it.`
+        : `Plan ${running.id} is running on route ${routeId}: this weight holds it (paused, it does not ramp again until resumed).`)
+      : null);
   };
   input.addEventListener('input', update);
   update();
@@ -152,15 +203,17 @@ export function setWeight(routeId, preset) {
         input,
         h('p', { id: 'dlg-weight-help', class: 'muted small' }, '0 to 100, at most 4 decimals.')),
       diffBox,
-      restorePoints(cur, `current version ${expected}`),
+      effect,
+      restoreBox(cur, `current version ${expected}`),
     ],
     submit: async (reason) => {
-      const v = await S.api.createVersion({
+      const percent = parseNumber(input.value);
+      const v = committed(await S.api.createVersion({
         expected_version: expected,
         reason,
-        patch: { op: 'set_weight', route: routeId, percent: parseNumber(input.value) },
-      });
-      return `Version ${v.version} committed: route ${routeId} at ${fmt.percent(parseNumber(input.value))}; pushing to the edges.`;
+        patch: { op: 'set_weight', route: routeId, percent },
+      }));
+      return `Version ${v.version} committed: route ${routeId} at ${fmt.percent(percent)}; pushing to the edges.`;
     },
   });
   input.focus();
@@ -168,24 +221,34 @@ export function setWeight(routeId, preset) {
 
 /** Promote: through the running plan when there is one, else weight 100 %. */
 export function promote(routeId) {
-  const plan = S.plans && S.plans.find((p) => p.route === routeId);
+  const plan = planOf(routeId);
   if (!active(plan)) return setWeight(routeId, 100);
   const cur = S.current;
-  const next = structuredClone(cur.config);
-  const r = next.routes.find((x) => x.id === routeId);
-  if (plan.flag) {
-    const f = (r.flags || []).find((x) => x.name === plan.flag);
-    if (f) f.percent = 100;
+  if (!cur) return;
+  let body;
+  if (plan.dry_run) {
+    // A dry run pushes nothing, its promotion included.
+    body = h('p', { 'data-role': 'dry-run' }, `Plan ${plan.id} is a dry run: promoting ends it as promoted and pushes nothing. The config stays as it is (route ${routeId} keeps ${fmt.percent(route(routeId)?.new_weight)} to new).`);
   } else {
-    r.new_weight = 100;
+    const next = structuredClone(cur.config);
+    const r = next.routes.find((x) => x.id === routeId);
+    if (plan.flag) {
+      const f = (r.flags || []).find((x) => x.name === plan.flag);
+      if (f) f.percent = 100;
+    } else {
+      r.new_weight = 100;
+    }
+    body = diffTable(diff(cur.config, next), 'What the plan will push');
   }
   open(`Promote plan ${plan.id} on route ${routeId}`, {
-    intro: `Plan ${plan.id} stops ramping and sets ${plan.flag ? `flag ${plan.flag}` : 'the weight'} to 100 % as its next version. A plan command carries no reason: the audit log records who.`,
+    intro: plan.dry_run
+      ? `Plan ${plan.id} only measures. A plan command carries no reason: the audit log records who.`
+      : `Plan ${plan.id} stops ramping and sets ${plan.flag ? `flag ${plan.flag}` : 'the weight'} to 100 % as its next version. A plan command carries no reason: the audit log records who.`,
     confirmLabel: 'Promote',
     reason: false,
-    body: [diffTable(diff(cur.config, next), 'What the plan will push'), restorePoints(cur, `current version ${cur.version}`)],
+    body: [body, restoreBox(cur, `current version ${cur.version}`)],
     submit: async () => {
-      const p = await S.api.planCommand(plan.id, 'promote');
+      const p = planReply(await S.api.planCommand(plan.id, 'promote'));
       return `Plan ${p.id} promoted (${p.phase}).`;
     },
   });
@@ -202,12 +265,22 @@ export function planCommand(planId, command) {
       : `The plan goes on from step ${plan.step} of ${plan.steps} (${plan.step_text}). A plan command carries no reason: the audit log records who.`,
     confirmLabel: pausing ? 'Pause plan' : 'Resume plan',
     reason: false,
-    body: [h('p', { class: 'muted' }, 'No change to the config now.'), restorePoints(S.current, `current version ${S.current.version}`)],
+    body: [h('p', { class: 'muted' }, 'No change to the config now.'), S.current ? restoreBox(S.current, `current version ${S.current.version}`) : null],
     submit: async () => {
-      const p = await S.api.planCommand(plan.id, command);
+      const p = planReply(await S.api.planCommand(plan.id, command));
       return `Plan ${p.id} ${pausing ? 'paused' : 'resumed'} (${p.phase}).`;
     },
   });
+}
+
+/** Plans running on a route that restoring `to` over `from` changes: the rollback aborts them. */
+function rollbackEffects(from, to, running) {
+  const hit = running.filter((p) => {
+    const a = from.routes.find((r) => r.id === p.route);
+    const b = ((to && to.routes) || []).find((r) => r.id === p.route);
+    return a && (!b || diff(a, b).length > 0);
+  });
+  return hit.map((p) => planEffect(p, `Plan ${p.id} is running on route ${p.route}: this rollback changes the route, so it aborts the plan.`));
 }
 
 /** Roll back: to the previous version, a chosen one, or the one live at a time. */
@@ -216,12 +289,14 @@ export async function rollback(preset) {
   if (!cur) return;
   const expected = cur.version;
   let page;
+  let plans;
   try {
-    page = await S.api.versions(100);
+    [page, plans] = await Promise.all([S.api.versions(100), S.api.plans(50)]);
   } catch (e) {
-    announce(`Cannot list versions: ${e.message}`);
+    announce(`Cannot open the rollback: ${e.message}`);
     return;
   }
+  const running = plans.plans.filter(active);
   const older = page.versions.filter((v) => v.version < expected);
   const prev = older[0];
   const radio = (value, label, checked) => h('label', { class: 'radio' },
@@ -239,13 +314,16 @@ export async function rollback(preset) {
     radio('previous', prev ? `the previous version, v${prev.version} (${fmt.time(prev.issued_at)}, ${prev.actor})` : 'the previous version (there is none)', preset == null && !!prev),
     h('div', { class: 'radio-row' }, radio('version', 'version', preset != null || !prev), select),
     h('div', { class: 'radio-row' }, radio('at', 'as it was at', false), when));
+  // What the confirmation sends: set only once its preview is shown.
   let target = null;
   let seq = 0;
+  let sync = () => {};
   const choice = () => fieldset.querySelector('input[name=dlg-target]:checked')?.value;
   const refresh = async () => {
     const n = ++seq;
     const c = choice();
     target = null;
+    sync();
     let req;
     if (c === 'previous' && prev) req = { to: prev.version, load: () => S.api.version(prev.version) };
     else if (c === 'version' && select.value) req = { to: Number(select.value), load: () => S.api.version(select.value) };
@@ -261,32 +339,41 @@ export async function rollback(preset) {
     try {
       const v = await req.load();
       if (n !== seq) return;
-      target = req.to != null ? { to: req.to } : { at: req.at };
       fill(preview,
         h('p', null, `Restores the config of version ${v.version} (${fmt.time(v.issued_at)}, by `, h('span', { class: 'actor' }, v.actor), '): ', h('q', { class: 'reason' }, v.reason)),
         diffTable(diff(cur.config, v.config), `What version ${expected + 1} changes`),
+        rollbackEffects(cur.config, v.config, running),
         restorePoints(v, `version ${v.version}`));
+      target = req.to != null ? { to: req.to } : { at: req.at };
+      sync();
     } catch (e) {
       if (n !== seq) return;
-      fill(preview, h('p', { class: 'error' }, `${e.message}`));
-      // Still sendable: the service answers for itself.
-      target = req.to != null ? { to: req.to } : { at: req.at };
+      // Not confirmable without seeing what it restores.
+      fill(preview, h('p', { class: 'error' }, `Cannot show what this restores: ${e.message}`));
+    }
+  };
+  // Focusing a choice's field chooses it: the preview follows at once.
+  const pick = (value) => {
+    const r = fieldset.querySelector(`input[value=${value}]`);
+    if (!r.checked) {
+      r.checked = true;
+      refresh();
     }
   };
   fieldset.addEventListener('change', refresh);
-  select.addEventListener('focus', () => { fieldset.querySelector('input[value=version]').checked = true; });
-  when.addEventListener('focus', () => { fieldset.querySelector('input[value=at]').checked = true; });
+  select.addEventListener('focus', () => pick('version'));
+  when.addEventListener('focus', () => pick('at'));
   when.addEventListener('input', refresh);
-  open('Roll back', {
+  sync = open('Roll back', {
     intro: `Restores an earlier config as a new version on top of version ${expected}.`,
     confirmLabel: 'Roll back',
     body: [fieldset, preview],
+    ready: () => target != null,
     submit: async (reason) => {
-      if (!target) throw Object.assign(new Error('Choose what to restore first.'), { status: 0 });
-      const v = await S.api.rollback({ expected_version: expected, ...target, reason });
+      if (!target) throw Object.assign(new Error('choose what to restore, and wait for its preview.'), { local: true });
+      const v = committed(await S.api.rollback({ expected_version: expected, ...target, reason }));
       return `Version ${v.version} committed: rolled back (${v.reason}); pushing to the edges.`;
     },
   });
   refresh();
 }
-

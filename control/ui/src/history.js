@@ -9,14 +9,37 @@ import { diffTable } from './dialogs.js';
 import { weightChart, checkChart } from './charts.js';
 import { S, canAct, active } from './state.js';
 
+/** How often the history view reloads the plans and the check points while a plan runs. */
+const RUNNING_MS = 5000;
+
 /** Loads what the history view shows, for the committed version. */
 export async function loadHistory() {
   const version = S.status ? S.status.version : null;
   const [tl, audit, plans] = await Promise.all([S.api.timeline(2000), S.api.audit(), S.api.plans(50)]);
-  const history = { timeline: tl.versions, audit: audit.audit, plans: plans.plans };
+  const history = { timeline: tl.versions, audit: audit.audit, plans: plans.plans, checkedAt: Date.now() };
   await Promise.all(routeIds(history).map((id) => loadChecks(history, id)));
   S.history = history;
   S.historyVersion = version;
+  keepShown(history);
+}
+
+/**
+ * While a plan runs, every RUNNING_MS: the plans again, and the check
+ * points of the plans on the charts that ran at the last look (so a plan
+ * that just ended gets its last points too).
+ */
+export async function refreshRunning() {
+  const hist = S.history;
+  if (!hist || !hist.plans.some(active) || Date.now() - hist.checkedAt < RUNNING_MS) return;
+  const { plans } = await S.api.plans(50);
+  const next = { ...hist, plans, checkedAt: Date.now() };
+  await Promise.all(routeIds(next).map((id) => {
+    const was = chartPlan(hist, id);
+    return loadChecks(next, id, !!was && active(was));
+  }));
+  if (S.history !== hist) return;
+  S.history = next;
+  keepShown(next);
 }
 
 function routeIds(history) {
@@ -31,12 +54,19 @@ function chartPlan(history, routeId) {
   return plans.find((p) => p.id === chosen) || plans[0] || null;
 }
 
-/** Fetches the check points of the plan chosen for a route (again while it runs). */
-export async function loadChecks(history, routeId) {
+/** Fetches the check points of the plan chosen for a route (again while it runs, or when `again`). */
+export async function loadChecks(history, routeId, again = false) {
   const plan = chartPlan(history, routeId);
-  if (!plan || (S.checks.has(plan.id) && !active(plan))) return;
+  if (!plan || (S.checks.has(plan.id) && !active(plan) && !again)) return;
   const r = await S.api.planChecks(plan.id, 500);
   S.checks.set(plan.id, r.checks);
+}
+
+/** Forgets the check points of every plan not on the charts. */
+export function keepShown(history) {
+  if (!history) return;
+  const shown = new Set(routeIds(history).map((id) => chartPlan(history, id)?.id));
+  for (const id of S.checks.keys()) if (!shown.has(id)) S.checks.delete(id);
 }
 
 function legend(items) {

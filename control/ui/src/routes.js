@@ -96,7 +96,7 @@ function routeCard(route) {
   return h('article', { class: 'card route', 'data-key': route.id, 'data-route': route.id, 'aria-labelledby': `route-${route.id}` },
     h('header', { class: 'card-head' },
       h('h2', { id: `route-${route.id}` }, route.id),
-      h('span', { class: 'muted' }, matchText(route))),
+      h('span', { class: 'muted match' }, matchText(route))),
     h('dl', { class: 'facts' },
       fact('Old origin', h('span', { class: 'mono url' }, route.old)),
       fact('New origin', h('span', { class: 'mono url' }, route.new)),

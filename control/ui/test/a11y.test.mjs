@@ -1,6 +1,8 @@
 // Accessibility and layout: axe-core finds no serious or critical
 // violation, and no view scrolls sideways, at 375 px and at 1280 px; with a
-// canary plan running, so the plan, its checks and their chart are there.
+// canary plan running, so the plan, its checks and their chart are there,
+// and a route whose id is 64 characters without a break point and whose
+// host is as long as a host gets.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +11,8 @@ import { readFile } from 'node:fs/promises';
 import { up, browser, page, signIn, pageUrl } from './env.mjs';
 
 const require = createRequire(import.meta.url);
+/** 64 characters, the most a route id may have, and no break point. */
+const LONG_ID = 'abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01';
 let axeSource;
 let env;
 let b;
@@ -26,6 +30,23 @@ before(async () => {
   await env.api().setWeight('web', 20, 'by hand');
   const cur = await env.api().current();
   await env.api().post('/v1/rollback', { expected_version: cur.version, to: cur.version - 1, reason: 'undo' });
+  // The longest route id there is, and a long host, ahead of the default route.
+  const now = await env.api().current();
+  const web = now.config.routes.find((r) => r.id === 'web');
+  const long = {
+    id: LONG_ID,
+    match: { host: `${'h'.repeat(63)}.${'k'.repeat(63)}.example.com`, path_prefix: `/${'p'.repeat(80)}` },
+    old: web.old,
+    new: web.new,
+    new_weight: 12.5,
+    key: ['header:x-user-id'],
+  };
+  const pushed = await env.api().post('/v1/versions', {
+    expected_version: now.version,
+    reason: 'a route with a long id',
+    config: { ...now.config, routes: [long, ...now.config.routes] },
+  });
+  assert.equal(pushed.status, 201, JSON.stringify(pushed.json));
 });
 
 after(async () => {
@@ -62,7 +83,10 @@ for (const width of [375, 1280]) {
     for (const view of ['routes', 'edges', 'history']) {
       await p.goto(`${url}/#/${view}`);
       await p.waitForFunction((v) => (document.documentElement.dataset.ready || '').split(' ').includes(v), view);
-      if (view === 'routes') await p.waitForSelector('.plan table.checks');
+      if (view === 'routes') {
+        await p.waitForSelector('.plan table.checks');
+        await p.waitForSelector(`article[data-route="${LONG_ID}"]`);
+      }
       if (view === 'history') await p.waitForSelector('.checks-chart svg.chart');
       assert.deepEqual(await violations(p), [], view);
       const w = await sideways(p);
@@ -77,6 +101,16 @@ for (const width of [375, 1280]) {
     assert.deepEqual(await violations(p), [], 'rollback dialog');
     const w = await sideways(p);
     assert.ok(w.scroll <= w.client, `the dialog scrolls sideways at ${width} px: ${JSON.stringify(w)}`);
+    await p.click('#dlg [data-role=cancel]');
+    // The set-weight dialog of the long route: its title and diff wrap.
+    await p.click(`article[data-route="${LONG_ID}"] [data-action=set-weight]`);
+    await p.waitForSelector('#dlg[open] #dlg-weight');
+    await p.fill('#dlg-weight', '25');
+    await p.waitForSelector('#dlg table.diff');
+    const d = await sideways(p);
+    assert.ok(d.scroll <= d.client, `the set-weight dialog scrolls sideways at ${width} px: ${JSON.stringify(d)}`);
+    const dlg = await p.evaluate(() => ({ scroll: document.getElementById('dlg').scrollWidth, client: document.getElementById('dlg').clientWidth }));
+    assert.ok(dlg.scroll <= dlg.client, `the set-weight dialog's content is wider than it at ${width} px: ${JSON.stringify(dlg)}`);
     await p.click('#dlg [data-role=cancel]');
     assert.deepEqual(p.problems, []);
     await p.context().close();

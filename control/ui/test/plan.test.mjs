@@ -39,6 +39,21 @@ test('a running plan: pause, resume and promote it from the route', async () => 
   assert.match(await text(p, `${block} h3`), new RegExp(`Plan ${plan.id}`));
   assert.match(await text(p, `${block} .plan-step`), /Step \d of 5: /);
 
+  // What a change by hand would do to the plan, said in its confirmation.
+  await p.click('article[data-route=web] [data-action=set-weight]');
+  await p.waitForSelector('#dlg[open] #dlg-weight');
+  await p.fill('#dlg-weight', '42.5');
+  await p.waitForSelector('#dlg [data-role=plan-effect]');
+  assert.match(await text(p, '#dlg [data-role=plan-effect]'), new RegExp(`^Plan ${plan.id} is running on route web: this weight holds it`));
+  await p.click('#dlg [data-role=cancel]');
+  await api.waitFor(async (a) => (await a.count()) >= 2, 20_000, 'the plan pushed its first step');
+  await p.waitForFunction(() => Number((document.querySelector('.toolbar .current strong')?.textContent || '').replace('Version ', '')) >= 2);
+  await p.click('.toolbar [data-action=rollback]');
+  await p.waitForSelector('#dlg[open] .preview table.diff');
+  assert.match(await text(p, '#dlg .preview [data-role=plan-effect]'), new RegExp(`^Plan ${plan.id} is running on route web: this rollback changes the route, so it aborts the plan\\.`));
+  await p.click('#dlg [data-role=cancel]');
+  assert.equal((await api.get(`/v1/plans/${plan.id}`)).held, null, 'nothing was sent');
+
   await p.click('article[data-route=web] [data-action=pause]');
   await confirm(p);
   await api.waitFor(async (a) => (await a.get(`/v1/plans/${plan.id}`)).held != null, 10_000, 'the plan is held');
@@ -63,6 +78,29 @@ test('a running plan: pause, resume and promote it from the route', async () => 
   // The promotion's version names who asked for it.
   const audit = (await api.get('/v1/audit')).audit;
   assert.ok(audit.some((a) => a.detail.includes(`plan ${plan.id} promoted by deployer`)), JSON.stringify(audit[0]));
+  assert.deepEqual(p.problems, []);
+  await p.context().close();
+});
+
+test('promoting a dry run: the confirmation says it pushes nothing, and it does not', async () => {
+  const api = env.api();
+  const last = (await api.get('/v1/plans?route=web&limit=1')).plans[0];
+  const started = await api.post('/v1/plans', { route: 'web', plan: { ...last.doc, dry_run: true }, reason: 'ci: measure only' });
+  assert.equal(started.status, 201, JSON.stringify(started.json));
+  const plan = started.json;
+  const before = await api.current();
+  const p = await page(b);
+  await signIn(p, url, env.tokens.deploy);
+  await p.waitForFunction((id) => /dry run/.test(document.querySelector('article[data-route=web] section.plan h3')?.textContent || '')
+    && document.querySelector('article[data-route=web] section.plan h3')?.textContent.includes(`Plan ${id}`), plan.id);
+  await p.click('article[data-route=web] [data-action=promote]');
+  await p.waitForSelector('#dlg[open] [data-role=dry-run]');
+  assert.match(await text(p, '#dlg [data-role=dry-run]'), new RegExp(`^Plan ${plan.id} is a dry run: promoting ends it as promoted and pushes nothing`));
+  assert.equal(await p.locator('#dlg table.diff').count(), 0, 'no diff for a push that does not happen');
+  await confirm(p);
+  await api.waitFor(async (a) => (await a.get(`/v1/plans/${plan.id}`)).phase === 'promoted', 30_000, 'the dry run is promoted');
+  const after = await api.current();
+  assert.equal(after.version, before.version, 'a dry run pushed a version');
   assert.deepEqual(p.problems, []);
   await p.context().close();
 });
