@@ -15,6 +15,7 @@ chromium="${ROLLOUT_CHROMIUM:-/usr/bin/chromium}"
 cd "$here"
 npm ci --no-audit --no-fund
 node build.mjs
+git -C "$repo" rev-parse --git-dir >/dev/null || { echo "control/ui/test.sh: $repo is not a git checkout git can read" >&2; exit 1; }
 if ! git -C "$repo" diff --exit-code -- control/ui/dist; then
     echo "control/ui/test.sh: control/ui/dist differs from a rebuild of control/ui/src: run 'node control/ui/build.mjs' and commit dist/" >&2
     exit 1
