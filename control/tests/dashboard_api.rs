@@ -115,6 +115,7 @@ async fn the_page_its_roles_its_timeline_and_a_plans_measurements() {
         .json()
         .await
         .expect("json");
+    assert_eq!(limited["versions"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         limited["versions"][0]["version"], 3,
         "the newest, when limited"

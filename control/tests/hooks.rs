@@ -174,6 +174,8 @@ async fn hook_failures_and_timeouts_show_in_history_and_never_delay_a_rollback()
             && back.contains("hook broken (version, run 6): failed: exit status: 3: boom"),
         "{back}"
     );
+    // Its runs end before the service does (no hook outlives the test).
+    finished_runs(&control, 4, Duration::from_secs(30)).await;
 }
 
 /// `rollout plan start web FILE`, which must succeed; the plan's id.
@@ -220,10 +222,12 @@ async fn plan_until(
 async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it() {
     let rig = Rig::start("hooks-plans").await;
     let edge = rig.edge("edge").await;
-    let open = rig.scratch.path("open");
+    // The gate's plan.start runs wait for `open`, its version runs for `open2`.
+    let (open, open2) = (rig.scratch.path("open"), rig.scratch.path("open2"));
     let wait_for_open = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; echo restore_point=rp-$ROLLOUT_RUN",
-        open.display()
+        "f={}; [ \"$ROLLOUT_EVENT\" = version ] && f={}; while [ ! -e $f ]; do sleep 0.05; done; echo restore_point=rp-$ROLLOUT_RUN",
+        open.display(),
+        open2.display()
     );
     let file = hooks_file(
         &rig,
@@ -292,6 +296,20 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
     );
 
     std::fs::write(&open, "").expect("open the gate");
+    // The first raise, then the next waits for the run of its version.
+    plan_until(&control, id, Duration::from_secs(20), |p| {
+        p["waiting_for_hook"]
+            .as_str()
+            .is_some_and(|w| w.contains("version at version"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        weight(&control).await,
+        20.0,
+        "no second raise while its version's run runs"
+    );
+    std::fs::write(&open2, "").expect("open the version runs");
     let done = plan_until(&control, id, Duration::from_secs(30), |p| {
         p["phase"] == "promoted"
     })
@@ -338,6 +356,18 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
         "{aborted}"
     );
     assert_eq!(weight(&control).await, 0.0, "rolled back, never raised");
+    let history = control.get("/v1/versions?limit=100").await;
+    let by_plan: Vec<&str> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter(|v| v["actor"] == format!("plan:{id}"))
+        .filter_map(|v| v["reason"].as_str())
+        .collect();
+    assert!(
+        by_plan.len() == 1 && by_plan[0].contains(" rollback: "),
+        "its only version is its rollback: {by_plan:?}"
+    );
     let current = control.get("/v1/current").await["version"]
         .as_u64()
         .expect("n");

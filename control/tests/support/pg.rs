@@ -340,11 +340,8 @@ impl Pg {
         let log = root.dir.join(format!("{name}.log"));
         for _attempt in 0..5 {
             let port = free_port();
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .expect("server log");
+            // Each attempt's own log: an earlier port clash is not this one's error.
+            let file = std::fs::File::create(&log).expect("server log");
             let mut cmd = root.user.command(&root.bin.join("postgres"), &root.dir);
             cmd.arg("-D").arg(&data);
             let fixed = [

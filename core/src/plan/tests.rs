@@ -771,6 +771,12 @@ fn a_raise_waits_for_required_hooks_and_a_failed_one_aborts_the_plan() {
     // Lowering the weight never waits.
     assert_eq!(outputs(&s.advance(&p, 4, Input::Converged(7))), ["set 5"]);
     assert!(outputs(&land(&p, &mut s, 5, 8)).is_empty(), "a raise waits");
+    let open = s.clone().advance(&p, 6, Input::Hooks(HookGate::Open));
+    assert_eq!(
+        outputs(&open),
+        ["set 50"],
+        "and goes once the run succeeded"
+    );
     assert_eq!((s.step, s.phase), (2, Phase::Progressing));
     let out = s.advance(
         &p,
