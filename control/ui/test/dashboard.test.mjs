@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { up, browser, page, signIn, pageUrl, CSP } from './env.mjs';
+import { up, browser, page, signIn, pageUrl, CSP, text, shows } from './env.mjs';
 
 let env;
 let b;
@@ -21,10 +21,7 @@ after(async () => {
   await env?.stop();
 });
 
-const text = (p, sel) => p.locator(sel).first().textContent();
 
-/** Waits until the routes view shows version `n` as current. */
-const shows = (p, n) => p.waitForFunction((v) => document.querySelector('.toolbar .current strong')?.textContent === `Version ${v}`, n);
 
 test('the service serves the page and its assets with a strict CSP', async () => {
   for (const [path, type] of [['/', 'text/html'], ['/ui/app.js', 'text/javascript'], ['/ui/app.css', 'text/css']]) {

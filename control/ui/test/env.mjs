@@ -242,3 +242,10 @@ export async function pageUrl(env) {
   env.stop = async () => { server.close(); await stop(); };
   return `http://127.0.0.1:${server.address().port}`;
 }
+
+/** The text of the first element `sel` matches on page `p`. */
+export const text = (p, sel) => p.locator(sel).first().textContent();
+
+/** Waits until the page shows version `n` as the current one. */
+export const shows = (p, n, timeout = 30_000) =>
+  p.waitForFunction((v) => document.querySelector('.toolbar .current strong')?.textContent === `Version ${v}`, n, { timeout });

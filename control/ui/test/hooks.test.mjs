@@ -6,7 +6,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve, browser, page, signIn, pageUrl } from './env.mjs';
+import { serve, browser, page, signIn, pageUrl, text } from './env.mjs';
 
 let env;
 let b;
@@ -42,7 +42,6 @@ after(async () => {
   await env?.stop();
 });
 
-const text = (p, sel) => p.locator(sel).first().textContent();
 
 test('the confirmations name the restore point that matches', async () => {
   const p = await page(b);

@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { up, browser, page, signIn, pageUrl } from './env.mjs';
+import { up, browser, page, signIn, pageUrl, text, shows } from './env.mjs';
 
 let env;
 let b;
@@ -20,8 +20,6 @@ after(async () => {
   await env?.stop();
 });
 
-const text = (p, sel) => p.locator(sel).first().textContent();
-const shows = (p, n) => p.waitForFunction((v) => document.querySelector('.toolbar .current strong')?.textContent === `Version ${v}`, n);
 
 /** Opens the set-weight dialog on route web with the page on the current version. */
 async function openSetWeight(p) {

@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { up, browser, page, signIn, pageUrl } from './env.mjs';
+import { up, browser, page, signIn, pageUrl, text } from './env.mjs';
 
 let env;
 let b;
@@ -21,7 +21,6 @@ after(async () => {
   await env?.stop();
 });
 
-const text = (p, sel) => p.locator(sel).first().textContent();
 
 async function confirm(p) {
   await p.waitForSelector('#dlg[open] [data-role=confirm]');

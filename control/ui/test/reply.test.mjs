@@ -10,7 +10,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve, browser, page, signIn, pageUrl } from './env.mjs';
+import { serve, browser, page, signIn, pageUrl, text, shows } from './env.mjs';
 
 let env;
 let b;
@@ -32,8 +32,6 @@ after(async () => {
   await env?.stop();
 });
 
-const text = (p, sel) => p.locator(sel).first().textContent();
-const shows = (p, n, timeout = 30_000) => p.waitForFunction((v) => document.querySelector('.toolbar .current strong')?.textContent === `Version ${v}`, n, { timeout });
 
 /** The browser's own reports of the failures these tests make on purpose are expected. */
 const unexpected = (p) => p.problems.filter((m) => !/Failed to load resource|net::ERR_|Failed to fetch|[Rr]edirect/.test(m));
