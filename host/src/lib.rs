@@ -429,23 +429,19 @@ fn text_response(status: u16, body: &'static str) -> hyper::Response<HyperOutgoi
 /// Serves one request and, when metrics are kept, counts its response. An
 /// error closes the connection unanswered.
 async fn handle(
-    runtime: Arc<Runtime>,
-    edge: Arc<Edge>,
-    pool: outbound::Pool,
-    metrics: Option<Arc<Metrics>>,
-    gate: Arc<limits::Gate>,
+    site: Arc<Site>,
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<hyper::Response<HyperOutgoingBody>, limits::Cut> {
     // Pushes and reads of the admin endpoint are the control plane talking,
     // not traffic: counting them would dilute the error rate a canary is
     // judged by.
-    let public = metrics.is_some() && req.uri().path() != ADMIN_PATH;
-    let resp = answer(runtime, edge, pool, metrics.clone(), &gate, req, peer).await;
+    let public = site.metrics.is_some() && req.uri().path() != ADMIN_PATH;
+    let resp = answer(site.clone(), req, peer).await;
     if resp.extensions().get::<limits::Cut>().is_some() {
         return Err(limits::Cut);
     }
-    if let Some(metrics) = metrics.filter(|_| public) {
+    if let Some(metrics) = site.metrics.as_ref().filter(|_| public) {
         metrics.record_response(resp.status(), resp.headers());
     }
     Ok(resp)
@@ -455,14 +451,11 @@ async fn handle(
 /// A response carrying a [`limits::Cut`] extension is never sent: the
 /// connection is closed instead.
 async fn answer(
-    runtime: Arc<Runtime>,
-    edge: Arc<Edge>,
-    pool: outbound::Pool,
-    metrics: Option<Arc<Metrics>>,
-    gate: &limits::Gate,
+    site: Arc<Site>,
     mut req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> hyper::Response<HyperOutgoingBody> {
+    let gate = &*site.gate;
     // wasi:http hides Transfer-Encoding from the component, and hyper has
     // decoded `chunked` already: a `gzip, chunked` request would reach the
     // origin as plain chunked, its gzip coding dropped. Core's rule (501,
@@ -525,13 +518,17 @@ async fn answer(
     };
     // The reserve is for pushes read whole: a slow upload to the admin path
     // must not be able to hold it.
-    let Some(permit) = gate.instance(admin && watch.is_none()) else {
-        return shed(gate, metrics.as_deref());
+    let ready = match site.take_spare() {
+        Some(spare) => Ready::Spare(spare),
+        None => match gate.instance(admin && watch.is_none()) {
+            Some(permit) => Ready::Permit(permit),
+            None => return shed(gate, site.metrics.as_deref()),
+        },
     };
     let req = hyper::Request::from_parts(parts, body);
-    match call(runtime, edge, pool, metrics.clone(), req, permit, watch).await {
+    match call(site.clone(), req, ready, watch).await {
         Ok(resp) => resp,
-        Err(Failure::Busy) => shed(gate, metrics.as_deref()),
+        Err(Failure::Busy) => shed(gate, site.metrics.as_deref()),
         Err(Failure::Stalled { sent: false }) => limits::timed_out(),
         Err(Failure::Stalled { sent: true }) => limits::cut(),
         Err(Failure::Failed(e)) => {
@@ -571,24 +568,31 @@ enum Stopped {
     Failed(anyhow::Error),
 }
 
-/// Hands `req` to a fresh instance, which holds `permit` as long as it
-/// lives. `watch` is on a body that still streams from the client: if it
-/// stalls, the instance is stopped.
+/// What a request is served by: the listener's spare instance, or a permit
+/// to make one.
+enum Ready {
+    Spare(Spare),
+    Permit(tokio::sync::OwnedSemaphorePermit),
+}
+
+/// Hands `req` to a fresh instance (the spare, never called before, or one
+/// made now), which holds its permit as long as it lives. `watch` is on a
+/// body that still streams from the client: if it stalls, the instance is
+/// stopped.
 async fn call(
-    runtime: Arc<Runtime>,
-    edge: Arc<Edge>,
-    pool: outbound::Pool,
-    metrics: Option<Arc<Metrics>>,
+    site: Arc<Site>,
     req: hyper::Request<limits::RequestBody>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    ready: Ready,
     mut watch: Option<limits::Watch>,
 ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
     let failed = |e: wasmtime::Error| Failure::Failed(anyhow::Error::from(e));
-    let mut state = HostState::new(edge, Some(pool), metrics, &runtime.env);
+    let (mut store, made, permit) = match ready {
+        Ready::Spare(spare) => (spare.store, Some(spare.proxy), spare.permit),
+        Ready::Permit(permit) => (site.store(), None, permit),
+    };
     if let Some(watch) = &watch {
-        state.hooks.report_sent(watch.sent.clone());
+        store.data_mut().hooks.report_sent(watch.sent.clone());
     }
-    let mut store = Store::new(runtime.pre.engine(), state);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let req = store
         .data_mut()
@@ -601,18 +605,22 @@ async fn call(
         .new_response_outparam(tx)
         .map_err(failed)?;
     let instance = store.data().instance.clone();
-    let pre = runtime.pre.clone();
     // The task owns the store until the component returns, which may be after
     // the response head was sent while the body still streams.
+    let serving = Serving::start(&site);
     let task = tokio::spawn(async move {
-        let _permit = permit;
-        let proxy = match pre.instantiate_async(&mut store).await {
-            Ok(proxy) => proxy,
-            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => return Err(Stopped::Busy),
-            Err(e) => {
-                let e = anyhow::Error::from(e).context("instantiating the component");
-                return Err(Stopped::Failed(e));
-            }
+        let proxy = match made {
+            Some(proxy) => proxy,
+            None => match site.runtime.pre.instantiate_async(&mut store).await {
+                Ok(proxy) => proxy,
+                Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                    return Err(Stopped::Busy);
+                }
+                Err(e) => {
+                    let e = anyhow::Error::from(e).context("instantiating the component");
+                    return Err(Stopped::Failed(e));
+                }
+            },
         };
         let handled = proxy
             .wasi_http_incoming_handler()
@@ -621,11 +629,16 @@ async fn call(
         if handled.is_ok() {
             store.data().instance.returned();
         }
-        // The instance is torn down (its memory reset) when this task ends:
-        // first let the tasks it woke run, the one writing the response
-        // among them, so the reset is not between the origin's answer and
-        // the client.
+        // The instance is torn down (its memory reset) and the next
+        // request's made after this: first let the tasks it woke run, the
+        // one writing the response among them, so neither is between the
+        // origin's answer and the client.
         tokio::task::yield_now().await;
+        drop(store);
+        drop(permit);
+        if serving.end() {
+            site.refill().await;
+        }
         handled.map_err(|e| Stopped::Failed(anyhow::Error::from(e).context("component trapped")))
     });
     // Until the response head is here, a dropped future means the client
@@ -670,6 +683,104 @@ async fn call(
                 anyhow::Error::from(e).context("component task failed"),
             )),
         },
+    }
+}
+
+/// What one listener serves with: the component, the edge, its origin
+/// connections, its metrics and limits, and an instance made ahead.
+struct Site {
+    runtime: Arc<Runtime>,
+    edge: Arc<Edge>,
+    pool: outbound::Pool,
+    metrics: Option<Arc<Metrics>>,
+    gate: Arc<limits::Gate>,
+    /// One instance, made once the previous request was answered, so the
+    /// next request does not wait for it. Never called before it serves a
+    /// request, and serves exactly one: every request still gets a fresh
+    /// instance.
+    spare: std::sync::Mutex<Option<Spare>>,
+    /// Requests whose instance is running.
+    serving: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one request in [`Site::serving`] until it ends or is dropped.
+struct Serving(Option<Arc<Site>>);
+
+impl Serving {
+    fn start(site: &Arc<Site>) -> Serving {
+        site.serving
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Serving(Some(site.clone()))
+    }
+
+    /// Ends the count; whether no other request is being served. Only then
+    /// is a spare made: the thread would otherwise sit idle until the next
+    /// request, and under load making it ahead only moves the same work
+    /// further from where its memory is used, which costs throughput.
+    fn end(mut self) -> bool {
+        self.0.take().is_some_and(|site| {
+            site.serving
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
+                == 1
+        })
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(site) = self.0.take() {
+            site.serving
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// An instance made ahead of its request, with the permit it holds.
+struct Spare {
+    store: Store<HostState>,
+    proxy: wasmtime_wasi_http::p2::bindings::Proxy,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Site {
+    /// A store for one request's instance.
+    fn store(&self) -> Store<HostState> {
+        let state = HostState::new(
+            self.edge.clone(),
+            Some(self.pool.clone()),
+            self.metrics.clone(),
+            &self.runtime.env,
+        );
+        Store::new(self.runtime.pre.engine(), state)
+    }
+
+    fn take_spare(&self) -> Option<Spare> {
+        self.spare.lock().ok()?.take()
+    }
+
+    /// Makes the spare instance if there is none and enough instances stay
+    /// free (see `limits::SPARE_HEADROOM`). Failing to is not this request's failure: the next one instantiates
+    /// its own and reports what goes wrong.
+    async fn refill(&self) {
+        if self.spare.lock().map_or(true, |s| s.is_some()) {
+            return;
+        }
+        let Some(permit) = self.gate.spare_instance() else {
+            return;
+        };
+        let mut store = self.store();
+        let Ok(proxy) = self.runtime.pre.instantiate_async(&mut store).await else {
+            return;
+        };
+        if let Ok(mut spare) = self.spare.lock()
+            && spare.is_none()
+        {
+            *spare = Some(Spare {
+                store,
+                proxy,
+                permit,
+            });
+        }
     }
 }
 
@@ -730,10 +841,20 @@ async fn serve_gated(
     metrics: Option<Arc<Metrics>>,
     gate: Arc<limits::Gate>,
 ) -> anyhow::Result<()> {
-    let pool = outbound::pool();
+    let site = Arc::new(Site {
+        runtime,
+        edge,
+        pool: outbound::pool(),
+        metrics,
+        gate,
+        spare: std::sync::Mutex::new(None),
+        serving: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let Site { metrics, gate, .. } = &*site;
     // Connections live in this set, so dropping the future closes them too:
     // a stopped edge answers nothing, not even on kept-alive connections.
     let mut connections = tokio::task::JoinSet::new();
+    connections.spawn(keep_timers_due_soon());
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -755,23 +876,10 @@ async fn serve_gated(
                 continue;
             }
         };
-        let runtime = runtime.clone();
-        let edge = edge.clone();
-        let pool = pool.clone();
-        let metrics = metrics.clone();
-        let (gate, service_gate) = (gate.clone(), gate.clone());
+        let site = site.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                handle(
-                    runtime.clone(),
-                    edge.clone(),
-                    pool.clone(),
-                    metrics.clone(),
-                    service_gate.clone(),
-                    req,
-                    peer,
-                )
-            });
+            let gate = site.gate.clone();
+            let service = hyper::service::service_fn(move |req| handle(site.clone(), req, peer));
             let conn = gate
                 .http1()
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
@@ -782,6 +890,26 @@ async fn serve_gated(
         });
     }
 }
+
+/// Never returns; keeps a timer due within [`TICK`] on this runtime.
+///
+/// Every request sets timers far in the future (the next request head's
+/// 20 s, an origin's 60 s first byte). tokio wakes its driver (a write to an
+/// eventfd, then an extra `epoll_wait`) whenever a new timer is due before
+/// the earliest one the driver last slept towards, which with no shorter
+/// timer around is once per request. With one due within a second, none of
+/// those timers is ever the earliest: one wake-up a second replaces one per
+/// request.
+async fn keep_timers_due_soon() {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
+/// See [`keep_timers_due_soon`]: shorter than any timeout a request sets.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves on `addr` with one thread per core: each thread runs its own
 /// single-threaded runtime and accepts on its own `SO_REUSEPORT` listener,

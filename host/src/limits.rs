@@ -141,6 +141,10 @@ pub(crate) struct Gate {
     refused_http1: hyper::server::conn::http1::Builder,
 }
 
+/// Instance permits that stay free when a spare instance is made; below
+/// this many, every request instantiates its own, as without spares.
+pub(crate) const SPARE_HEADROOM: usize = 8;
+
 fn permits(n: usize) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))
 }
@@ -198,6 +202,16 @@ impl Gate {
             Err(_) if admin => self.reserved.clone().try_acquire_owned().ok(),
             Err(_) => None,
         }
+    }
+
+    /// A permit for an instance made ahead of its request, only while at
+    /// least [`SPARE_HEADROOM`] others stay free: a spare must never be why
+    /// a request is shed, and each serving thread keeps one.
+    pub(crate) fn spare_instance(&self) -> Option<OwnedSemaphorePermit> {
+        if self.instances.available_permits() <= SPARE_HEADROOM {
+            return None;
+        }
+        self.instances.clone().try_acquire_owned().ok()
     }
 
     /// Whether a newly accepted connection is served, refused or closed.

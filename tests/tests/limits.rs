@@ -298,3 +298,45 @@ async fn an_exhausted_pool_answers_503_not_500() {
     drop(uploads);
     await_status(&client, edge.addr, 200).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_made_ahead_never_take_a_small_cap_from_another_thread() {
+    let _pool = POOL.read().await;
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), new.url()],
+    };
+    // One instance for two serving threads: a thread that kept it made
+    // ahead for its own next request would leave the other shedding all
+    // its traffic. These threads serve until the test binary exits.
+    let limits = Limits {
+        max_instances: 1,
+        admin_reserved: 0,
+        ..Limits::default()
+    };
+    let addr = rollout_host::serve_per_core_with(
+        runtime(),
+        Arc::new(test_edge(setup, Arc::new(MemoryKv::default()))),
+        "127.0.0.1:0".parse().expect("addr"),
+        2,
+        None,
+        limits,
+    )
+    .expect("per-core edge starts");
+    // A connection per request, so SO_REUSEPORT spreads them over the threads.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    for i in 0..40 {
+        let resp = fresh
+            .get(format!("http://{addr}/page/{i}"))
+            .header("x-user-id", format!("user-{i}"))
+            .send()
+            .await
+            .expect("the edge answers");
+        assert_eq!(resp.status(), 200, "request {i}, one at a time");
+    }
+}
