@@ -694,6 +694,12 @@ struct Site {
     pool: outbound::Pool,
     metrics: Option<Arc<Metrics>>,
     gate: Arc<limits::Gate>,
+    /// Whether [`Site::spare`] is kept: only where a listener has a thread
+    /// of its own (one runtime per core). On a shared runtime the request
+    /// may run on any thread anyway, and an edge started in a process with
+    /// many others (tests, the benchmark's fleets) would hold one instance
+    /// per edge out of the one pool they share.
+    make_ahead: bool,
     /// One instance, made once the previous request was answered, so the
     /// next request does not wait for it. Never called before it serves a
     /// request, and serves exactly one: every request still gets a fresh
@@ -762,7 +768,7 @@ impl Site {
     /// free (see `limits::SPARE_HEADROOM`). Failing to is not this request's failure: the next one instantiates
     /// its own and reports what goes wrong.
     async fn refill(&self) {
-        if self.spare.lock().map_or(true, |s| s.is_some()) {
+        if !self.make_ahead || self.spare.lock().map_or(true, |s| s.is_some()) {
             return;
         }
         let Some(permit) = self.gate.spare_instance() else {
@@ -829,17 +835,19 @@ pub async fn serve_with(
     limits: Limits,
 ) -> anyhow::Result<()> {
     let gate = Arc::new(limits::Gate::new(limits));
-    serve_gated(runtime, edge, listener, metrics, gate).await
+    serve_gated(runtime, edge, listener, metrics, gate, false).await
 }
 
 /// Serves `listener` under `gate`, which other listeners of the same edge
-/// may share.
+/// may share; with `make_ahead`, keeping an instance made ahead (see
+/// [`Site::spare`]).
 async fn serve_gated(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     listener: TcpListener,
     metrics: Option<Arc<Metrics>>,
     gate: Arc<limits::Gate>,
+    make_ahead: bool,
 ) -> anyhow::Result<()> {
     let site = Arc::new(Site {
         runtime,
@@ -847,6 +855,7 @@ async fn serve_gated(
         pool: outbound::pool(),
         metrics,
         gate,
+        make_ahead,
         spare: std::sync::Mutex::new(None),
         serving: std::sync::atomic::AtomicUsize::new(0),
     });
@@ -980,7 +989,8 @@ pub fn serve_per_core_with(
                         }
                     };
                     let _ = ready_tx.send(listener.local_addr().map_err(Into::into));
-                    if let Err(e) = serve_gated(runtime, edge, listener, metrics, gate).await {
+                    if let Err(e) = serve_gated(runtime, edge, listener, metrics, gate, true).await
+                    {
                         tracing::error!("edge thread {i} stopped: {e:#}");
                     }
                 });
