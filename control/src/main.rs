@@ -61,6 +61,8 @@ macro_rules! commands {
 commands! {
     /// Run the control service.
     Serve(cmd::serve::ServeArgs) => cmd::serve::run;
+    /// Bring a store written by an older rollout to this one's schema.
+    Migrate(cmd::serve::MigrateArgs) => cmd::serve::migrate;
     /// Make an Ed25519 key pair: the secret to a file (mode 0600), the public key printed.
     Keygen(cmd::keys::KeygenArgs) => cmd::keys::keygen;
     /// Push a config file as the next version.

@@ -1267,3 +1267,104 @@ async fn an_edge_down_through_a_whole_rotation_is_brought_through_it() {
     );
     assert_eq!(held(late.addr).await.0, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_an_older_rollout_is_refused_until_rollout_migrate() {
+    let rig = Rig::start("migrate").await;
+    let mut control = rig.control(&[]).await;
+    control.push_wait(&rig.config("v1.json", 10.0)).await;
+    control.kill().await;
+    let db = control.db().to_owned();
+    let db_arg = db.display().to_string();
+
+    // As a rollout from before numbered schemas left it.
+    let conn = rusqlite::Connection::open(&db).expect("open the store");
+    conn.execute_batch(
+        "DROP TABLE hook_results; DROP TABLE hook_runs; DROP INDEX audit_by_time;
+         PRAGMA user_version = 0;",
+    )
+    .expect("downgrade");
+    drop(conn);
+
+    let key = rig.scratch.path("control.key").display().to_string();
+    let tokens = rig.scratch.path("tokens").display().to_string();
+    let serve = || async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            cli(
+                "http://unused",
+                ADMIN,
+                &[
+                    "serve",
+                    "--db",
+                    &db_arg,
+                    "--key",
+                    &key,
+                    "--tokens",
+                    &tokens,
+                    "--listen",
+                    "127.0.0.1:0",
+                ],
+            ),
+        )
+        .await
+        .expect("serve exits at once")
+    };
+    let refused = serve().await;
+    assert_ne!(refused.code, 0, "serve must not start on an older store");
+    assert!(
+        refused.stderr.contains("store schema 0")
+            && refused
+                .stderr
+                .contains(&format!("rollout migrate --db {db_arg}")),
+        "{}",
+        refused.stderr
+    );
+
+    let migrated = cli(
+        "http://unused",
+        ADMIN,
+        &["migrate", "--db", &db_arg, "--output", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(migrated["from"], 0);
+    assert_eq!(migrated["to"], 1);
+    let again = cli("http://unused", ADMIN, &["migrate", "--db", &db_arg])
+        .await
+        .ok();
+    assert!(
+        again.stdout.contains("already at store schema 1"),
+        "{}",
+        again.stdout
+    );
+
+    control.restart().await;
+    let history = control
+        .cli(READ, &["history", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        history.to_string().matches("\"version\":1").count(),
+        1,
+        "the history survived the migration: {history}"
+    );
+    control.kill().await;
+
+    rusqlite::Connection::open(&db)
+        .expect("open the store")
+        .pragma_update(None, "user_version", 2)
+        .expect("from a newer rollout");
+    let newer = serve().await;
+    assert_ne!(newer.code, 0);
+    assert!(newer.stderr.contains("newer rollout"), "{}", newer.stderr);
+    let down = cli("http://unused", ADMIN, &["migrate", "--db", &db_arg]).await;
+    assert_ne!(down.code, 0, "never migrated down");
+    assert!(
+        down.stderr.contains("never migrated down"),
+        "{}",
+        down.stderr
+    );
+}

@@ -154,3 +154,46 @@ pub(crate) async fn stop_signal() {
         () = term => {}
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct MigrateArgs {
+    /// The SQLite file `rollout serve` uses. Back it up first: a migration
+    /// is one transaction, but an older rollout cannot open the result.
+    #[arg(long, env = "ROLLOUT_DB", default_value = "rollout-control.sqlite")]
+    db: PathBuf,
+}
+
+#[derive(serde::Serialize)]
+struct MigrateReport<'a> {
+    db: &'a std::path::Path,
+    from: i64,
+    to: i64,
+}
+
+/// `rollout migrate`: bring a store written by an older rollout to this
+/// one's schema, so `rollout serve` opens it.
+pub(crate) async fn migrate(ctx: &super::Ctx, args: MigrateArgs) -> Result<(), Fail> {
+    let done = rollout_control::store::migrate(&args.db)
+        .map_err(|e| Fail::new(exit::INVALID, format!("{e:#}")))?;
+    match ctx.out {
+        super::Output::Json => super::print_json(&MigrateReport {
+            db: &args.db,
+            from: done.from,
+            to: done.to,
+        })?,
+        super::Output::Text if done.from == done.to => {
+            println!(
+                "{} is already at store schema {}",
+                args.db.display(),
+                done.to
+            );
+        }
+        super::Output::Text => println!(
+            "{} migrated from store schema {} to {}",
+            args.db.display(),
+            done.from,
+            done.to
+        ),
+    }
+    Ok(())
+}

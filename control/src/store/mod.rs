@@ -420,24 +420,141 @@ fn holdings_in(conn: &Connection) -> rusqlite::Result<Holdings> {
     Ok(Holdings::of(rows))
 }
 
+/// The schema this build reads and writes, kept in SQLite's `user_version`.
+/// A change to the schema raises it and adds its step to [`migrate`].
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A store whose schema is not the one this build uses: opening it refuses,
+/// rather than guess, and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// Written by an older build (0: before schemas were numbered).
+    #[error(
+        "{path} has store schema {found}, older than this rollout's {SCHEMA_VERSION}: \
+         back the file up, then run `rollout migrate --db {path}`"
+    )]
+    Older {
+        /// The store file.
+        path: String,
+        /// Its schema.
+        found: i64,
+    },
+    /// Written by a newer build, which may store what this one cannot read.
+    #[error(
+        "{path} has store schema {found}, newer than this rollout's {SCHEMA_VERSION}: \
+         it was written by a newer rollout; run that one (a store is never migrated down)"
+    )]
+    Newer {
+        /// The store file.
+        path: String,
+        /// Its schema.
+        found: i64,
+    },
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The schema the store had.
+    pub from: i64,
+    /// The schema it has now ([`SCHEMA_VERSION`]).
+    pub to: i64,
+}
+
+/// Opens the file at `path` with the settings every connection uses.
+fn connect(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // WAL: readers never block the writer. synchronous=NORMAL survives
+    // a crash of the process; commits of versions switch to FULL so an
+    // answered commit also survives a crash of the machine, while the
+    // frequent per-edge updates skip the fsync.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// The store's schema: `None` for a file with no tables yet (a new store).
+fn schema_of(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((found != 0 || tables != 0).then_some(found))
+}
+
+/// Brings the schema from `from` to [`SCHEMA_VERSION`], inside the caller's
+/// transaction. Schema 0 is every store written before schemas were
+/// numbered: they differ only in tables and indexes added since, which the
+/// schema's `IF NOT EXISTS` statements create.
+fn upgrade(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    if from < 1 {
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(hooks::HOOK_SCHEMA)?;
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
+/// Migrates the store at `path` to this build's schema, in one transaction:
+/// on any failure the file is as it was. A store already at it is left
+/// alone; a newer one, or no file at all, is an error.
+pub fn migrate(path: &Path) -> anyhow::Result<Migrated> {
+    if !path.is_file() {
+        anyhow::bail!("no store at {}", path.display());
+    }
+    let mut conn = connect(path)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from = schema_of(&tx)?.unwrap_or(0);
+    if from > SCHEMA_VERSION {
+        let path = path.display().to_string();
+        return Err(SchemaError::Newer { path, found: from }.into());
+    }
+    if from < SCHEMA_VERSION {
+        upgrade(&tx, from)
+            .with_context(|| format!("migrating {} from schema {from}", path.display()))?;
+    }
+    tx.commit()?;
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION,
+    })
+}
+
 impl Store {
-    /// Opens (creating on first start) the store at `path`.
+    /// Opens the store at `path`, creating it (and its directory) on first
+    /// start. A store of another schema is refused ([`SchemaError`]).
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        // WAL: readers never block the writer. synchronous=NORMAL survives
-        // a crash of the process; commits of versions switch to FULL so an
-        // answered commit also survives a crash of the machine, while the
-        // frequent per-edge updates skip the fsync.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)
-            .and_then(|()| conn.execute_batch(hooks::HOOK_SCHEMA))
-            .with_context(|| format!("creating the schema in {}", path.display()))?;
+        let mut conn = connect(path)?;
+        {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let shown = || path.display().to_string();
+            match schema_of(&tx)? {
+                None => upgrade(&tx, 0)
+                    .with_context(|| format!("creating the schema in {}", path.display()))?,
+                Some(SCHEMA_VERSION) => {}
+                Some(found) if found < SCHEMA_VERSION => {
+                    return Err(SchemaError::Older {
+                        path: shown(),
+                        found,
+                    }
+                    .into());
+                }
+                Some(found) => {
+                    return Err(SchemaError::Newer {
+                        path: shown(),
+                        found,
+                    }
+                    .into());
+                }
+            }
+            tx.commit()?;
+        }
         let holdings = holdings_in(&conn)
             .with_context(|| format!("reading the edges in {}", path.display()))?;
         Ok(Store {
@@ -1054,6 +1171,98 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .expect("open")
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version")
+    }
+
+    /// What a store written before schemas were numbered looks like: no
+    /// user_version, none of the tables and indexes added since plans.
+    fn unnumbered(path: &Path) {
+        let conn = Connection::open(path).expect("open");
+        conn.execute_batch(
+            "DROP TABLE hook_results; DROP TABLE hook_runs; DROP INDEX audit_by_time;
+             PRAGMA user_version = 0;",
+        )
+        .expect("downgrade");
+    }
+
+    #[test]
+    fn a_store_of_another_schema_is_refused_and_migrated_only_when_asked() {
+        let dir = std::env::temp_dir().join(format!("rollout-schema-{}", std::process::id()));
+        let path = dir.join("control.sqlite");
+        {
+            let store = Store::open(&path).expect("opens");
+            store
+                .commit(Version::NONE, "push", |n, _| version(n))
+                .expect("v1");
+        }
+        assert_eq!(
+            user_version(&path),
+            SCHEMA_VERSION,
+            "a new store is numbered"
+        );
+
+        unnumbered(&path);
+        let refused = Store::open(&path).expect_err("an older schema is refused");
+        let text = format!("{refused:#}");
+        assert!(
+            text.contains("store schema 0") && text.contains("rollout migrate --db"),
+            "{text}"
+        );
+        assert_eq!(user_version(&path), 0, "refusing changed nothing");
+
+        assert_eq!(
+            migrate(&path).expect("migrates"),
+            Migrated {
+                from: 0,
+                to: SCHEMA_VERSION
+            }
+        );
+        let store = Store::open(&path).expect("opens once migrated");
+        assert_eq!(
+            store.current().expect("current").map(|v| v.version),
+            Some(Version::new(1)),
+            "the history is kept"
+        );
+        assert_eq!(
+            store.last_hook_run().expect("the hook tables are back"),
+            0,
+            "and empty"
+        );
+        drop(store);
+        assert_eq!(
+            migrate(&path).expect("again"),
+            Migrated {
+                from: SCHEMA_VERSION,
+                to: SCHEMA_VERSION
+            }
+        );
+
+        Connection::open(&path)
+            .expect("open")
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("from the future");
+        for e in [
+            Store::open(&path)
+                .map(|_| ())
+                .expect_err("newer is refused"),
+            migrate(&path)
+                .map(|_| ())
+                .expect_err("and never migrated down"),
+        ] {
+            assert!(format!("{e:#}").contains("newer"), "{e:#}");
+        }
+        assert_eq!(user_version(&path), SCHEMA_VERSION + 1);
+
+        let missing = dir.join("typo.sqlite");
+        assert!(format!("{:#}", migrate(&missing).expect_err("no file")).contains("no store at"));
+        assert!(!missing.exists(), "migrate never creates a store");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn version(n: Version) -> Result<NewVersion, std::convert::Infallible> {
         let body = format!("body {n}").into_bytes();
