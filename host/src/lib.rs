@@ -520,7 +520,7 @@ async fn answer(
     // must not be able to hold it.
     let ready = match site.take_spare() {
         Some(spare) => Ready::Spare(spare),
-        None => match gate.instance(admin && watch.is_none()) {
+        None => match site.permit(admin && watch.is_none()) {
             Some(permit) => Ready::Permit(permit),
             None => return shed(gate, site.metrics.as_deref()),
         },
@@ -694,17 +694,13 @@ struct Site {
     pool: outbound::Pool,
     metrics: Option<Arc<Metrics>>,
     gate: Arc<limits::Gate>,
-    /// Whether [`Site::spare`] is kept: only where a listener has a thread
-    /// of its own (one runtime per core). On a shared runtime the request
-    /// may run on any thread anyway, and an edge started in a process with
-    /// many others (tests, the benchmark's fleets) would hold one instance
-    /// per edge out of the one pool they share.
-    make_ahead: bool,
-    /// One instance, made once the previous request was answered, so the
-    /// next request does not wait for it. Never called before it serves a
-    /// request, and serves exactly one: every request still gets a fresh
-    /// instance.
-    spare: std::sync::Mutex<Option<Spare>>,
+    /// Where this listener keeps its instance made ahead: its slot among
+    /// its edge's threads. Only where a listener has a thread of its own
+    /// (one runtime per core); on a shared runtime the request may run on
+    /// any thread anyway, and an edge started in a process with many others
+    /// (tests, the benchmark's fleets) would hold one instance per edge out
+    /// of the one pool they share.
+    spare: Option<(Arc<Spares>, usize)>,
     /// Requests whose instance is running.
     serving: std::sync::atomic::AtomicUsize,
 }
@@ -741,6 +737,34 @@ impl Drop for Serving {
     }
 }
 
+/// The instances the threads of one per-core edge made ahead, a slot per
+/// thread: each made once its thread answered a request and serves no
+/// other, so the next request there does not wait for it. One is never
+/// called before it serves a request, and serves exactly one: every request
+/// still gets a fresh instance. Shared, so that a thread short of an
+/// instance frees the ones the others keep idle: a spare is never why a
+/// request is shed.
+pub(crate) struct Spares(std::sync::Mutex<Vec<Option<Spare>>>);
+
+impl Spares {
+    fn new(threads: usize) -> Arc<Spares> {
+        Arc::new(Spares(std::sync::Mutex::new(
+            (0..threads).map(|_| None).collect(),
+        )))
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Option<Spare>>> {
+        // Every change is whole before the lock is let go.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops every spare, giving back their permits; how many there were.
+    fn release(&self) -> usize {
+        let freed: Vec<Spare> = self.slots().iter_mut().filter_map(Option::take).collect();
+        freed.len()
+    }
+}
+
 /// An instance made ahead of its request, with the permit it holds.
 struct Spare {
     store: Store<HostState>,
@@ -761,14 +785,28 @@ impl Site {
     }
 
     fn take_spare(&self) -> Option<Spare> {
-        self.spare.lock().ok()?.take()
+        let (spares, slot) = self.spare.as_ref()?;
+        spares.slots().get_mut(*slot)?.take()
     }
 
-    /// Makes the spare instance if there is none and enough instances stay
-    /// free (see `limits::SPARE_HEADROOM`). Failing to is not this request's failure: the next one instantiates
-    /// its own and reports what goes wrong.
+    /// A permit for a new instance. When none is free while other threads
+    /// keep instances made ahead, those are dropped first.
+    fn permit(&self, admin: bool) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.gate.instance(admin).or_else(|| {
+            let (spares, _) = self.spare.as_ref()?;
+            (spares.release() > 0).then(|| self.gate.instance(admin))?
+        })
+    }
+
+    /// Makes this thread's spare instance if there is none and enough
+    /// instances stay free (see `limits::SPARE_HEADROOM`). Failing to is not
+    /// this request's failure: the next one instantiates its own and reports
+    /// what goes wrong.
     async fn refill(&self) {
-        if !self.make_ahead || self.spare.lock().map_or(true, |s| s.is_some()) {
+        let Some((spares, slot)) = &self.spare else {
+            return;
+        };
+        if spares.slots().get(*slot).is_none_or(Option::is_some) {
             return;
         }
         let Some(permit) = self.gate.spare_instance() else {
@@ -778,14 +816,14 @@ impl Site {
         let Ok(proxy) = self.runtime.pre.instantiate_async(&mut store).await else {
             return;
         };
-        if let Ok(mut spare) = self.spare.lock()
-            && spare.is_none()
-        {
-            *spare = Some(Spare {
-                store,
-                proxy,
-                permit,
-            });
+        let made = Spare {
+            store,
+            proxy,
+            permit,
+        };
+        let mut slots = spares.slots();
+        if let Some(empty @ None) = slots.get_mut(*slot) {
+            *empty = Some(made);
         }
     }
 }
@@ -835,19 +873,19 @@ pub async fn serve_with(
     limits: Limits,
 ) -> anyhow::Result<()> {
     let gate = Arc::new(limits::Gate::new(limits));
-    serve_gated(runtime, edge, listener, metrics, gate, false).await
+    serve_gated(runtime, edge, listener, metrics, gate, None).await
 }
 
 /// Serves `listener` under `gate`, which other listeners of the same edge
-/// may share; with `make_ahead`, keeping an instance made ahead (see
-/// [`Site::spare`]).
+/// may share; with `spare`, keeping an instance made ahead in that slot (see
+/// [`Spares`]).
 async fn serve_gated(
     runtime: Arc<Runtime>,
     edge: Arc<Edge>,
     listener: TcpListener,
     metrics: Option<Arc<Metrics>>,
     gate: Arc<limits::Gate>,
-    make_ahead: bool,
+    spare: Option<(Arc<Spares>, usize)>,
 ) -> anyhow::Result<()> {
     let site = Arc::new(Site {
         runtime,
@@ -855,8 +893,7 @@ async fn serve_gated(
         pool: outbound::pool(),
         metrics,
         gate,
-        make_ahead,
-        spare: std::sync::Mutex::new(None),
+        spare,
         serving: std::sync::atomic::AtomicUsize::new(0),
     });
     let Site { metrics, gate, .. } = &*site;
@@ -963,10 +1000,13 @@ pub fn serve_per_core_with(
         drop(std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?);
     }
     let mut addr = addr;
-    for i in 0..threads.max(1) {
+    let threads = threads.max(1);
+    let spares = Spares::new(threads);
+    for i in 0..threads {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (runtime, edge, metrics) = (runtime.clone(), edge.clone(), metrics.clone());
         let gate = gate.clone();
+        let spare = Some((spares.clone(), i));
         std::thread::Builder::new()
             .name(format!("rollout-edge-{i}"))
             .spawn(move || {
@@ -989,7 +1029,7 @@ pub fn serve_per_core_with(
                         }
                     };
                     let _ = ready_tx.send(listener.local_addr().map_err(Into::into));
-                    if let Err(e) = serve_gated(runtime, edge, listener, metrics, gate, true).await
+                    if let Err(e) = serve_gated(runtime, edge, listener, metrics, gate, spare).await
                     {
                         tracing::error!("edge thread {i} stopped: {e:#}");
                     }

@@ -204,9 +204,10 @@ impl Gate {
         }
     }
 
-    /// A permit for an instance made ahead of its request, only while at
-    /// least [`SPARE_HEADROOM`] others stay free: a spare must never be why
-    /// a request is shed, and each serving thread keeps one.
+    /// A permit for an instance made ahead of its request, only while more
+    /// than [`SPARE_HEADROOM`] stay free: each serving thread keeps one, and
+    /// a request short of a permit first drops them (`Site::permit`), so
+    /// they are never why a request is shed.
     pub(crate) fn spare_instance(&self) -> Option<OwnedSemaphorePermit> {
         if self.instances.available_permits() <= SPARE_HEADROOM {
             return None;

@@ -331,6 +331,10 @@ async fn instances_made_ahead_never_take_a_small_cap_from_another_thread() {
         .build()
         .expect("client");
     for i in 0..40 {
+        // The instance (and its permit) goes only after the response is
+        // written, so the next request, on another thread, could find it
+        // still taken: give it time to go. A spare would hold it for good.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let resp = fresh
             .get(format!("http://{addr}/page/{i}"))
             .header("x-user-id", format!("user-{i}"))
@@ -339,4 +343,65 @@ async fn instances_made_ahead_never_take_a_small_cap_from_another_thread() {
             .expect("the edge answers");
         assert_eq!(resp.status(), 200, "request {i}, one at a time");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spares_on_idle_threads_never_shed_requests_under_the_cap() {
+    let _pool = POOL.read().await;
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    let setup = EdgeSetup {
+        bootstrap: Some(old.url()),
+        allow: vec![old.url(), new.url()],
+    };
+    // 24 instances for 16 threads: once every thread has made one ahead,
+    // 16 are spares and 8 (`SPARE_HEADROOM`) stay free. A thread's spare
+    // serves only that thread, so uploads that SO_REUSEPORT puts on the
+    // other threads must free those spares rather than be shed: all 24 are
+    // served. (Without that, some are shed unless every one of the 16
+    // threads happens to get an upload.)
+    let limits = Limits {
+        max_instances: 24,
+        admin_reserved: 0,
+        body_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let addr = rollout_host::serve_per_core_with(
+        runtime(),
+        Arc::new(test_edge(setup, Arc::new(MemoryKv::default()))),
+        "127.0.0.1:0".parse().expect("addr"),
+        16,
+        None,
+        limits,
+    )
+    .expect("per-core edge starts");
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    for i in 0..160 {
+        let resp = fresh
+            .get(format!("http://{addr}/page/{i}"))
+            .header("x-user-id", format!("user-{i}"))
+            .send()
+            .await
+            .expect("the edge answers");
+        assert_eq!(resp.status(), 200);
+    }
+    // 24 uploads, each holding an instance: exactly the cap.
+    let mut uploads = Vec::new();
+    for _ in 0..24 {
+        uploads.push(send(addr, &stalled_upload("/upload", 200_000, 70_000)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut shed = 0;
+    for tcp in &mut uploads {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut buf)).await
+            && buf[..n].starts_with(b"HTTP/1.1 503")
+        {
+            shed += 1;
+        }
+    }
+    assert_eq!(shed, 0, "uploads shed under the cap of 24");
 }
