@@ -173,8 +173,14 @@ struct MigrateReport<'a> {
 /// `rollout migrate`: bring a store written by an older rollout to this
 /// one's schema, so `rollout serve` opens it.
 pub(crate) async fn migrate(ctx: &super::Ctx, args: MigrateArgs) -> Result<(), Fail> {
-    let done = rollout_control::store::migrate(&args.db)
-        .map_err(|e| Fail::new(exit::INVALID, format!("{e:#}")))?;
+    use rollout_control::store::{NoStore, NotAStore, SchemaError};
+    let done = rollout_control::store::migrate(&args.db).map_err(|e| {
+        // What the file is (or is not) is the caller's to fix; a lock held
+        // too long or an I/O error is not.
+        let invalid = e.is::<NoStore>() || e.is::<NotAStore>() || e.is::<SchemaError>();
+        let code = if invalid { exit::INVALID } else { exit::FAILED };
+        Fail::new(code, format!("{e:#}"))
+    })?;
     match ctx.out {
         super::Output::Json => super::print_json(&MigrateReport {
             db: &args.db,

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use rollout_api::Version;
 use rollout_core::{Applied, Digest, MAX_VERSION};
-use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 mod hooks;
 mod plans;
@@ -461,29 +461,90 @@ pub struct Migrated {
     pub to: i64,
 }
 
-/// Opens the file at `path` with the settings every connection uses.
-fn connect(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    // WAL: readers never block the writer. synchronous=NORMAL survives
-    // a crash of the process; commits of versions switch to FULL so an
-    // answered commit also survives a crash of the machine, while the
-    // frequent per-edge updates skip the fsync.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+/// Opens the file at `path` with the settings every connection uses;
+/// `create` also makes the file when there is none. The journal mode is set
+/// by [`use_wal`], once the file is known to be a store.
+fn connect(path: &Path, create: bool) -> anyhow::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // synchronous=NORMAL survives a crash of the process; commits of
+    // versions switch to FULL so an answered commit also survives a crash
+    // of the machine, while the frequent per-edge updates skip the fsync.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }
 
-/// The store's schema: `None` for a file with no tables yet (a new store).
-fn schema_of(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok((found != 0 || tables != 0).then_some(found))
+/// Puts the store in WAL mode (readers never block the writer). Switching
+/// needs the file to itself, and SQLite answers "busy" at once rather than
+/// wait when another connection is switching too (two services started on a
+/// new file together), so that is retried for as long as a lock is waited.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a file holds, as far as opening it as a store goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// No tables and no schema number: a new store, to be created.
+    Empty,
+    /// A control store of this schema number.
+    Store(i64),
+    /// Something else (every build of the store created `versions`).
+    Foreign,
+}
+
+fn found_in(conn: &Connection) -> rusqlite::Result<Found> {
+    let number: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables = |pattern: &str| -> rusqlite::Result<i64> {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE ?1",
+            [pattern],
+            |r| r.get(0),
+        )
+    };
+    Ok(if tables("versions")? > 0 {
+        Found::Store(number)
+    } else if tables("%")? > 0 || number != 0 {
+        Found::Foreign
+    } else {
+        Found::Empty
+    })
+}
+
+/// A file that is not a rollout control store; it is never changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not a rollout control store (it has no versions table)")]
+pub struct NotAStore(String);
+
+/// `migrate` was given a path with no file.
+#[derive(Debug, thiserror::Error)]
+#[error("no store at {0}")]
+pub struct NoStore(String);
+
+fn foreign(path: &Path) -> anyhow::Error {
+    NotAStore(path.display().to_string()).into()
 }
 
 /// Brings the schema from `from` to [`SCHEMA_VERSION`], inside the caller's
@@ -500,23 +561,33 @@ fn upgrade(conn: &Connection, from: i64) -> rusqlite::Result<()> {
 
 /// Migrates the store at `path` to this build's schema, in one transaction:
 /// on any failure the file is as it was. A store already at it is left
-/// alone; a newer one, or no file at all, is an error.
+/// alone. A newer store, a file that is not a store (an empty file
+/// included), or no file, is an error, and nothing is created or changed.
 pub fn migrate(path: &Path) -> anyhow::Result<Migrated> {
     if !path.is_file() {
-        anyhow::bail!("no store at {}", path.display());
+        return Err(NoStore(path.display().to_string()).into());
     }
-    let mut conn = connect(path)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let from = schema_of(&tx)?.unwrap_or(0);
-    if from > SCHEMA_VERSION {
-        let path = path.display().to_string();
-        return Err(SchemaError::Newer { path, found: from }.into());
-    }
-    if from < SCHEMA_VERSION {
-        upgrade(&tx, from)
-            .with_context(|| format!("migrating {} from schema {from}", path.display()))?;
-    }
-    tx.commit()?;
+    let mut conn = connect(path, false)?;
+    let from = {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| format!("locking {}", path.display()))?;
+        let from = match found_in(&tx).with_context(|| format!("reading {}", path.display()))? {
+            Found::Store(n) => n,
+            Found::Empty | Found::Foreign => return Err(foreign(path)),
+        };
+        if from > SCHEMA_VERSION {
+            let path = path.display().to_string();
+            return Err(SchemaError::Newer { path, found: from }.into());
+        }
+        if from < SCHEMA_VERSION {
+            upgrade(&tx, from)
+                .with_context(|| format!("migrating {} from schema {from}", path.display()))?;
+        }
+        tx.commit()?;
+        from
+    };
+    use_wal(&conn).with_context(|| format!("{}: switching to WAL", path.display()))?;
     Ok(Migrated {
         from,
         to: SCHEMA_VERSION,
@@ -530,22 +601,25 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let mut conn = connect(path)?;
+        let mut conn = connect(path, true)?;
         {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .with_context(|| format!("locking {}", path.display()))?;
             let shown = || path.display().to_string();
-            match schema_of(&tx)? {
-                None => upgrade(&tx, 0)
+            match found_in(&tx).with_context(|| format!("reading {}", path.display()))? {
+                Found::Empty => upgrade(&tx, 0)
                     .with_context(|| format!("creating the schema in {}", path.display()))?,
-                Some(SCHEMA_VERSION) => {}
-                Some(found) if found < SCHEMA_VERSION => {
+                Found::Foreign => return Err(foreign(path)),
+                Found::Store(SCHEMA_VERSION) => {}
+                Found::Store(found) if found < SCHEMA_VERSION => {
                     return Err(SchemaError::Older {
                         path: shown(),
                         found,
                     }
                     .into());
                 }
-                Some(found) => {
+                Found::Store(found) => {
                     return Err(SchemaError::Newer {
                         path: shown(),
                         found,
@@ -555,6 +629,7 @@ impl Store {
             }
             tx.commit()?;
         }
+        use_wal(&conn).with_context(|| format!("{}: switching to WAL", path.display()))?;
         let holdings = holdings_in(&conn)
             .with_context(|| format!("reading the edges in {}", path.display()))?;
         Ok(Store {
@@ -1258,9 +1333,72 @@ mod tests {
         }
         assert_eq!(user_version(&path), SCHEMA_VERSION + 1);
 
+        // Never taken for a store, never changed: an empty file, and another
+        // program's SQLite file (an edge's store beside the control's).
+        let empty = dir.join("empty.sqlite");
+        std::fs::write(&empty, b"").expect("empty file");
+        let text = format!("{:#}", migrate(&empty).expect_err("an empty file"));
+        assert!(text.contains("not a rollout control store"), "{text}");
+        assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0);
+        let edge = dir.join("edge.sqlite");
+        Connection::open(&edge)
+            .expect("open")
+            .execute_batch("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB);")
+            .expect("an edge's table");
+        for e in [
+            Store::open(&edge).map(|_| ()).expect_err("open refuses it"),
+            migrate(&edge).map(|_| ()).expect_err("migrate refuses it"),
+        ] {
+            assert!(
+                format!("{e:#}").contains("not a rollout control store"),
+                "{e:#}"
+            );
+        }
+        let conn = Connection::open(&edge).expect("open");
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("mode");
+        assert_eq!(
+            (tables, mode.as_str()),
+            (1, "delete"),
+            "the file is untouched"
+        );
+        drop(conn);
+
         let missing = dir.join("typo.sqlite");
         assert!(format!("{:#}", migrate(&missing).expect_err("no file")).contains("no store at"));
         assert!(!missing.exists(), "migrate never creates a store");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_all_open_it() {
+        let dir = std::env::temp_dir().join(format!("rollout-race-{}", std::process::id()));
+        for round in 0..40 {
+            let path = dir.join(format!("{round}.sqlite"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Store::open(&path).map(drop).map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            for t in opened {
+                let opened = t.join().expect("thread");
+                assert!(opened.is_ok(), "round {round}: {opened:?}");
+            }
+            assert_eq!(user_version(&path), SCHEMA_VERSION);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
