@@ -629,13 +629,17 @@ async fn call(
         if handled.is_ok() {
             store.data().instance.returned();
         }
+        // The component is done: its permit goes now, before the end of the
+        // response can reach the client, so a client that sends its next
+        // request at once finds it free (the pool has room above the cap
+        // for instances waiting to be torn down).
+        drop(permit);
         // The instance is torn down (its memory reset) and the next
         // request's made after this: first let the tasks it woke run, the
         // one writing the response among them, so neither is between the
         // origin's answer and the client.
         tokio::task::yield_now().await;
         drop(store);
-        drop(permit);
         if serving.end() {
             site.refill().await;
         }

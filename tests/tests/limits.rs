@@ -299,42 +299,51 @@ async fn an_exhausted_pool_answers_503_not_500() {
     await_status(&client, edge.addr, 200).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_made_ahead_never_take_a_small_cap_from_another_thread() {
-    let _pool = POOL.read().await;
-    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+/// A per-core edge (`threads` threads) in front of `old` (bootstrap) and
+/// `new` under `limits`, and a client that opens a connection per request,
+/// so SO_REUSEPORT spreads them over the threads. The threads serve until
+/// the test binary exits.
+fn per_core_edge(
+    old: &Origin,
+    new: &Origin,
+    threads: usize,
+    limits: Limits,
+) -> (SocketAddr, reqwest::Client) {
     let setup = EdgeSetup {
         bootstrap: Some(old.url()),
         allow: vec![old.url(), new.url()],
-    };
-    // One instance for two serving threads: a thread that kept it made
-    // ahead for its own next request would leave the other shedding all
-    // its traffic. These threads serve until the test binary exits.
-    let limits = Limits {
-        max_instances: 1,
-        admin_reserved: 0,
-        ..Limits::default()
     };
     let addr = rollout_host::serve_per_core_with(
         runtime(),
         Arc::new(test_edge(setup, Arc::new(MemoryKv::default()))),
         "127.0.0.1:0".parse().expect("addr"),
-        2,
+        threads,
         None,
         limits,
     )
     .expect("per-core edge starts");
-    // A connection per request, so SO_REUSEPORT spreads them over the threads.
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
+    (addr, fresh)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_made_ahead_never_take_a_small_cap_from_another_thread() {
+    let _pool = POOL.read().await;
+    let (old, new) = (Origin::start("old").await, Origin::start("new").await);
+    // One instance for two serving threads: a thread that kept it made
+    // ahead for its own next request would leave the other shedding all
+    // its traffic.
+    let limits = Limits {
+        max_instances: 1,
+        admin_reserved: 0,
+        ..Limits::default()
+    };
+    let (addr, fresh) = per_core_edge(&old, &new, 2, limits);
     for i in 0..40 {
-        // The instance (and its permit) goes only after the response is
-        // written, so the next request, on another thread, could find it
-        // still taken: give it time to go. A spare would hold it for good.
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let resp = fresh
             .get(format!("http://{addr}/page/{i}"))
             .header("x-user-id", format!("user-{i}"))
@@ -347,12 +356,10 @@ async fn instances_made_ahead_never_take_a_small_cap_from_another_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spares_on_idle_threads_never_shed_requests_under_the_cap() {
-    let _pool = POOL.read().await;
+    // Alone: sixteen serving threads and 24 held uploads would starve the
+    // other tests' edges of the two cores.
+    let _pool = POOL.write().await;
     let (old, new) = (Origin::start("old").await, Origin::start("new").await);
-    let setup = EdgeSetup {
-        bootstrap: Some(old.url()),
-        allow: vec![old.url(), new.url()],
-    };
     // 24 instances for 16 threads: once every thread has made one ahead,
     // 16 are spares and 8 (`SPARE_HEADROOM`) stay free. A thread's spare
     // serves only that thread, so uploads that SO_REUSEPORT puts on the
@@ -365,20 +372,7 @@ async fn spares_on_idle_threads_never_shed_requests_under_the_cap() {
         body_timeout: Duration::from_secs(10),
         ..Limits::default()
     };
-    let addr = rollout_host::serve_per_core_with(
-        runtime(),
-        Arc::new(test_edge(setup, Arc::new(MemoryKv::default()))),
-        "127.0.0.1:0".parse().expect("addr"),
-        16,
-        None,
-        limits,
-    )
-    .expect("per-core edge starts");
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let (addr, fresh) = per_core_edge(&old, &new, 16, limits);
     for i in 0..160 {
         let resp = fresh
             .get(format!("http://{addr}/page/{i}"))
