@@ -568,17 +568,17 @@ enum Stopped {
     Failed(anyhow::Error),
 }
 
-/// What a request is served by: the listener's spare instance, or a permit
-/// to make one.
+/// What a request is served by: the instance its thread made ahead, or a
+/// permit to make one.
 enum Ready {
     Spare(Spare),
     Permit(tokio::sync::OwnedSemaphorePermit),
 }
 
-/// Hands `req` to a fresh instance (the spare, never called before, or one
-/// made now), which holds its permit as long as it lives. `watch` is on a
-/// body that still streams from the client: if it stalls, the instance is
-/// stopped.
+/// Hands `req` to a fresh instance (one made ahead, never called before, or
+/// one made now), which holds its permit until its component returns.
+/// `watch` is on a body that still streams from the client: if it stalls,
+/// the instance is stopped.
 async fn call(
     site: Arc<Site>,
     req: hyper::Request<limits::RequestBody>,
@@ -748,7 +748,7 @@ impl Drop for Serving {
 /// still gets a fresh instance. Shared, so that a thread short of an
 /// instance frees the ones the others keep idle: a spare is never why a
 /// request is shed.
-pub(crate) struct Spares(std::sync::Mutex<Vec<Option<Spare>>>);
+struct Spares(std::sync::Mutex<Vec<Option<Spare>>>);
 
 impl Spares {
     fn new(threads: usize) -> Arc<Spares> {
