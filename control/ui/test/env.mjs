@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -197,6 +198,19 @@ export async function page(b, { width = 1280, height = 900 } = {}) {
   });
   p.problems = problems;
   return p;
+}
+
+/**
+ * Seeds a `rollout serve` from `serve()` with route `web` (10 %) as version 1
+ * and 20 % as version 2, with the deploy token; its API client.
+ */
+export async function twoVersions(env) {
+  const api = env.api(env.tokens.deploy);
+  const config = { schema: 1, routes: [{ id: 'web', old: 'http://127.0.0.1:1', new: 'http://127.0.0.1:2', new_weight: 10, key: ['header:x-user-id'] }] };
+  const first = await api.post('/v1/versions', { expected_version: 0, reason: 'first', config });
+  assert.equal(first.status, 201, JSON.stringify(first.json));
+  await api.setWeight('web', 20, 'ci: canary 20 %');
+  return api;
 }
 
 /** Opens the page and signs in with `token`. */

@@ -6,7 +6,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve, browser, page, signIn, pageUrl, text } from './env.mjs';
+import { serve, browser, page, signIn, pageUrl, text, twoVersions } from './env.mjs';
 
 let env;
 let b;
@@ -26,11 +26,7 @@ before(async () => {
   env = await serve({ 'hooks.json': JSON.stringify(hooks) });
   url = await pageUrl(env);
   b = await browser();
-  const api = env.api(env.tokens.deploy);
-  const config = { schema: 1, routes: [{ id: 'web', old: 'http://127.0.0.1:1', new: 'http://127.0.0.1:2', new_weight: 10, key: ['header:x-user-id'] }] };
-  const first = await api.post('/v1/versions', { expected_version: 0, reason: 'first', config });
-  assert.equal(first.status, 201, JSON.stringify(first.json));
-  await api.setWeight('web', 20, 'ci: canary 20 %');
+  const api = await twoVersions(env);
   await api.waitFor(async (a) => {
     const runs = await Promise.all([1, 2].map(async (n) => (await a.get(`/v1/versions/${n}`)).hooks || []));
     return runs.every((r) => r.some((h) => h.status === 'ok'));

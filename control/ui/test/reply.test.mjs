@@ -10,7 +10,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve, browser, page, signIn, pageUrl, text, shows } from './env.mjs';
+import { serve, browser, page, signIn, pageUrl, text, shows, twoVersions } from './env.mjs';
 
 let env;
 let b;
@@ -20,11 +20,7 @@ before(async () => {
   env = await serve();
   url = await pageUrl(env);
   b = await browser();
-  const api = env.api(env.tokens.deploy);
-  const config = { schema: 1, routes: [{ id: 'web', old: 'http://127.0.0.1:1', new: 'http://127.0.0.1:2', new_weight: 10, key: ['header:x-user-id'] }] };
-  const first = await api.post('/v1/versions', { expected_version: 0, reason: 'first', config });
-  assert.equal(first.status, 201, JSON.stringify(first.json));
-  await api.setWeight('web', 20, 'ci: canary 20 %');
+  await twoVersions(env);
 });
 
 after(async () => {
@@ -32,6 +28,15 @@ after(async () => {
   await env?.stop();
 });
 
+
+/** A new page signed in with the deploy token, showing the current version. */
+async function signedIn() {
+  const p = await page(b);
+  await signIn(p, url, env.tokens.deploy);
+  const cur = await env.api().current();
+  await shows(p, cur.version);
+  return { p, cur };
+}
 
 /** The browser's own reports of the failures these tests make on purpose are expected. */
 const unexpected = (p) => p.problems.filter((m) => !/Failed to load resource|net::ERR_|Failed to fetch|[Rr]edirect/.test(m));
@@ -47,10 +52,7 @@ async function openSetWeight(p, weight, reason) {
 }
 
 test('a redirect, HTML, or a reply without a version is never "committed"', async () => {
-  const p = await page(b);
-  await signIn(p, url, env.tokens.deploy);
-  const cur = await env.api().current();
-  await shows(p, cur.version);
+  const { p, cur } = await signedIn();
   await p.route('**/login', (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>Log in</title><p>Log in</p>' }));
   const cases = [
     ['a 302 to a login page', (route) => route.fulfill({ status: 302, headers: { location: '/login' } }), /cannot be reached, or it redirected the request/],
@@ -78,10 +80,7 @@ test('a redirect, HTML, or a reply without a version is never "committed"', asyn
 });
 
 test('no reply or a 5xx: the outcome is unknown; a 4xx of the service: nothing was written', async () => {
-  const p = await page(b);
-  await signIn(p, url, env.tokens.deploy);
-  const cur = await env.api().current();
-  await shows(p, cur.version);
+  const { p, cur } = await signedIn();
   const cases = [
     ['a refused connection', (route) => route.abort('connectionrefused'), /^Outcome unknown: .*cannot be reached/],
     ['a 500 of the service', (route) => route.fulfill({ status: 500, contentType: 'application/json', body: JSON.stringify({ error: 'store: disk I/O error; see the service log' }) }),
@@ -111,10 +110,7 @@ test('no reply or a 5xx: the outcome is unknown; a 4xx of the service: nothing w
 });
 
 test('a dialog closed during its submit: the outcome goes to the status area, the dialog open since stays', async () => {
-  const p = await page(b);
-  await signIn(p, url, env.tokens.deploy);
-  const cur = await env.api().current();
-  await shows(p, cur.version);
+  const { p, cur } = await signedIn();
 
   // A call that never returns: closed with Esc, it times out into the status area.
   await onPost(p, '/v1/versions', () => {});
@@ -150,10 +146,7 @@ test('a dialog closed during its submit: the outcome goes to the status area, th
 });
 
 test('a rollback is confirmed only with its preview; focusing the time field chooses it', async () => {
-  const p = await page(b);
-  await signIn(p, url, env.tokens.deploy);
-  const cur = await env.api().current();
-  await shows(p, cur.version);
+  const { p, cur } = await signedIn();
   const prev = cur.version - 1;
   // The previous version cannot be loaded: nothing to confirm.
   await p.route(`**/v1/versions/${prev}`, (route) => route.fulfill({ status: 500, contentType: 'application/json', body: '{"error":"store: busy"}' }));
