@@ -40,9 +40,9 @@ struct CaseRequest {
 const PER_HASH_NATIVE: f64 = 70e-9;
 const PER_HASH_WASM: f64 = 350e-9;
 
-/// How many SHA-256 the decide case's decision takes, asked of core's own
-/// decision: one for the route's arm when there is a key, and one for every
-/// flag of the route taken (each flag has its own bucket).
+/// How many SHA-256 the decide case's decision takes, as core's decision
+/// counts them (the arm's bucket, and each flag's the allow-list did not
+/// settle).
 fn hashes_of(case: &DecideCase) -> anyhow::Result<u32> {
     let json = serde_json::to_vec(&case.config)?;
     let config = rollout_core::Config::from_json(&json).context("decide-case config")?;
@@ -61,15 +61,7 @@ fn hashes_of(case: &DecideCase) -> anyhow::Result<u32> {
         client_ip: Some(&case.request.client_ip),
         mint: None,
     };
-    let decision = rollout_core::decide(&config, &request);
-    // The route taken, by id, in the config document: its flags.
-    let flags = case.config["routes"]
-        .as_array()
-        .and_then(|routes| routes.iter().find(|r| r["id"] == decision.route.id()))
-        .and_then(|route| route["flags"].as_array())
-        .map_or(0, Vec::len);
-    let flags = u32::try_from(flags)?;
-    Ok(u32::from(decision.bucket.is_some()) + flags)
+    Ok(rollout_core::decide(&config, &request).hashes)
 }
 
 /// The per-hash budget for `hashes` hashes, as the table prints it.

@@ -140,6 +140,10 @@ pub struct Decision<'c> {
     pub flags: Vec<&'c str>,
     /// A cookie to set, when a sticky id was minted.
     pub set_cookie: Option<SetCookie<'c>>,
+    /// How many SHA-256 buckets the decision computed: the arm's, when
+    /// there was a key, and each flag's whose allow-list did not already
+    /// admit the key. What the performance budget for decide is counted in.
+    pub hashes: u32,
 }
 
 impl Decision<'_> {
@@ -235,6 +239,7 @@ fn on_route<'c>(
     set_cookie: Option<SetCookie<'c>>,
 ) -> Decision<'c> {
     let bucket = key.map(|k| bucket_of(&route.salt.value, k));
+    let mut hashes = u32::from(bucket.is_some());
     let (arm, reason) = match forced {
         Some(arm) => (arm, Reason::Override),
         None => match bucket {
@@ -249,8 +254,10 @@ fn on_route<'c>(
         .iter()
         .filter(|f| match key {
             Some(k) => {
-                f.allow.binary_search_by(|a| a.as_str().cmp(k)).is_ok()
-                    || f.weight.admits(bucket_of(&f.salt.value, k))
+                f.allow.binary_search_by(|a| a.as_str().cmp(k)).is_ok() || {
+                    hashes += 1;
+                    f.weight.admits(bucket_of(&f.salt.value, k))
+                }
             }
             // Without a key only a flag at 100 % is on.
             None => f.weight == crate::Weight::FULL,
@@ -270,6 +277,7 @@ fn on_route<'c>(
         reason,
         flags,
         set_cookie,
+        hashes,
     }
 }
 

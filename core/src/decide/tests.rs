@@ -226,6 +226,20 @@ fn flags_are_on_by_percentage_or_allow_list() {
 }
 
 #[test]
+fn a_decision_counts_the_hashes_it_took() {
+    let c = config();
+    let count = |headers: &[(&str, &str)]| {
+        decide(&c, &req("GET", "api.example.com", "/v2", headers)).hashes
+    };
+    // The arm's bucket and all three flags'.
+    assert_eq!(count(&[("x-user-id", "someone")]), 4);
+    // `listed` admits vip by its allow-list, without a bucket.
+    assert_eq!(count(&[("x-user-id", "vip")]), 3);
+    // No key: no bucket at all.
+    assert_eq!(count(&[]), 0);
+}
+
+#[test]
 fn a_flag_uses_its_own_salt() {
     let json = r#"{"schema":1,"routes":[{"id":"r","old":"http://o.x","new":"http://n.x","new_weight":0,
         "key":["header:k"],"flags":[{"name":"f","percent":50},{"name":"g","percent":50,"salt":"s"}]}]}"#;
