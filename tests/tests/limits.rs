@@ -83,6 +83,41 @@ async fn until_closed(tcp: &mut TcpStream) -> (Vec<u8>, Duration) {
     }
 }
 
+/// Sends `n` stalled uploads (see `stalled_upload`), each once the one
+/// before has reached `origin`, so that on return each holds an instance.
+/// An upload answered 503 (an instance still held by an earlier request
+/// that is finishing) is sent again; panics if one takes over 5 s.
+async fn hold_instances(edge: SocketAddr, origin: &Origin, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    while held.len() < n {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let before = origin.hits.load(Ordering::SeqCst);
+        let mut tcp = send(edge, &stalled_upload("/upload", 200_000, 70_000)).await;
+        loop {
+            if origin.hits.load(Ordering::SeqCst) > before {
+                held.push(tcp);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upload {} of {n} did not reach the origin within 5 s",
+                held.len() + 1
+            );
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(10), tcp.read(&mut buf)).await {
+                Err(_) => {}
+                Ok(Ok(got)) if buf[..got].starts_with(b"HTTP/1.1 503") => break,
+                Ok(got) => panic!(
+                    "upload {} answered before it reached the origin: {got:?} {:?}",
+                    held.len() + 1,
+                    String::from_utf8_lossy(&buf)
+                ),
+            }
+        }
+    }
+    held
+}
+
 /// GETs `/` until the answer has `status`, for up to 5 s.
 async fn await_status(client: &reqwest::Client, edge: SocketAddr, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -120,10 +155,7 @@ async fn with_every_instance_taken_traffic_gets_503_and_pushes_still_land() {
 
     // Bodies over the 64 KiB read ahead stream to the component, which sends
     // them on; the origin waits for the rest, so each holds an instance.
-    let mut uploads = Vec::new();
-    for _ in 0..3 {
-        uploads.push(send(edge.addr, &stalled_upload("/upload", 200_000, 70_000)).await);
-    }
+    let uploads = hold_instances(edge.addr, &old, 3).await;
     await_status(&client, edge.addr, 503).await;
 
     let mut refused = 0;
@@ -281,10 +313,7 @@ async fn an_exhausted_pool_answers_503_not_500() {
         ..Limits::default()
     };
     let edge = limited_edge(&old, &new, limits, None).await;
-    let mut uploads = Vec::new();
-    for _ in 0..rollout_host::POOL_INSTANCES {
-        uploads.push(send(edge.addr, &stalled_upload("/upload", 200_000, 70_000)).await);
-    }
+    let uploads = hold_instances(edge.addr, &old, rollout_host::POOL_INSTANCES as usize).await;
     let client = quick_client();
     await_status(&client, edge.addr, 503).await;
     let resp = client
