@@ -123,7 +123,7 @@ pub fn queue_version_hooks(
     row: &VersionRow,
     before: Option<&ConfigDoc>,
     after: &ConfigDoc,
-) -> rusqlite::Result<()> {
+) -> crate::store::Result<()> {
     let routes = changed_routes(before, after).join(",");
     let run = NewHookRun {
         event: HookEvent::Version.as_str(),

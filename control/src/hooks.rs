@@ -357,7 +357,7 @@ impl Listeners {
         tx: &Tx<'_>,
         event: HookEvent,
         run: &NewHookRun<'_>,
-    ) -> rusqlite::Result<()> {
+    ) -> crate::store::Result<()> {
         let names = self.hooks.on(event);
         if names.is_empty() {
             return Ok(());

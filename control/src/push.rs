@@ -220,7 +220,7 @@ impl Fanout {
     }
 
     /// One round: start a push to every edge that lags and is not waiting.
-    fn round(self: &Arc<Self>) -> rusqlite::Result<()> {
+    fn round(self: &Arc<Self>) -> crate::store::Result<()> {
         let Some(current) = self.store.current()? else {
             return Ok(());
         };
@@ -477,7 +477,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn record(result: rusqlite::Result<()>) {
+fn record(result: crate::store::Result<()>) {
     if let Err(e) = result {
         tracing::warn!("recording a push outcome: {e}");
     }

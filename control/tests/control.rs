@@ -1063,15 +1063,14 @@ async fn files_stdin_and_reasons_are_bounded_where_they_enter() {
 }
 
 /// The body and stored `rollout-signature` of `version`, read from the
-/// control service's SQLite file as an attacker with a copy of it would.
+/// control service's store as an attacker with a copy of it would.
 fn stored_version(control: &Control, version: u64) -> (Vec<u8>, String) {
-    let db = rusqlite::Connection::open(control.db()).expect("control db");
-    db.query_row(
-        "SELECT body, signature FROM versions WHERE version = ?1",
-        [version],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .expect("stored version")
+    let store = rollout_control::store::Store::open(control.db()).expect("control store");
+    let row = store
+        .version(rollout_api::Version::new(version))
+        .expect("read the store")
+        .expect("stored version");
+    (row.body.to_vec(), row.signature)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1278,13 +1277,13 @@ async fn a_store_from_an_older_rollout_is_refused_until_rollout_migrate() {
     let db_arg = db.display().to_string();
 
     // As a rollout from before numbered schemas left it.
-    let conn = rusqlite::Connection::open(&db).expect("open the store");
-    conn.execute_batch(
+    store_exec(
+        &db,
         "DROP TABLE hook_results; DROP TABLE hook_runs; DROP INDEX audit_by_time;
          PRAGMA user_version = 0;",
-    )
-    .expect("downgrade");
-    drop(conn);
+        "DROP TABLE hook_results; DROP TABLE hook_runs; DROP INDEX audit_by_time;
+         UPDATE rollout_schema SET schema = 0;",
+    );
 
     let key = rig.scratch.path("control.key").display().to_string();
     let tokens = rig.scratch.path("tokens").display().to_string();
@@ -1353,10 +1352,12 @@ async fn a_store_from_an_older_rollout_is_refused_until_rollout_migrate() {
     );
     control.kill().await;
 
-    rusqlite::Connection::open(&db)
-        .expect("open the store")
-        .pragma_update(None, "user_version", 2)
-        .expect("from a newer rollout");
+    // As a newer rollout would leave it.
+    store_exec(
+        &db,
+        "PRAGMA user_version = 2;",
+        "UPDATE rollout_schema SET schema = 2;",
+    );
     let newer = serve().await;
     assert_ne!(newer.code, 0);
     assert!(newer.stderr.contains("newer rollout"), "{}", newer.stderr);

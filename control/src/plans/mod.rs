@@ -73,7 +73,7 @@ pub enum PlanFailure {
     Refused(#[from] Refusal),
     /// The store failed.
     #[error("the store failed")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::Error),
 }
 
 impl PlanFailure {
@@ -275,7 +275,7 @@ impl Plans {
     }
 
     /// The committed version, if every edge holds it.
-    fn converged(&self) -> rusqlite::Result<Option<Version>> {
+    fn converged(&self) -> crate::store::Result<Option<Version>> {
         let Some(current) = self.store.current()? else {
             return Ok(None);
         };
@@ -547,7 +547,7 @@ impl Plans {
         tx: &Tx<'_>,
         id: PlanId,
         required: &[String],
-    ) -> rusqlite::Result<HookGate> {
+    ) -> crate::store::Result<HookGate> {
         if let Some(n) = required
             .iter()
             .find(|n| self.listeners.hooks.get(n).is_none())
@@ -865,7 +865,7 @@ pub fn route_changed(
     version: &VersionRow,
     author: &Author<'_>,
     listeners: &Listeners,
-) -> rusqlite::Result<()> {
+) -> crate::store::Result<()> {
     let actor = author.actor;
     for mut row in tx.running_plans(None)? {
         if actor == format!("plan:{}", row.id) {
@@ -912,7 +912,7 @@ pub fn plan_of(actor: &str) -> Option<PlanId> {
 
 /// In the transaction that ended plan `row` (as it is written): the hooks
 /// on its end; nothing when it has not ended.
-fn queue_end_hooks(tx: &Tx<'_>, listeners: &Listeners, row: &PlanRow) -> rusqlite::Result<()> {
+fn queue_end_hooks(tx: &Tx<'_>, listeners: &Listeners, row: &PlanRow) -> crate::store::Result<()> {
     let event = match row.state.phase {
         Phase::Promoted => HookEvent::PlanPromote,
         Phase::Aborted => HookEvent::PlanAbort,
@@ -939,7 +939,7 @@ fn queue_plan_hooks(
     event: HookEvent,
     actor: &str,
     reason: &str,
-) -> rusqlite::Result<()> {
+) -> crate::store::Result<()> {
     let version = tx.current()?.map_or(Version::NONE, |c| c.version);
     let run = NewHookRun {
         event: event.as_str(),

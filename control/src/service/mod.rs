@@ -232,7 +232,7 @@ pub enum ApiError {
     },
     /// The store failed.
     #[error("the store failed")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::Error),
     /// A stored version is damaged.
     #[error("a stored version is unreadable")]
     Damaged(#[source] Refusal),

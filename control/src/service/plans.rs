@@ -163,7 +163,7 @@ pub(super) async fn delete_template(
         if removed {
             tx.audit(who.name.as_str(), "template delete", &name)?;
         }
-        Ok::<_, rusqlite::Error>(removed)
+        Ok::<_, crate::store::Error>(removed)
     })?;
     if !removed {
         return Err(ApiError::NotFound(format!(

@@ -6,13 +6,12 @@
 //! commits, with a revision number that must not have moved since it was
 //! read: two writers never both advance one plan.
 
+use super::db::{Error, Result, Row, Sql, params};
+use super::{Store, Tx, now_ms, sql};
 use rollout_api::Version;
 use rollout_core::plan::judge::{Judgement, Measurement};
 use rollout_core::plan::machine::{EventKind, PlanState};
 use rollout_core::plan::{CheckDoc, PlanDoc};
-use rusqlite::{Connection, OptionalExtension as _, params};
-
-use super::{Store, Tx, now_ms, sql};
 
 /// A plan's row id.
 pub type PlanId = i64;
@@ -87,20 +86,18 @@ pub struct OutboxRow {
     pub attempts: u32,
 }
 
-fn json_at<T: serde::de::DeserializeOwned>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T> {
+fn json_at<T: serde::de::DeserializeOwned>(r: &Row, i: usize) -> Result<T> {
     let text: String = r.get(i)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
+    serde_json::from_str(&text).map_err(|e| Error::column(i, e))
 }
 
-fn json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
-    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Encode(e.to_string()))
 }
 
 const PLAN_COLUMNS: &str = "id, route, doc, state, rev, actor, reason, created_ms, updated_ms";
 
-fn plan_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlanRow> {
+fn plan_row(r: &Row) -> Result<PlanRow> {
     Ok(PlanRow {
         id: r.get(0)?,
         route: r.get(1)?,
@@ -118,7 +115,7 @@ fn plan_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlanRow> {
 const EVENT_COLUMNS: &str = "e.id, e.plan, p.route, e.at_ms, e.kind, e.message, e.version";
 
 /// An event from [`EVENT_COLUMNS`] starting at column `at`.
-fn event_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<EventRow> {
+fn event_at(r: &Row, at: usize) -> Result<EventRow> {
     let version: Option<i64> = r.get(at + 6)?;
     Ok(EventRow {
         id: r.get(at)?,
@@ -131,30 +128,33 @@ fn event_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<EventRow> {
     })
 }
 
-fn plan_in(conn: &Connection, id: PlanId) -> rusqlite::Result<Option<PlanRow>> {
-    conn.query_row(
+fn plan_in(db: &impl Sql, id: PlanId) -> Result<Option<PlanRow>> {
+    db.query_opt(
         &format!("SELECT {PLAN_COLUMNS} FROM plans WHERE id = ?1"),
-        [id],
+        params![id],
         plan_row,
     )
-    .optional()
 }
 
 /// Plans that are not promoted, aborted or failed, on `route` (all routes: `None`).
-fn running_in(conn: &Connection, route: Option<&str>) -> rusqlite::Result<Vec<PlanRow>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {PLAN_COLUMNS} FROM plans
-         WHERE phase NOT IN ('promoted', 'aborted', 'failed') AND (?1 IS NULL OR route = ?1)
-         ORDER BY id"
-    ))?;
-    stmt.query_map([route], plan_row)?.collect()
+fn running_in(db: &impl Sql, route: Option<&str>) -> Result<Vec<PlanRow>> {
+    db.query_map(
+        &format!(
+            "SELECT {PLAN_COLUMNS} FROM plans
+             WHERE phase NOT IN ('promoted', 'aborted', 'failed') AND route = COALESCE(?1, route)
+             ORDER BY id"
+        ),
+        params![route],
+        plan_row,
+    )
 }
 
-fn template_in(conn: &Connection, name: &str) -> rusqlite::Result<Option<CheckDoc>> {
-    conn.query_row("SELECT doc FROM templates WHERE name = ?1", [name], |r| {
-        json_at(r, 0)
-    })
-    .optional()
+fn template_in(db: &impl Sql, name: &str) -> Result<Option<CheckDoc>> {
+    db.query_opt(
+        "SELECT doc FROM templates WHERE name = ?1",
+        params![name],
+        |r| json_at(r, 0),
+    )
 }
 
 impl Tx<'_> {
@@ -166,11 +166,11 @@ impl Tx<'_> {
         state: &PlanState,
         actor: &str,
         reason: &str,
-    ) -> rusqlite::Result<PlanId> {
+    ) -> Result<PlanId> {
         let now = now_ms();
-        self.0.execute(
+        self.0.query_row(
             "INSERT INTO plans (route, doc, state, phase, actor, reason, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
             params![
                 route,
                 json(doc)?,
@@ -180,23 +180,23 @@ impl Tx<'_> {
                 reason,
                 now
             ],
-        )?;
-        Ok(self.0.last_insert_rowid())
+            |r| r.get(0),
+        )
     }
 
     /// Plan `id`.
-    pub fn plan(&self, id: PlanId) -> rusqlite::Result<Option<PlanRow>> {
+    pub fn plan(&self, id: PlanId) -> Result<Option<PlanRow>> {
         plan_in(&self.0, id)
     }
 
     /// The running plans on `route` (every route: `None`).
-    pub fn running_plans(&self, route: Option<&str>) -> rusqlite::Result<Vec<PlanRow>> {
+    pub fn running_plans(&self, route: Option<&str>) -> Result<Vec<PlanRow>> {
         running_in(&self.0, route)
     }
 
     /// Writes `state` for plan `id` if its revision is still `rev`; false
     /// when another writer came first (nothing is written then).
-    pub fn save_plan(&self, id: PlanId, rev: i64, state: &PlanState) -> rusqlite::Result<bool> {
+    pub fn save_plan(&self, id: PlanId, rev: i64, state: &PlanState) -> Result<bool> {
         Ok(self.0.execute(
             "UPDATE plans SET state = ?3, phase = ?4, rev = rev + 1, updated_ms = ?5
              WHERE id = ?1 AND rev = ?2",
@@ -212,13 +212,14 @@ impl Tx<'_> {
         message: &str,
         version: Option<Version>,
         webhooks: &[String],
-    ) -> rusqlite::Result<i64> {
+    ) -> Result<i64> {
         let now = now_ms();
-        self.0.execute(
-            "INSERT INTO plan_events (plan, at_ms, kind, message, version) VALUES (?1, ?2, ?3, ?4, ?5)",
+        let event: i64 = self.0.query_row(
+            "INSERT INTO plan_events (plan, at_ms, kind, message, version)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
             params![plan, now, kind.as_str(), message, version.map(sql)],
+            |r| r.get(0),
         )?;
-        let event = self.0.last_insert_rowid();
         for url in webhooks {
             self.0.execute(
                 "INSERT INTO outbox (event, url, next_ms) VALUES (?1, ?2, ?3)",
@@ -235,7 +236,7 @@ impl Tx<'_> {
         name: &str,
         judgement: &Judgement,
         measurement: &Measurement,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.0.execute(
             "INSERT INTO check_results (plan, name, at_ms, verdict, detail, measurement)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -244,7 +245,7 @@ impl Tx<'_> {
                 name,
                 now_ms(),
                 judgement.verdict.as_str(),
-                judgement.detail,
+                &judgement.detail,
                 json(measurement)?
             ],
         )?;
@@ -252,12 +253,12 @@ impl Tx<'_> {
     }
 
     /// The stored check template `name`.
-    pub fn template(&self, name: &str) -> rusqlite::Result<Option<CheckDoc>> {
+    pub fn template(&self, name: &str) -> Result<Option<CheckDoc>> {
         template_in(&self.0, name)
     }
 
     /// Stores (or replaces) template `name`.
-    pub fn put_template(&self, name: &str, doc: &CheckDoc, actor: &str) -> rusqlite::Result<()> {
+    pub fn put_template(&self, name: &str, doc: &CheckDoc, actor: &str) -> Result<()> {
         self.0.execute(
             "INSERT INTO templates (name, doc, actor, updated_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (name) DO UPDATE SET doc = ?2, actor = ?3, updated_ms = ?4",
@@ -267,100 +268,104 @@ impl Tx<'_> {
     }
 
     /// Removes template `name`; false when there was none.
-    pub fn delete_template(&self, name: &str) -> rusqlite::Result<bool> {
+    pub fn delete_template(&self, name: &str) -> Result<bool> {
         Ok(self
             .0
-            .execute("DELETE FROM templates WHERE name = ?1", [name])?
+            .execute("DELETE FROM templates WHERE name = ?1", params![name])?
             == 1)
     }
 }
 
 impl Store {
     /// Plan `id`.
-    pub fn plan(&self, id: PlanId) -> rusqlite::Result<Option<PlanRow>> {
-        plan_in(&self.conn(), id)
+    pub fn plan(&self, id: PlanId) -> Result<Option<PlanRow>> {
+        plan_in(&*self.conn(), id)
     }
 
     /// Every running plan.
-    pub fn running_plans(&self) -> rusqlite::Result<Vec<PlanRow>> {
-        running_in(&self.conn(), None)
+    pub fn running_plans(&self) -> Result<Vec<PlanRow>> {
+        running_in(&*self.conn(), None)
     }
 
     /// Up to `limit` plans, newest first, on `route` (all routes: `None`).
-    pub fn plans(&self, route: Option<&str>, limit: u32) -> rusqlite::Result<Vec<PlanRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {PLAN_COLUMNS} FROM plans WHERE ?1 IS NULL OR route = ?1
-             ORDER BY id DESC LIMIT ?2"
-        ))?;
-        stmt.query_map(params![route, limit], plan_row)?.collect()
+    pub fn plans(&self, route: Option<&str>, limit: u32) -> Result<Vec<PlanRow>> {
+        self.conn().query_map(
+            &format!(
+                "SELECT {PLAN_COLUMNS} FROM plans WHERE route = COALESCE(?1, route)
+                 ORDER BY id DESC LIMIT ?2"
+            ),
+            params![route, limit],
+            plan_row,
+        )
     }
 
     /// The newest `limit` events of plan `plan`, oldest first.
-    pub fn plan_events(&self, plan: PlanId, limit: u32) -> rusqlite::Result<Vec<EventRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM plan_events e
-             JOIN plans p ON p.id = e.plan WHERE e.plan = ?1
-             ORDER BY e.id DESC LIMIT ?2) ORDER BY 1"
-        ))?;
-        stmt.query_map(params![plan, limit], |r| event_at(r, 0))?
-            .collect()
+    pub fn plan_events(&self, plan: PlanId, limit: u32) -> Result<Vec<EventRow>> {
+        self.conn().query_map(
+            &format!(
+                "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM plan_events e
+                 JOIN plans p ON p.id = e.plan WHERE e.plan = ?1
+                 ORDER BY e.id DESC LIMIT ?2) AS newest ORDER BY 1"
+            ),
+            params![plan, limit],
+            |r| event_at(r, 0),
+        )
     }
 
     /// The newest `limit` check results of plan `plan`, oldest first.
-    pub fn check_results(&self, plan: PlanId, limit: u32) -> rusqlite::Result<Vec<CheckRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+    pub fn check_results(&self, plan: PlanId, limit: u32) -> Result<Vec<CheckRow>> {
+        self.conn().query_map(
             "SELECT * FROM (SELECT id, name, at_ms, verdict, detail, measurement FROM check_results
-             WHERE plan = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
-        )?;
-        stmt.query_map(params![plan, limit], |r| {
-            Ok(CheckRow {
-                name: r.get(1)?,
-                at_ms: r.get(2)?,
-                verdict: r.get(3)?,
-                detail: r.get(4)?,
-                measurement: r.get(5)?,
-            })
-        })?
-        .collect()
+             WHERE plan = ?1 ORDER BY id DESC LIMIT ?2) AS newest ORDER BY id",
+            params![plan, limit],
+            |r| {
+                Ok(CheckRow {
+                    name: r.get(1)?,
+                    at_ms: r.get(2)?,
+                    verdict: r.get(3)?,
+                    detail: r.get(4)?,
+                    measurement: r.get(5)?,
+                })
+            },
+        )
     }
 
     /// How many plans are in each phase.
-    pub fn plans_by_phase(&self) -> rusqlite::Result<Vec<(String, u64)>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT phase, COUNT(*) FROM plans GROUP BY phase ORDER BY phase")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
-            .collect()
+    pub fn plans_by_phase(&self) -> Result<Vec<(String, u64)>> {
+        self.conn().query_map(
+            "SELECT phase, COUNT(*) FROM plans GROUP BY phase ORDER BY phase",
+            params![],
+            |r| Ok((r.get(0)?, r.get::<i64>(1)?.max(0) as u64)),
+        )
     }
 
     /// Every stored template, by name.
-    pub fn templates(&self) -> rusqlite::Result<Vec<(String, CheckDoc)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, doc FROM templates ORDER BY name")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, json_at(r, 1)?)))?
-            .collect()
+    pub fn templates(&self) -> Result<Vec<(String, CheckDoc)>> {
+        self.conn().query_map(
+            "SELECT name, doc FROM templates ORDER BY name",
+            params![],
+            |r| Ok((r.get(0)?, json_at(r, 1)?)),
+        )
     }
 
     /// Up to `limit` webhook deliveries due at `now`.
-    pub fn due_deliveries(&self, now: i64, limit: u32) -> rusqlite::Result<Vec<OutboxRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT o.id, o.url, o.attempts, {EVENT_COLUMNS} FROM outbox o
-             JOIN plan_events e ON e.id = o.event JOIN plans p ON p.id = e.plan
-             WHERE o.done_ms IS NULL AND o.next_ms <= ?1 ORDER BY o.id LIMIT ?2"
-        ))?;
-        stmt.query_map(params![now, limit], |r| {
-            Ok(OutboxRow {
-                id: r.get(0)?,
-                url: r.get(1)?,
-                attempts: r.get(2)?,
-                event: event_at(r, 3)?,
-            })
-        })?
-        .collect()
+    pub fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<OutboxRow>> {
+        self.conn().query_map(
+            &format!(
+                "SELECT o.id, o.url, o.attempts, {EVENT_COLUMNS} FROM outbox o
+                 JOIN plan_events e ON e.id = o.event JOIN plans p ON p.id = e.plan
+                 WHERE o.done_ms IS NULL AND o.next_ms <= ?1 ORDER BY o.id LIMIT ?2"
+            ),
+            params![now, limit],
+            |r| {
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    attempts: r.get(2)?,
+                    event: event_at(r, 3)?,
+                })
+            },
+        )
     }
 
     /// A delivery that succeeded (`next_ms` `None`), or failed and is
@@ -371,7 +376,7 @@ impl Store {
         error: Option<&str>,
         next_ms: i64,
         gave_up: bool,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         let done = (error.is_none() || gave_up).then(now_ms);
         self.conn().execute(
             "UPDATE outbox SET attempts = attempts + 1, done_ms = ?2, next_ms = ?3, last_error = ?4

@@ -92,7 +92,7 @@ impl Control {
 
     async fn spawn(dir: &Path, listen: SocketAddr) -> Control {
         let extra = std::fs::read_to_string(dir.join("serve-args")).unwrap_or_default();
-        let db = dir.join("control.sqlite");
+        let db = store_in(dir);
         let mut child = tokio::process::Command::new(rollout_bin())
             .arg("serve")
             .arg("--db")
@@ -139,7 +139,7 @@ impl Control {
         }
     }
 
-    /// The SQLite file.
+    /// The SQLite file (on PostgreSQL: the database URL, see [`on_postgres`]).
     pub fn db(&self) -> &Path {
         &self.db
     }
@@ -572,3 +572,80 @@ pub async fn put_envelope(edge: SocketAddr, body: Vec<u8>, signature: &str) -> (
     (status, resp.json().await.expect("json reply"))
 }
 pub mod pg;
+
+/// Whether the services these tests start keep their store in PostgreSQL
+/// (`ROLLOUT_TEST_STORE=postgres`): each in a database of its own, on one
+/// cluster the test binary starts on first use. Otherwise, SQLite files.
+pub fn on_postgres() -> bool {
+    std::env::var("ROLLOUT_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// The store of the service whose files are in `dir`: `control.sqlite`
+/// there, or (on PostgreSQL) a new database, the same one on every restart.
+pub fn store_in(dir: &Path) -> PathBuf {
+    if !on_postgres() {
+        return dir.join("control.sqlite");
+    }
+    let saved = dir.join("store-url");
+    if let Ok(url) = std::fs::read_to_string(&saved) {
+        return PathBuf::from(url);
+    }
+    let url = new_pg_store();
+    std::fs::write(&saved, &url).expect("store-url file");
+    PathBuf::from(url)
+}
+
+/// Runs `sqlite` on the store at `db` when it is a SQLite file, or
+/// `postgres` (with psql) when it is a PostgreSQL URL: what an operator, or
+/// an attacker, with direct access to the database could do.
+pub fn store_exec(db: &Path, sqlite: &str, postgres: &str) {
+    let location = db.to_string_lossy();
+    if location.starts_with("postgres://") {
+        let out = std::process::Command::new(pg::bin_dir().join("psql"))
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-d",
+                &location,
+                "-c",
+                postgres,
+            ])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {postgres:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        rusqlite::Connection::open(db)
+            .expect("open the store")
+            .execute_batch(sqlite)
+            .unwrap_or_else(|e| panic!("{sqlite}: {e}"));
+    }
+}
+
+/// The cluster [`new_pg_store`] makes databases on. Statics are never
+/// dropped: a watcher process stops it once the test binary has exited.
+static STORE_CLUSTER: std::sync::Mutex<Option<pg::Pg>> = std::sync::Mutex::new(None);
+
+/// A new, empty database on the test binary's PostgreSQL cluster: its URL.
+pub fn new_pg_store() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let mut cluster = STORE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if cluster.is_none() {
+        let pg = pg::Pg::start("store");
+        pg.stop_after(std::process::id());
+        *cluster = Some(pg);
+    }
+    let pg = cluster.as_ref().expect("started above");
+    let name = format!("store_{}", N.fetch_add(1, Ordering::SeqCst));
+    pg.psql(&format!("CREATE DATABASE {name}"));
+    format!(
+        "postgres://{}@127.0.0.1:{}/{name}",
+        pg::SUPERUSER,
+        pg.port()
+    )
+}

@@ -429,6 +429,30 @@ impl Pg {
         log[start..].to_owned()
     }
 
+    /// Starts a watcher that stops this server (immediate shutdown) and
+    /// removes its directory once process `pid` has exited: for a server
+    /// that lives in a static, which is never dropped.
+    pub fn stop_after(&self, pid: u32) {
+        let Some(server) = self.server.as_ref().map(Child::id) else {
+            return;
+        };
+        let dir = self.root.dir.display();
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             kill -QUIT {server} 2>/dev/null; \
+             for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 {server} 2>/dev/null || break; sleep 0.5; done; \
+             rm -rf '{dir}'"
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the watcher starts");
+    }
+
     /// The connection, to clone into tasks.
     pub fn conn(&self) -> Conn {
         self.conn.clone()
