@@ -432,6 +432,10 @@ impl Pg {
     /// Starts a watcher that stops this server (immediate shutdown) and
     /// removes its directory once process `pid` has exited: for a server
     /// that lives in a static, which is never dropped.
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the watcher outlives this process on purpose; init reaps it"
+    )]
     pub fn stop_after(&self, pid: u32) {
         let Some(server) = self.server.as_ref().map(Child::id) else {
             return;
