@@ -45,6 +45,10 @@ echo "edge component: $(stat -c %s "$wasm") bytes ($wasm; budget 1 MiB)"
 cargo build --locked -p rollout-host
 cargo test --locked --workspace
 
+# The control service's suite again with its store in PostgreSQL: each
+# service in a database of its own on a cluster the test binary starts.
+ROLLOUT_TEST_STORE=postgres cargo test --locked -p rollout-control
+
 # Crash loops, short form: SIGKILL edges and the control service mid-push
 # and restart them (scripts/crash.sh runs the full counts on demand).
 scripts/crash.sh --ci

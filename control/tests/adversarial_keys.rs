@@ -582,18 +582,23 @@ mod findings {
         }
         .to_body();
         let unnamed = a.sign(&body).split(';').next().expect("sig").to_owned();
-        {
-            // The store as the earlier release left it (the service puts
-            // its immutability trigger back when it opens the file).
-            let db = rusqlite::Connection::open(control.db()).expect("control db");
-            db.execute_batch("DROP TRIGGER versions_no_update")
-                .expect("drop trigger");
-            db.execute(
-                "UPDATE versions SET body = ?1, signature = ?2, digest = ?3 WHERE version = 1",
-                rusqlite::params![body, unnamed, Digest::of(&body).to_string()],
-            )
-            .expect("rewrite version 1");
-        }
+        // The store as the earlier release left it (past its immutability
+        // trigger, as someone with write access to the database could).
+        let (hex, digest) = (hex::encode(&body), Digest::of(&body).to_string());
+        store_exec(
+            control.db(),
+            &format!(
+                "DROP TRIGGER versions_no_update;
+                 UPDATE versions SET body = X'{hex}', signature = '{unnamed}', digest = '{digest}'
+                 WHERE version = 1;"
+            ),
+            &format!(
+                "ALTER TABLE versions DISABLE TRIGGER versions_no_change;
+                 UPDATE versions SET body = '\\x{hex}'::bytea, signature = '{unnamed}',
+                    digest = '{digest}' WHERE version = 1;
+                 ALTER TABLE versions ENABLE TRIGGER versions_no_change;"
+            ),
+        );
         control.restart().await;
         let edge = rig.edge("new").await;
         control

@@ -11,7 +11,7 @@ use serde_json::Value;
 use support::*;
 
 /// A control service's store with versions 1 to 4 (no edges), copied out of
-/// the killed service.
+/// the killed service: a SQLite file, or (on PostgreSQL) a database.
 async fn history(scratch: &Scratch) -> PathBuf {
     let mut control = Control::start(&scratch.0).await;
     let (old, new) = ("http://127.0.0.1:9001", "http://127.0.0.1:9002");
@@ -23,6 +23,9 @@ async fn history(scratch: &Scratch) -> PathBuf {
         control.cli(DEPLOY, &["push", &file]).await.ok();
     }
     control.kill().await;
+    if on_postgres() {
+        return pg_copy(control.db(), "copy");
+    }
     // A copy holding everything the killed service committed (its WAL too).
     let copy = scratch.path("copy.sqlite");
     let conn = rusqlite::Connection::open(scratch.path("control.sqlite")).expect("open store");
@@ -31,9 +34,19 @@ async fn history(scratch: &Scratch) -> PathBuf {
     copy
 }
 
-/// A copy of `db` with `sql` run on it, version triggers lifted first.
-fn tampered(db: &Path, name: &str, sql: &str) -> PathBuf {
-    let out = db.with_file_name(name);
+/// A copy of `db` named `name` with `sql` (SQLite) or `pg` (PostgreSQL) run
+/// on it, version triggers and foreign keys lifted first.
+fn tampered(db: &Path, name: &str, sql: &str, pg: &str) -> PathBuf {
+    if on_postgres() {
+        let copy = pg_copy(db, name);
+        store_exec(
+            &copy,
+            "",
+            &format!("SET session_replication_role = replica; {pg}"),
+        );
+        return copy;
+    }
+    let out = db.with_file_name(format!("{name}.sqlite"));
     std::fs::copy(db, &out).expect("copy");
     let conn = rusqlite::Connection::open(&out).expect("open copy");
     conn.execute_batch(
@@ -83,8 +96,11 @@ async fn audit_verify_passes_an_intact_history_and_names_every_break() {
     // A changed body: its digest, its signature and the next version's parent break.
     let body = tampered(
         &db,
-        "body.sqlite",
+        "body",
         "UPDATE versions SET body = CAST(replace(CAST(body AS TEXT), '\"reason\":\"push\"', '\"reason\":\"hush\"') AS BLOB)
+         WHERE version = 2",
+        "UPDATE versions SET body = convert_to(replace(convert_from(body, 'UTF8'),
+            '\"reason\":\"push\"', '\"reason\":\"hush\"'), 'UTF8')
          WHERE version = 2",
     );
     let run = verify(&body, &["--public-key", &pk, "--output", "json"]).await;
@@ -123,14 +139,11 @@ async fn audit_verify_passes_an_intact_history_and_names_every_break() {
     assert!(text.stderr.contains("does not verify"), "{}", text.stderr);
 
     // A broken parent link.
-    let parent = tampered(
-        &db,
-        "parent.sqlite",
-        &format!(
-            "UPDATE versions SET parent = '{}' WHERE version = 3",
-            "ab".repeat(32)
-        ),
+    let relink = format!(
+        "UPDATE versions SET parent = '{}' WHERE version = 3",
+        "ab".repeat(32)
     );
+    let parent = tampered(&db, "parent", &relink, &relink);
     let run = verify(&parent, &["--public-key", &pk]).await;
     assert_eq!(run.code, 9, "{}", run.stdout);
     assert!(
@@ -145,11 +158,8 @@ async fn audit_verify_passes_an_intact_history_and_names_every_break() {
     );
 
     // A version removed: the numbering and the next link break.
-    let removed = tampered(
-        &db,
-        "removed.sqlite",
-        "DELETE FROM versions WHERE version = 2",
-    );
+    let remove = "DELETE FROM versions WHERE version = 2";
+    let removed = tampered(&db, "removed", remove, remove);
     let run = verify(&removed, &["--public-key", &pk]).await;
     assert_eq!(run.code, 9, "{}", run.stdout);
     assert!(
@@ -242,7 +252,7 @@ async fn audit_verify_follows_key_rotations() {
         .await
         .ok();
 
-    let db = scratch.path("control.sqlite");
+    let db = control.db().to_owned();
     let a = public_key();
     let run = verify(&db, &["--public-key", &a]).await.ok();
     assert!(

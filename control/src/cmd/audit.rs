@@ -20,6 +20,8 @@
 use std::path::{Path, PathBuf};
 
 use rollout_control::client::{Fail, exit};
+use rollout_control::store::Location;
+use rollout_control::store::db::{Conn, PgConn, Sql as _};
 use rollout_core::{Digest, Envelope, PublicKey, SecretKey};
 use rusqlite::types::ValueRef;
 use serde::Serialize;
@@ -36,7 +38,8 @@ pub(crate) struct AuditArgs {
     /// read from the store file (--db), not through the API.
     #[arg(long)]
     verify: bool,
-    /// With --verify: the control service's SQLite file (opened read-only).
+    /// With --verify: the control service's store: its SQLite file (opened
+    /// read-only), or its PostgreSQL database (`postgres://...`).
     #[arg(long, env = "ROLLOUT_DB", default_value = "rollout-control.sqlite")]
     db: PathBuf,
     /// With --verify: the public key(s) versions must be signed with, as
@@ -477,8 +480,47 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
-/// Walks the history stored in `db`.
+/// Walks the history stored in `db`: a SQLite file or a PostgreSQL URL.
 fn verify_file(db: &Path, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Report, Fail> {
+    match Location::of(db) {
+        Location::Postgres(url) => verify_database(url, keys, allow_gaps),
+        Location::File(db) => verify_sqlite(db, keys, allow_gaps),
+    }
+}
+
+/// Walks the history in a PostgreSQL store, in one statement (one snapshot).
+fn verify_database(url: &str, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Report, Fail> {
+    let shown = Location::Postgres(url).to_string();
+    let failed = |e: &dyn std::fmt::Display| Fail::new(exit::FAILED, format!("{shown}: {e}"));
+    let conn = Conn::Pg(Box::new(PgConn::connect(url).map_err(|e| failed(&e))?));
+    let rows = conn
+        .query_map(
+            "SELECT version, parent, digest, body, signature, actor, reason, issued_at
+             FROM versions ORDER BY version",
+            &[],
+            |r| {
+                Ok(Row {
+                    version: r.get(0)?,
+                    parent: r.get(1)?,
+                    digest: r.get(2)?,
+                    body: r.get(3)?,
+                    signature: r.get(4)?,
+                    actor: r.get(5)?,
+                    reason: r.get(6)?,
+                    issued_at: r.get(7)?,
+                })
+            },
+        )
+        .map_err(|e| failed(&format!("not a control store ({e})")))?;
+    let mut walk = Walk::new(keys, allow_gaps);
+    for row in &rows {
+        walk.step(row);
+    }
+    Ok(walk.finish())
+}
+
+/// Walks the history in a SQLite store file, opened read-only.
+fn verify_sqlite(db: &Path, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Report, Fail> {
     use rusqlite::OpenFlags;
     let failed =
         |e: &dyn std::fmt::Display| Fail::new(exit::FAILED, format!("{}: {e}", db.display()));

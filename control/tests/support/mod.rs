@@ -627,6 +627,34 @@ pub fn store_exec(db: &Path, sqlite: &str, postgres: &str) {
     }
 }
 
+/// A copy of the PostgreSQL store at `db` (a URL; nobody may be connected
+/// to it) as a new database on the same server, named after it and `name`:
+/// its URL.
+pub fn pg_copy(db: &Path, name: &str) -> PathBuf {
+    let url = db.to_string_lossy();
+    let (server, source) = url.rsplit_once('/').expect("a database URL");
+    let copy = format!("{source}_{name}");
+    let admin = format!("{server}/postgres");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new(pg::bin_dir().join("psql"))
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", &admin, "-c"])
+            .arg(format!("CREATE DATABASE {copy} TEMPLATE {source}"))
+            .output()
+            .expect("psql runs");
+        if out.status.success() {
+            return PathBuf::from(format!("{server}/{copy}"));
+        }
+        let error = String::from_utf8_lossy(&out.stderr);
+        // A killed service's sessions end a moment after it.
+        assert!(
+            error.contains("being accessed by other users") && std::time::Instant::now() < deadline,
+            "copying {source}: {error}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The cluster [`new_pg_store`] makes databases on. Statics are never
 /// dropped: a watcher process stops it once the test binary has exited.
 static STORE_CLUSTER: std::sync::Mutex<Option<pg::Pg>> = std::sync::Mutex::new(None);
