@@ -14,6 +14,7 @@ use rollout_core::edge::{ADMIN_PATH, AppliedReply, PushReply, PushStatus};
 use rollout_core::{Applied, Digest};
 
 use crate::keys::Keys;
+use crate::lease::LeaseClock;
 
 /// Largest reply read from an edge.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -93,6 +94,8 @@ pub struct EdgeClient {
     http: reqwest::Client,
     timeout: Duration,
     stamps: Option<Arc<Keys>>,
+    /// Pushes go out only while this says the replica leads.
+    gate: Option<Arc<LeaseClock>>,
 }
 
 impl EdgeClient {
@@ -107,6 +110,7 @@ impl EdgeClient {
             http,
             timeout,
             stamps: None,
+            gate: None,
         })
     }
 
@@ -115,6 +119,14 @@ impl EdgeClient {
     /// only a fresh stamped push, so an old envelope replayed to it is refused.
     pub fn stamping_with(mut self, keys: Arc<Keys>) -> EdgeClient {
         self.stamps = Some(keys);
+        self
+    }
+
+    /// Sends pushes only while `clock` says this replica leads: a replica
+    /// that lost the lease (or was frozen past it) sends none.
+    #[must_use]
+    pub fn gated_by(mut self, clock: Arc<LeaseClock>) -> EdgeClient {
+        self.gate = Some(clock);
         self
     }
 
@@ -208,6 +220,12 @@ impl EdgeClient {
     pub async fn push(&self, edge: &str, signed: &Signed, retries: Retries) -> Pushed {
         let mut attempts = 0;
         loop {
+            if self.gate.as_ref().is_some_and(|g| !g.valid()) {
+                return Pushed {
+                    answer: Answer::NoAnswer("not sent: this replica does not lead".to_owned()),
+                    attempts,
+                };
+            }
             let answer = self.put(edge, signed).await;
             attempts += 1;
             if !matches!(answer, Answer::NoAnswer(_)) || attempts > retries.count {

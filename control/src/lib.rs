@@ -14,6 +14,7 @@ pub mod events;
 pub mod hooks;
 pub mod input;
 pub mod keys;
+pub mod lease;
 pub mod metrics;
 pub mod plans;
 pub mod push;

@@ -48,6 +48,8 @@ pub struct Gauges {
     pub plans_by_phase: Vec<(String, u64)>,
     /// Every running plan.
     pub running: Vec<PlanGauge>,
+    /// Who leads, and which replica this is.
+    pub leadership: rollout_api::LeadershipView,
 }
 
 /// A running plan, as `/metrics` shows it.
@@ -127,8 +129,39 @@ impl Metrics {
         let _ = writeln!(out, "{name}_sum {}", h.sum);
         let _ = writeln!(out, "{name}_count {}", h.count);
         render_plans(&mut out, g);
+        render_leadership(&mut out, &g.leadership);
         out
     }
+}
+
+/// Which replica leads. Replica ids are `[A-Za-z0-9._:-]`
+/// ([`crate::lease::check_replica_id`]), so label values need no escaping.
+fn render_leadership(out: &mut String, l: &rollout_api::LeadershipView) {
+    let me = &l.replica;
+    family(
+        out,
+        "rollout_leader",
+        "gauge",
+        "1 on the replica that holds the leader lease (runs fan-out, plans and hooks), 0 on the others.",
+    );
+    let leads = u8::from(l.leader.as_deref() == Some(me.as_str()));
+    let _ = writeln!(out, "rollout_leader{{replica=\"{me}\"}} {leads}");
+    family(
+        out,
+        "rollout_leader_info",
+        "gauge",
+        "The replica the lease names as leader, as this replica reads it (absent while none holds it).",
+    );
+    if let Some(leader) = &l.leader {
+        let _ = writeln!(out, "rollout_leader_info{{leader=\"{leader}\"}} 1");
+    }
+    family(
+        out,
+        "rollout_leader_token",
+        "gauge",
+        "The leader lease's fencing token: it rises with every new leader.",
+    );
+    let _ = writeln!(out, "rollout_leader_token {}", l.token);
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -223,6 +256,11 @@ mod tests {
                 weight: Some(10.0),
                 checks: vec![("errors".into(), Some("pass"), 0)],
             }],
+            leadership: rollout_api::LeadershipView {
+                leader: Some("a:1".into()),
+                token: 3,
+                replica: "b:2".into(),
+            },
         });
         assert!(text.contains("rollout_convergence_seconds_bucket{le=\"0.01\"} 0\n"));
         assert!(text.contains("rollout_convergence_seconds_bucket{le=\"0.025\"} 1\n"));
@@ -237,5 +275,11 @@ mod tests {
         assert!(text.contains(
             "rollout_plan_check_verdict{plan=\"4\",route=\"web\",check=\"errors\",verdict=\"pass\"} 1\n"
         ));
+        assert!(
+            text.contains("rollout_leader{replica=\"b:2\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("rollout_leader_info{leader=\"a:1\"} 1\n"));
+        assert!(text.contains("rollout_leader_token 3\n"));
     }
 }

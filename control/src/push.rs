@@ -19,6 +19,7 @@ use rollout_api::{Version, holds, shorten};
 
 use crate::edge_client::{Answer, EdgeClient, Retries, Signed};
 use crate::keys::Keys;
+use crate::lease::LeaseClock;
 use crate::metrics::Metrics;
 use crate::store::{EdgeId, EdgeRow, Store, VersionRow, now_ms};
 
@@ -178,6 +179,26 @@ impl Fanout {
             state: Mutex::default(),
             commits: Mutex::default(),
         })
+    }
+
+    /// Pushes only while `clock` says this replica leads (checked before
+    /// every request to an edge).
+    #[must_use]
+    pub fn gated_by(mut self, clock: Arc<LeaseClock>) -> Fanout {
+        self.edges = self.edges.gated_by(clock);
+        self
+    }
+
+    /// Forgets every push under way (aborting it), every backoff and every
+    /// ACK seen: when this replica starts or stops leading, the next round
+    /// pushes every edge once, as after a restart.
+    pub fn reset(&self) {
+        let mut state = lock(&self.state);
+        for (_, f) in state.in_flight.drain() {
+            f.task.abort();
+        }
+        state.backoff.clear();
+        state.confirmed.clear();
     }
 
     /// A version was just committed: note when, and push it now.
@@ -561,6 +582,11 @@ mod tests {
             edges_unreachable: 0,
             plans_by_phase: Vec::new(),
             running: Vec::new(),
+            leadership: rollout_api::LeadershipView {
+                leader: None,
+                token: 0,
+                replica: "r".into(),
+            },
         });
         assert!(text.contains("rollout_convergence_seconds_count 1\n"));
         let _ = std::fs::remove_dir_all(&dir);

@@ -514,6 +514,22 @@ pub struct StatusView {
     pub converged_ms: Option<f64>,
     /// Every edge.
     pub edges: Vec<EdgeStatus>,
+    /// Which replica of the control service leads (absent from services
+    /// that predate replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leadership: Option<LeadershipView>,
+}
+
+/// Which replica runs the fan-out, reconciliation, plans and hooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadershipView {
+    /// The replica holding an unexpired lease; `None` while none does
+    /// (between a leader's loss and the next one's takeover).
+    pub leader: Option<String>,
+    /// The lease's fencing token (higher with every new holder).
+    pub token: i64,
+    /// The replica that answered this request.
+    pub replica: String,
 }
 
 impl StatusView {

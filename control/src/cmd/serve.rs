@@ -22,12 +22,22 @@ const MAX_KEY_LIKE_BYTES: usize = 4096;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// The SQLite file (created on first start).
+    /// The store: a SQLite file (created on first start), or a PostgreSQL
+    /// database, `postgres://user:password@host:port/dbname`, which any
+    /// number of replicas share (docs/ha.md).
     #[arg(long, env = "ROLLOUT_DB", default_value = "rollout-control.sqlite")]
     db: PathBuf,
     /// Address to listen on.
     #[arg(long, env = "ROLLOUT_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// This replica's name, unique among the replicas on one store
+    /// (`[A-Za-z0-9._:-]`; default: the host name and the listening port).
+    #[arg(long, env = "ROLLOUT_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// How long the leader lease lasts unless renewed: a dead leader's
+    /// work moves to another replica after at most this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
     /// The secret signing key file (see `rollout keygen`).
     #[arg(long, env = "ROLLOUT_KEY_FILE")]
     key: PathBuf,
@@ -115,8 +125,20 @@ pub(crate) async fn run(_: &super::Ctx, args: ServeArgs) -> Result<(), Fail> {
             ));
         }
     };
+    if args.lease_ttl < Duration::from_millis(200) || args.lease_ttl > Duration::from_secs(600) {
+        return Err(Fail::new(
+            exit::INVALID,
+            "--lease-ttl: between 200ms and 10m",
+        ));
+    }
+    if let Some(id) = &args.replica_id {
+        rollout_control::lease::check_replica_id(id)
+            .map_err(|e| Fail::new(exit::INVALID, format!("--replica-id {e}")))?;
+    }
     let opts = ServeOptions {
         db: args.db,
+        replica: args.replica_id,
+        lease_ttl: args.lease_ttl,
         listen: args.listen,
         keys,
         tokens,

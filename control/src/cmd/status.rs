@@ -41,6 +41,18 @@ fn print_status(s: &StatusView) {
         s.version,
         s.issued_at.as_deref().unwrap_or("-")
     );
+    if let Some(l) = &s.leadership {
+        match &l.leader {
+            Some(leader) => println!(
+                "leader: {leader} (lease token {}); answered by {}",
+                l.token, l.replica
+            ),
+            None => println!(
+                "leader: none holds the lease now (last token {}); answered by {}",
+                l.token, l.replica
+            ),
+        }
+    }
     println!(
         "{:<32} {:<12} {:>7} {:>4}  detail",
         "edge", "state", "version", "lag"

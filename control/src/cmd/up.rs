@@ -312,6 +312,8 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
         listener.local_addr().context("control address")?
     );
     let app = rollout_control::service::open(ServeOptions {
+        replica: None,
+        lease_ttl: rollout_control::lease::DEFAULT_TTL,
         db: dir.join("control.sqlite"),
         listen: listener.local_addr().context("control address")?,
         keys,

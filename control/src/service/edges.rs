@@ -74,6 +74,7 @@ pub(super) async fn status(
             .iter()
             .map(|e| edge_status(e, current.as_ref(), now, after))
             .collect(),
+        leadership: Some(app.leadership_view()?),
     }))
 }
 

@@ -36,6 +36,7 @@ use crate::commit::Refusal;
 use crate::events::{Events, Secret};
 use crate::hooks::{HookSet, Hooks, Listeners};
 use crate::keys::Keys;
+use crate::lease::Leadership;
 use crate::metrics::{Gauges, Metrics, PlanGauge};
 use crate::plans::{PlanFailure, Plans};
 use crate::push::{Fanout, PushOptions};
@@ -44,8 +45,12 @@ use crate::store::{CommitError, Store, now_ms};
 /// Everything `rollout serve` needs.
 #[derive(Debug)]
 pub struct ServeOptions {
-    /// The SQLite file.
+    /// The store: a SQLite file, or a `postgres://` URL.
     pub db: PathBuf,
+    /// This replica's id (`None`: the host name and the port it listens on).
+    pub replica: Option<String>,
+    /// How long the leader lease lasts unless renewed.
+    pub lease_ttl: Duration,
     /// Where to listen.
     pub listen: SocketAddr,
     /// Where plan events are POSTed.
@@ -75,7 +80,20 @@ pub struct App {
     events: Arc<Events>,
     hooks: Arc<Hooks>,
     metrics: Arc<Metrics>,
+    leadership: Arc<Leadership>,
     unreachable_after: Duration,
+}
+
+impl App {
+    /// Who leads, as the lease row says, and who answers.
+    fn leadership_view(&self) -> Result<rollout_api::LeadershipView, ApiError> {
+        let (leader, token) = self.leadership.current()?;
+        Ok(rollout_api::LeadershipView {
+            leader,
+            token,
+            replica: self.leadership.id().to_owned(),
+        })
+    }
 }
 
 /// Opens the store and serves the API until the future is dropped.
@@ -84,22 +102,39 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
+    let opts = ServeOptions {
+        replica: opts
+            .replica
+            .clone()
+            .or_else(|| Some(format!("{}:{}", host_name(), addr.port()))),
+        ..opts
+    };
     let app = open(opts)?;
     tracing::info!("control service listening on http://{addr}");
     println!("rollout control service listening on http://{addr}");
     serve_on(app, listener).await
 }
 
+/// This machine's name, for replica ids (`localhost` when unknown).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| crate::lease::check_replica_id(h).is_ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// Opens the store and builds the shared state.
 pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
     let store = Arc::new(Store::open(&opts.db)?);
+    let replica = opts.replica.clone().unwrap_or_else(host_name);
+    crate::lease::check_replica_id(&replica).map_err(|e| anyhow::anyhow!("--replica-id {e}"))?;
+    let leadership = Arc::new(Leadership::new(store.clone(), replica, opts.lease_ttl));
     let metrics = Arc::new(Metrics::default());
-    let fanout = Arc::new(Fanout::new(
-        store.clone(),
-        metrics.clone(),
-        opts.keys.clone(),
-        opts.push,
-    )?);
+    let fanout = Arc::new(
+        Fanout::new(store.clone(), metrics.clone(), opts.keys.clone(), opts.push)?
+            .gated_by(leadership.clock()),
+    );
     let listeners = Listeners {
         webhooks: opts.webhooks.clone(),
         hooks: Arc::new(opts.hooks),
@@ -135,23 +170,82 @@ pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
         events,
         hooks,
         metrics,
+        leadership,
         unreachable_after: opts.unreachable_after,
     }))
 }
 
-/// Serves `app` on `listener`, with its reconciler, until dropped.
+/// Serves `app` on `listener` until dropped; while this replica holds the
+/// leader lease, also its fan-out, plans, webhooks and hooks.
 pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let tasks = [
-        tokio::spawn(app.fanout.clone().run()),
-        tokio::spawn(app.plans.clone().run()),
-        tokio::spawn(app.events.clone().run()),
-        tokio::spawn(app.hooks.clone().run()),
-    ];
+    let lease = tokio::spawn(app.leadership.clone().run());
+    let lead = tokio::spawn(lead(app.clone()));
+    // Gives the lease up when the service stops, however it stops.
+    let _release = Release(app.leadership.clone());
     let served = axum::serve(listener, router(app)).await;
-    for t in tasks {
-        t.abort();
-    }
+    lease.abort();
+    lead.abort();
     Ok(served?)
+}
+
+/// Gives up the leader lease when dropped.
+struct Release(Arc<Leadership>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Aborts the leader's tasks when dropped.
+struct LeaderTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for LeaderTasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Runs the leader's work whenever this replica leads, and stops it the
+/// moment the lead runs out or is lost.
+async fn lead(app: Arc<App>) {
+    let mut token = app.leadership.watch();
+    let clock = app.leadership.clock();
+    loop {
+        // Until this replica leads.
+        if token.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        let held = *token.borrow_and_update();
+        // Whatever this process believed about the edges may be stale:
+        // every edge is pushed once, as after a restart.
+        app.fanout.reset();
+        let tasks = LeaderTasks(vec![
+            tokio::spawn(app.fanout.clone().run()),
+            tokio::spawn(app.plans.clone().run()),
+            tokio::spawn(app.events.clone().run()),
+            tokio::spawn(app.hooks.clone().run()),
+        ]);
+        while let Some(until) = clock.until() {
+            tokio::select! {
+                changed = token.changed() => {
+                    if changed.is_err() || *token.borrow_and_update() != held {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {
+                    if !clock.valid() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(tasks);
+        app.fanout.reset();
+        tracing::warn!("stopped the leader's work: the lease ran out or was lost");
+    }
 }
 
 /// The API routes.
@@ -468,6 +562,7 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
         edges_unreachable,
         plans_by_phase: app.store.plans_by_phase()?,
         running,
+        leadership: app.leadership_view()?,
     });
     Ok((
         [(

@@ -11,9 +11,11 @@
 //! (multi-thread) runtime its calls run in [`tokio::task::block_in_place`],
 //! as SQLite's calls block the thread too.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -46,10 +48,17 @@ pub enum Error {
     /// again for the next one).
     #[error("the PostgreSQL connection broke inside a transaction")]
     Broken,
-    /// PostgreSQL called from where it cannot block.
-    #[error(
-        "the PostgreSQL store needs a multi-thread runtime (it was called from a current-thread one)"
-    )]
+    /// A leader-made write by a replica that does not hold the lease (or
+    /// holds an older token than the row): nothing was written.
+    #[error("this replica does not hold the leader lease (its token {ours}, the lease's {stored})")]
+    Fenced {
+        /// The token this replica wrote with (0: none).
+        ours: i64,
+        /// The lease's token.
+        stored: i64,
+    },
+    /// The thread a PostgreSQL call ran on panicked.
+    #[error("a PostgreSQL call panicked")]
     Runtime,
 }
 
@@ -312,26 +321,33 @@ fn pg_sql(sql: &str) -> String {
     sql.replace('?', "$")
 }
 
-/// Runs `f`, which blocks on PostgreSQL, where blocking is allowed.
-fn blocking<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Runs `f`, which blocks on PostgreSQL, where blocking is allowed: in
+/// place outside any runtime, in [`tokio::task::block_in_place`] on a
+/// multi-thread one, on a thread of its own on a current-thread one.
+fn blocking<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     match tokio::runtime::Handle::try_current() {
         Err(_) => f(),
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
         }
-        Ok(_) => Err(Error::Runtime),
+        Ok(_) => std::thread::scope(|s| s.spawn(f).join()).unwrap_or(Err(Error::Runtime)),
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its value whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A PostgreSQL connection, made again when it broke (a server restart, a
 /// failover), with its prepared statements.
 pub struct PgConn {
     url: String,
-    client: RefCell<Option<postgres::Client>>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    client: Mutex<Option<postgres::Client>>,
+    statements: Mutex<HashMap<String, postgres::Statement>>,
     /// Inside a transaction: a broken connection is then an error, not a
     /// reason to connect again halfway through.
-    in_tx: Cell<bool>,
+    in_tx: AtomicBool,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -344,7 +360,7 @@ impl Drop for PgConn {
     /// The client says goodbye to the server, which blocks: where blocking
     /// is allowed, or on a thread of its own.
     fn drop(&mut self) {
-        let Some(client) = self.client.get_mut().take() else {
+        let Some(client) = lock(&self.client).take() else {
             return;
         };
         match tokio::runtime::Handle::try_current() {
@@ -364,38 +380,34 @@ impl PgConn {
     pub fn connect(url: &str) -> Result<PgConn> {
         let conn = PgConn {
             url: url.to_owned(),
-            client: RefCell::new(None),
-            statements: RefCell::new(HashMap::new()),
-            in_tx: Cell::new(false),
+            client: Mutex::new(None),
+            statements: Mutex::new(HashMap::new()),
+            in_tx: AtomicBool::new(false),
         };
         blocking(|| conn.client().map(drop))?;
         Ok(conn)
     }
 
     /// The live client, connecting when there is none or it broke.
-    fn client(&self) -> Result<std::cell::RefMut<'_, postgres::Client>> {
-        let mut slot = self.client.borrow_mut();
+    fn client(&self) -> Result<MutexGuard<'_, Option<postgres::Client>>> {
+        let mut slot = lock(&self.client);
         let broken = slot.as_ref().is_none_or(postgres::Client::is_closed);
         if broken {
-            if self.in_tx.get() && slot.is_some() {
+            if self.in_tx.load(Ordering::SeqCst) && slot.is_some() {
                 return Err(Error::Broken);
             }
-            self.statements.borrow_mut().clear();
+            lock(&self.statements).clear();
             *slot = Some(postgres::Client::connect(&self.url, postgres::NoTls)?);
         }
-        Ok(std::cell::RefMut::map(slot, |c| {
-            c.as_mut().expect("connected above")
-        }))
+        Ok(slot)
     }
 
     fn statement(&self, client: &mut postgres::Client, sql: &str) -> Result<postgres::Statement> {
-        if let Some(s) = self.statements.borrow().get(sql) {
+        if let Some(s) = lock(&self.statements).get(sql) {
             return Ok(s.clone());
         }
         let prepared = client.prepare(&pg_sql(sql))?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_owned(), prepared.clone());
+        lock(&self.statements).insert(sql.to_owned(), prepared.clone());
         Ok(prepared)
     }
 
@@ -405,16 +417,18 @@ impl PgConn {
 
     fn execute(&self, sql: &str, params: &[Value]) -> Result<usize> {
         blocking(|| {
-            let mut client = self.client()?;
-            let stmt = self.statement(&mut client, sql)?;
+            let mut slot = self.client()?;
+            let client = slot.as_mut().ok_or(Error::Broken)?;
+            let stmt = self.statement(client, sql)?;
             Ok(client.execute(&stmt, &Self::refs(params))? as usize)
         })
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         blocking(|| {
-            let mut client = self.client()?;
-            let stmt = self.statement(&mut client, sql)?;
+            let mut slot = self.client()?;
+            let client = slot.as_mut().ok_or(Error::Broken)?;
+            let stmt = self.statement(client, sql)?;
             let rows = client.query(&stmt, &Self::refs(params))?;
             rows.iter()
                 .map(|r| {
@@ -428,7 +442,11 @@ impl PgConn {
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
-        blocking(|| Ok(self.client()?.batch_execute(sql)?))
+        blocking(|| {
+            let mut slot = self.client()?;
+            let client = slot.as_mut().ok_or(Error::Broken)?;
+            Ok(client.batch_execute(sql)?)
+        })
     }
 }
 
@@ -567,7 +585,7 @@ impl<'c> RawTx<'c> {
             (Conn::Sqlite(c), TxKind::Write) => c.execute_batch("BEGIN IMMEDIATE")?,
             (Conn::Pg(c), TxKind::Write) => {
                 c.batch("BEGIN")?;
-                c.in_tx.set(true);
+                c.in_tx.store(true, Ordering::SeqCst);
                 let tx = RawTx {
                     conn,
                     open: Cell::new(true),
@@ -587,7 +605,7 @@ impl<'c> RawTx<'c> {
         self.open.set(false);
         let done = self.batch("COMMIT");
         if let Conn::Pg(c) = self.conn {
-            c.in_tx.set(false);
+            c.in_tx.store(false, Ordering::SeqCst);
         }
         done
     }
@@ -598,7 +616,7 @@ impl Drop for RawTx<'_> {
         if self.open.get() {
             let _ = self.batch("ROLLBACK");
             if let Conn::Pg(c) = self.conn {
-                c.in_tx.set(false);
+                c.in_tx.store(false, Ordering::SeqCst);
             }
         }
     }

@@ -250,10 +250,10 @@ impl Store {
         status: &str,
         output: &str,
     ) -> Result<()> {
-        self.conn().execute(
+        self.fenced(|tx| tx.execute(
             "INSERT INTO hook_results (run, attempt, status, output, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![run, attempt, status, output, now_ms()],
-        )?;
+        ))?;
         Ok(())
     }
 

@@ -18,12 +18,14 @@ use rusqlite::{Connection, OpenFlags};
 
 pub mod db;
 mod hooks;
+mod lease;
 mod plans;
 
 use db::{Conn, RawTx, Row, Sql, TxKind, params};
 pub use db::{Error, Result};
 
 pub use hooks::{HookRunRow, NewHookRun};
+pub use lease::LeaseRow;
 pub use plans::{CheckRow, EventRow, OutboxRow, PlanId, PlanRow};
 
 const SCHEMA: &str = "
@@ -367,6 +369,8 @@ pub struct Store {
     /// `conn` is locked, in the same critical section as the rows, so it
     /// is always what a read of every row would give.
     holdings: Mutex<Holdings>,
+    /// The lease token leader-made writes carry (see [`lease`]).
+    fence: std::sync::atomic::AtomicI64,
     /// Edge rows read by [`Store::edges`], for tests that pin how much a
     /// fan-out reads.
     #[cfg(test)]
@@ -522,7 +526,7 @@ fn holdings_in(db: &impl Sql) -> Result<Holdings> {
 /// The schema this build reads and writes, kept in SQLite's `user_version`
 /// (PostgreSQL: the `rollout_schema` table). A change to the schema raises
 /// it and adds its step to [`migrate`].
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A store whose schema is not the one this build uses: opening it refuses,
 /// rather than guess, and says what to do.
@@ -745,7 +749,8 @@ fn foreign(at: &Location<'_>) -> anyhow::Error {
 /// Brings the schema from `from` to [`SCHEMA_VERSION`], inside the caller's
 /// transaction. Schema 0 is every store written before schemas were
 /// numbered: they differ only in tables and indexes added since, which the
-/// schema's `IF NOT EXISTS` statements create.
+/// schema's `IF NOT EXISTS` statements create. Schema 2 added the leader
+/// lease.
 fn upgrade(db: &impl Sql, from: i64) -> Result<()> {
     match db.conn() {
         Conn::Sqlite(conn) => {
@@ -753,12 +758,18 @@ fn upgrade(db: &impl Sql, from: i64) -> Result<()> {
                 db.batch(SCHEMA)?;
                 db.batch(hooks::HOOK_SCHEMA)?;
             }
+            if from < 2 {
+                db.batch(lease::LEASE_SCHEMA)?;
+            }
             Ok(conn.pragma_update(None, "user_version", SCHEMA_VERSION)?)
         }
         Conn::Pg(_) => {
             if from < 1 {
                 db.batch(PG_SCHEMA)?;
                 db.batch(hooks::PG_HOOK_SCHEMA)?;
+            }
+            if from < 2 {
+                db.batch(lease::LEASE_SCHEMA)?;
             }
             db.execute("DELETE FROM rollout_schema", params![])?;
             db.execute(
@@ -848,6 +859,7 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             holdings: Mutex::new(holdings),
+            fence: std::sync::atomic::AtomicI64::new(lease::UNFENCED),
             #[cfg(test)]
             edge_rows_read: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -883,7 +895,7 @@ impl Store {
     }
 
     /// An edge's row now says it holds `held` (when `changed`: the
-    /// statement updated its row). Called with `conn` locked.
+    /// statement updated its row). Called with `conn` locked, once committed.
     fn held_now(&self, edge: EdgeId, changed: usize, held_now: Option<Applied>) {
         if changed == 1 {
             self.holdings().set(edge, as_stored(held_now));
@@ -1116,12 +1128,21 @@ impl Store {
                 })
             },
         )?;
-        // The counts are kept beside the rows, never read from them: check
-        // they agree wherever the rows are read anyway (tests, debug builds).
-        debug_assert!(
-            *self.holdings() == Holdings::of(rows.iter().map(|e| (e.id, e.acked))),
-            "the counts of what edges hold differ from their rows"
-        );
+        let counted = Holdings::of(rows.iter().map(|e| (e.id, e.acked)));
+        if matches!(&*conn, Conn::Pg(_)) {
+            // Other replicas write these rows too (the leader before this
+            // one, edges added through another replica): take the counts
+            // from the rows whenever they are read.
+            *self.holdings() = counted;
+        } else {
+            // The counts are kept beside the rows, never read from them:
+            // check they agree wherever the rows are read anyway (tests,
+            // debug builds).
+            debug_assert!(
+                *self.holdings() == counted,
+                "the counts of what edges hold differ from their rows"
+            );
+        }
         #[cfg(test)]
         self.edge_rows_read
             .fetch_add(rows.len(), std::sync::atomic::Ordering::Relaxed);
@@ -1141,38 +1162,41 @@ impl Store {
         if edges.is_empty() {
             return Ok(());
         }
-        let conn = self.conn();
-        let tx = RawTx::begin(&conn, TxKind::Write)?;
-        for edge in edges {
-            tx.execute(
-                "UPDATE edge_state SET sent_version = ?2 WHERE edge_id = ?1",
-                params![*edge, sql(version)],
-            )?;
-        }
-        tx.commit()
+        self.fenced(|tx| {
+            for edge in edges {
+                tx.execute(
+                    "UPDATE edge_state SET sent_version = ?2 WHERE edge_id = ?1",
+                    params![*edge, sql(version)],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// An edge acknowledged `applied`.
     pub fn record_ack(&self, edge: EdgeId, applied: Applied, latency_ms: f64) -> Result<()> {
-        let conn = self.conn();
-        let changed = conn.execute(
-            &format!(
-                "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
-                    reported_version = {}, nack_version = NULL,
-                    nack_error = NULL, last_error = NULL, failing_since_ms = NULL,
-                    last_contact_ms = ?4, latency_ms = ?5
-                 WHERE edge_id = ?1",
-                higher_reported("?2")
-            ),
-            params![
-                edge,
-                sql(Version::new(applied.version)),
-                applied.digest.to_string(),
-                now_ms(),
-                latency_ms
-            ],
+        self.fenced_then(
+            |tx| {
+                tx.execute(
+                    &format!(
+                        "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
+                        reported_version = {}, nack_version = NULL,
+                        nack_error = NULL, last_error = NULL, failing_since_ms = NULL,
+                        last_contact_ms = ?4, latency_ms = ?5
+                     WHERE edge_id = ?1",
+                        higher_reported("?2")
+                    ),
+                    params![
+                        edge,
+                        sql(Version::new(applied.version)),
+                        applied.digest.to_string(),
+                        now_ms(),
+                        latency_ms
+                    ],
+                )
+            },
+            |changed| self.held_now(edge, *changed, Some(applied)),
         )?;
-        self.held_now(edge, changed, Some(applied));
         Ok(())
     }
 
@@ -1186,58 +1210,68 @@ impl Store {
         error: &str,
     ) -> Result<()> {
         let held = held_columns(holds);
-        let conn = self.conn();
-        let changed = conn.execute(
-            &format!(
-                "UPDATE edge_state SET nack_version = ?2, nack_error = ?3,
-                    acked_version = ?4, acked_digest = ?5,
-                    reported_version = {}, last_error = NULL,
-                    failing_since_ms = NULL, last_contact_ms = ?6
-                 WHERE edge_id = ?1",
-                higher_reported("?4")
-            ),
-            params![edge, sql(version), error, held.0, held.1, now_ms()],
+        self.fenced_then(
+            |tx| {
+                tx.execute(
+                    &format!(
+                        "UPDATE edge_state SET nack_version = ?2, nack_error = ?3,
+                        acked_version = ?4, acked_digest = ?5,
+                        reported_version = {}, last_error = NULL,
+                        failing_since_ms = NULL, last_contact_ms = ?6
+                     WHERE edge_id = ?1",
+                        higher_reported("?4")
+                    ),
+                    params![edge, sql(version), error, held.0, held.1, now_ms()],
+                )
+            },
+            |changed| self.held_now(edge, *changed, holds),
         )?;
-        self.held_now(edge, changed, holds);
         Ok(())
     }
 
     /// An edge reported holding `held`, not what it acknowledged.
     pub fn record_held(&self, edge: EdgeId, held: Option<Applied>) -> Result<()> {
         let (version, digest) = held_columns(held);
-        let conn = self.conn();
-        let changed = conn.execute(
-            &format!(
-                "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
-                    reported_version = {}, last_contact_ms = ?4
-                 WHERE edge_id = ?1",
-                higher_reported("?2")
-            ),
-            params![edge, version, digest, now_ms()],
+        self.fenced_then(
+            |tx| {
+                tx.execute(
+                    &format!(
+                        "UPDATE edge_state SET acked_version = ?2, acked_digest = ?3,
+                        reported_version = {}, last_contact_ms = ?4
+                     WHERE edge_id = ?1",
+                        higher_reported("?2")
+                    ),
+                    params![edge, version, digest, now_ms()],
+                )
+            },
+            |changed| self.held_now(edge, *changed, held),
         )?;
-        self.held_now(edge, changed, held);
         Ok(())
     }
 
     /// A push got no answer.
     pub fn record_failure(&self, edge: EdgeId, error: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE edge_state SET last_error = ?2,
+        self.fenced(|tx| {
+            tx.execute(
+                "UPDATE edge_state SET last_error = ?2,
                 failing_since_ms = COALESCE(failing_since_ms, ?3)
              WHERE edge_id = ?1",
-            params![edge, error, now_ms()],
-        )?;
+                params![edge, error, now_ms()],
+            )
+        })?;
         Ok(())
     }
 
     /// Records, once, how long `version` took from commit to its last ACK.
     /// True when this call recorded it.
     pub fn record_convergence(&self, version: Version, edges: usize, ms: f64) -> Result<bool> {
-        Ok(self.conn().execute(
-            "INSERT INTO convergence (version, edges, ms) VALUES (?1, ?2, ?3)
+        Ok(self.fenced(|tx| {
+            tx.execute(
+                "INSERT INTO convergence (version, edges, ms) VALUES (?1, ?2, ?3)
              ON CONFLICT DO NOTHING",
-            params![sql(version), edges as i64, ms],
-        )? == 1)
+                params![sql(version), edges as i64, ms],
+            )
+        })? == 1)
     }
 
     /// Commit-to-last-ACK times of the versions from `low` on, ms.

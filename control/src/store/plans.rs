@@ -378,11 +378,13 @@ impl Store {
         gave_up: bool,
     ) -> Result<()> {
         let done = (error.is_none() || gave_up).then(now_ms);
-        self.conn().execute(
+        self.fenced(|tx| {
+            tx.execute(
             "UPDATE outbox SET attempts = attempts + 1, done_ms = ?2, next_ms = ?3, last_error = ?4
              WHERE id = ?1",
             params![id, done, next_ms, error],
-        )?;
+        )
+        })?;
         Ok(())
     }
 }

@@ -144,6 +144,16 @@ impl Control {
         &self.db
     }
 
+    /// Sends signal `name` (`STOP`, `CONT`, ...) to the service.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the service runs");
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -s {name} {pid}");
+    }
+
     /// SIGKILL, as a crash would.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("SIGKILL");
@@ -583,12 +593,13 @@ pub fn on_postgres() -> bool {
 /// The store of the service whose files are in `dir`: `control.sqlite`
 /// there, or (on PostgreSQL) a new database, the same one on every restart.
 pub fn store_in(dir: &Path) -> PathBuf {
-    if !on_postgres() {
-        return dir.join("control.sqlite");
-    }
+    // A store given to this service (replicas share one), or made for it.
     let saved = dir.join("store-url");
     if let Ok(url) = std::fs::read_to_string(&saved) {
         return PathBuf::from(url);
+    }
+    if !on_postgres() {
+        return dir.join("control.sqlite");
     }
     let url = new_pg_store();
     std::fs::write(&saved, &url).expect("store-url file");
