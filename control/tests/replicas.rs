@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::*;
 
 /// Lease time to live the replicas run with.
@@ -361,4 +362,103 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
         "takeover after SIGSTOP of the leader ({} rounds, lease {TTL}): p50 {p50:.0} ms, p99 {p99:.0} ms",
         takeovers.len()
     );
+}
+
+/// The versions plan `id` committed, oldest first, as weights.
+async fn plan_weights(control: &Control, id: i64) -> Vec<f64> {
+    let history = control.get("/v1/versions?limit=1000").await;
+    let mut out = Vec::new();
+    for v in history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .rev()
+    {
+        if v["actor"] != format!("plan:{id}") {
+            continue;
+        }
+        let n = v["version"].as_u64().expect("version");
+        let full = control.get(&format!("/v1/versions/{n}")).await;
+        out.push(
+            full["config"]["routes"][0]["new_weight"]
+                .as_f64()
+                .expect("weight"),
+        );
+    }
+    out
+}
+
+/// Polls plan `id` through `control` until `check` holds.
+async fn plan_until(
+    control: &Control,
+    id: i64,
+    limit: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let p = control.get(&format!("/v1/plans/{id}")).await;
+        if check(&p) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "plan {id} after {limit:?}: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_whose_leader_dies_or_freezes_in_a_pause_resumes_on_another_replica() {
+    let rig = Rig::start("replicas-plan").await;
+    let (mut a, mut b) = pair(&rig.scratch).await;
+    let (edges, _gates) = fleet(&rig, &a, 2).await;
+    let fleet: Vec<&rollout_host::RunningEdge> = edges.iter().collect();
+    let plan = serde_json::json!({
+        "schema": 1,
+        "steps": [{"set_weight": 10}, {"pause": "2s"}, {"set_weight": 30}, {"pause": "1s"}, {"set_weight": 100}],
+    });
+    let file = rig.scratch.path("plan.json");
+    std::fs::write(&file, plan.to_string()).expect("plan file");
+    let file = file.to_string_lossy().into_owned();
+    for round in 0..2 * rounds() {
+        let stop = round % 2 == 1;
+        let name = a_leader(&a).await;
+        let (leader, survivor) = by_name(&mut a, &mut b, &name);
+        // Started through the replica that will survive.
+        let started = survivor
+            .cli(DEPLOY, &["plan", "start", "web", &file, "--output", "json"])
+            .await
+            .ok();
+        let id = started.json()["id"].as_i64().expect("plan id");
+        plan_until(survivor, id, Duration::from_secs(20), |p| {
+            p["weight"] == 10.0
+        })
+        .await;
+        // Inside the 2 s pause, the leader goes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if stop {
+            leader.signal("STOP");
+        } else {
+            leader.kill().await;
+        }
+        let done = plan_until(survivor, id, Duration::from_secs(30), |p| {
+            p["phase"] == "promoted"
+        })
+        .await;
+        assert_eq!(done["weight"], 100.0, "round {round}");
+        assert_eq!(
+            plan_weights(survivor, id).await,
+            [10.0, 30.0, 100.0],
+            "round {round}: each step once, as one version"
+        );
+        let top = one_chain(survivor).await;
+        assert!(
+            all_hold(&fleet, top, Duration::from_secs(20)).await,
+            "round {round}: every edge holds version {top}"
+        );
+        if stop {
+            leader.signal("CONT");
+        } else {
+            leader.restart().await;
+        }
+    }
 }
