@@ -414,10 +414,20 @@ impl Hooks {
     pub async fn run(self: Arc<Self>) {
         // Runs below `from` have all finished.
         let mut from = 0;
+        // The runs this task started: dropping it (this replica stopped
+        // leading) stops them, and kills the commands they run.
+        let mut started = tokio::task::JoinSet::new();
+        // Whatever an earlier run of this task left marked as running was
+        // stopped with it.
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         loop {
             for run in self.due(&mut from) {
-                tokio::spawn(self.clone().run_one(run));
+                started.spawn(self.clone().run_one(run));
             }
+            while started.try_join_next().is_some() {}
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -126,7 +126,7 @@ impl Leadership {
                     return false;
                 }
                 self.clock.set(Some(until));
-                self.store.set_fence(token);
+                self.store.set_fence(token, &self.nonce);
                 self.token.send_if_modified(|t| {
                     let changed = *t != Some(token);
                     if changed {
@@ -152,7 +152,7 @@ impl Leadership {
     /// Stops leading at once.
     fn lose(&self) {
         self.clock.set(None);
-        self.store.set_fence(0);
+        self.store.set_fence(0, &self.nonce);
         self.token.send_if_modified(|t| {
             let changed = t.is_some();
             if changed {
@@ -163,23 +163,18 @@ impl Leadership {
         });
     }
 
-    /// Claims and renews the lease until the task is dropped; gives up the
-    /// lead as soon as it runs out unrenewed.
+    /// Claims and renews the lease every quarter of its time to live,
+    /// counted from when each claim was sent (a slow claim is followed by
+    /// the next at once, before the lead runs out), until the task is
+    /// dropped. The lead itself ends when its clock runs out
+    /// ([`LeaseClock::valid`]), whatever this loop is doing.
     pub async fn run(self: Arc<Self>) {
         loop {
+            let sent = tokio::time::Instant::now();
             let me = self.clone();
             // The claim blocks on the store.
             let _ = tokio::task::spawn_blocking(move || me.claim()).await;
-            let renew = tokio::time::Instant::now() + self.ttl / 4;
-            match self.clock.until() {
-                Some(until) if tokio::time::Instant::from_std(until) < renew => {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
-                    if !self.clock.valid() {
-                        self.lose();
-                    }
-                }
-                _ => tokio::time::sleep_until(renew).await,
-            }
+            tokio::time::sleep_until(sent + self.ttl / 4).await;
         }
     }
 
@@ -205,6 +200,54 @@ impl Leadership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_whose_lead_ran_out_sends_no_push() {
+        use crate::edge_client::{Answer, EdgeClient, Retries, Signed};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let edge = format!("http://{}", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((_tcp, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let clock = Arc::new(LeaseClock::default());
+        let client = EdgeClient::new(Duration::from_millis(200))
+            .expect("client")
+            .gated_by(clock.clone());
+        let body = bytes::Bytes::from_static(b"{}");
+        let signed = Signed {
+            version: rollout_api::Version::new(1),
+            digest: rollout_core::Digest::of(&body),
+            body,
+            signature: "ed25519=x".into(),
+            stamp: false,
+        };
+        let retries = Retries {
+            count: 2,
+            backoff: Duration::from_millis(10),
+        };
+        // Never led, then led until a moment ago: nothing goes out.
+        for until in [None, Some(std::time::Instant::now())] {
+            clock.set(until);
+            let pushed = client.push(&edge, &signed, retries).await;
+            assert_eq!(pushed.attempts, 0);
+            assert!(
+                matches!(pushed.answer, Answer::NoAnswer(ref e) if e.contains("does not lead"))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // While it leads, the push goes out (this listener never answers).
+        clock.set(Some(std::time::Instant::now() + Duration::from_secs(60)));
+        let pushed = client.push(&edge, &signed, retries).await;
+        assert_eq!(pushed.attempts, 3);
+        assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    }
 
     #[test]
     fn replica_ids_are_label_safe() {
@@ -233,10 +276,16 @@ mod tests {
 
         // A restart of `a`: same id, another process.
         let again = Leadership::new(store.clone(), "a".into(), ttl);
-        assert!(again.claim(), "a restarted replica takes its lease at once");
+        assert!(
+            !again.claim(),
+            "another process under the same id waits for the expiry"
+        );
+        a.release();
+        assert!(again.claim(), "a released lease is taken at once");
         assert_eq!(*again.watch().borrow(), Some(2), "with a new token");
-        // The old process's background writes are refused from now on.
-        store.set_fence(1);
+        // The old process's background writes are refused from now on,
+        // plan steps included.
+        store.set_fence(1, &a.nonce);
         let refused = store.record_convergence(rollout_api::Version::new(1), 0, 1.0);
         assert!(
             matches!(
@@ -245,8 +294,25 @@ mod tests {
             ),
             "{refused:?}"
         );
+        let step = store.write_fenced(|tx| tx.audit("plan:1", "plan", "a step"));
+        assert!(
+            matches!(step, Err(crate::store::Error::Fenced { .. })),
+            "{step:?}"
+        );
+        // The same token from another process (a lease row rolled back by
+        // a database failover) is no fence either.
+        store.set_fence(2, &a.nonce);
+        let refused = store.record_convergence(rollout_api::Version::new(1), 0, 1.0);
+        assert!(
+            matches!(refused, Err(crate::store::Error::Fenced { .. })),
+            "{refused:?}"
+        );
+        store.set_fence(2, &again.nonce);
+        store
+            .write_fenced(|tx| tx.audit("plan:1", "plan", "a step"))
+            .expect("the holder writes");
         again.release();
-        assert!(b.claim(), "a released lease is taken at once");
+        assert!(b.claim(), "then another replica takes it");
         assert_eq!(*b.watch().borrow(), Some(3));
         let _ = std::fs::remove_dir_all(&dir);
     }

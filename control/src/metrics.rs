@@ -142,9 +142,9 @@ fn render_leadership(out: &mut String, l: &rollout_api::LeadershipView) {
         out,
         "rollout_leader",
         "gauge",
-        "1 on the replica that holds the leader lease (runs fan-out, plans and hooks), 0 on the others.",
+        "1 while this replica acts as the leader by its own lease clock (runs fan-out, plans and hooks), 0 otherwise.",
     );
-    let leads = u8::from(l.leader.as_deref() == Some(me.as_str()));
+    let leads = u8::from(l.leading);
     let _ = writeln!(out, "rollout_leader{{replica=\"{me}\"}} {leads}");
     family(
         out,
@@ -260,6 +260,7 @@ mod tests {
                 leader: Some("a:1".into()),
                 token: 3,
                 replica: "b:2".into(),
+                leading: false,
             },
         });
         assert!(text.contains("rollout_convergence_seconds_bucket{le=\"0.01\"} 0\n"));

@@ -225,13 +225,16 @@ impl Fanout {
     /// Runs reconciliation rounds until the task is dropped.
     pub async fn run(self: Arc<Self>) {
         let mut verified = Instant::now();
+        // Verify passes under way: stopped with this task.
+        let mut verifying = tokio::task::JoinSet::new();
         loop {
             if let Err(e) = self.round() {
                 tracing::warn!("reconcile round failed: {e}");
             }
+            while verifying.try_join_next().is_some() {}
             if verified.elapsed() >= self.opts.verify_every {
                 verified = Instant::now();
-                tokio::spawn(self.clone().verify());
+                verifying.spawn(self.clone().verify());
             }
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -586,6 +589,7 @@ mod tests {
                 leader: None,
                 token: 0,
                 replica: "r".into(),
+                leading: false,
             },
         });
         assert!(text.contains("rollout_convergence_seconds_count 1\n"));

@@ -788,6 +788,76 @@ async fn rollout_up_serves_through_an_edge_and_stops_cleanly_on_ctrl_c() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_up_with_two_replicas_on_postgres_survives_stopping_the_leader() {
+    let scratch = Scratch::new("up-replicas");
+    let db = new_pg_store();
+    let (child, text) = rollout_up(&scratch, &["--replicas", "2", "--db", &db]).await;
+    // `  control replica  URL   NAME (pid N)`, one line each.
+    let replicas: Vec<(String, String, String)> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("control replica"))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let pid = words[5].trim_end_matches(')').to_owned();
+            (words[2].to_owned(), words[3].to_owned(), pid)
+        })
+        .collect();
+    assert_eq!(replicas.len(), 2, "{text}");
+    assert!(
+        !text.contains("postgres://postgres@"),
+        "the store URL is shown without its user: {text}"
+    );
+    let token =
+        std::fs::read_to_string(scratch.path("state").join("deploy.token")).expect("deploy token");
+    let token = token.trim();
+    let status = |url: String| async move {
+        cli(&url, token, &["status", "--output", "json"])
+            .await
+            .ok()
+            .json()
+    };
+    let leader = status(replicas[0].0.clone()).await["leadership"]["leader"]
+        .as_str()
+        .expect("a leader")
+        .to_owned();
+    let (stopped, other) = if replicas[0].1 == leader {
+        (&replicas[0], &replicas[1])
+    } else {
+        (&replicas[1], &replicas[0])
+    };
+    let signal = |name: &str, pid: &str| {
+        let ok = std::process::Command::new("kill")
+            .args(["-s", name, pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+    signal("STOP", &stopped.2);
+    // A change through the other replica reaches every edge once it leads.
+    let run = cli(
+        &other.0,
+        token,
+        &[
+            "set-weight",
+            "web",
+            "30",
+            "--wait",
+            "--timeout",
+            "30s",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(run.json()["status"]["version"], 2, "{}", run.stdout);
+    let now = status(other.0.clone()).await;
+    assert_eq!(now["leadership"]["leader"], other.1.as_str(), "{now}");
+    signal("CONT", &stopped.2);
+    ctrl_c(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_up_bad_canary_scenario_is_rolled_back_by_its_plan() {
     let scratch = Scratch::new("up-bad-canary");
     let (child, text) = rollout_up(&scratch, &["--scenario", "bad-canary"]).await;
@@ -1310,12 +1380,14 @@ async fn a_store_from_an_older_rollout_is_refused_until_rollout_migrate() {
         .expect("serve exits at once")
     };
     let refused = serve().await;
+    // The store as messages show it: a database URL without its user and password.
+    let shown = rollout_control::store::Location::of(&db).to_string();
     assert_ne!(refused.code, 0, "serve must not start on an older store");
     assert!(
         refused.stderr.contains("store schema 0")
             && refused
                 .stderr
-                .contains(&format!("rollout migrate --db {db_arg}")),
+                .contains(&format!("rollout migrate --db {shown}")),
         "{}",
         refused.stderr
     );

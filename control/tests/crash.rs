@@ -271,6 +271,8 @@ impl ControlSpec {
             .arg("--tokens")
             .arg(self.dir.join("tokens"))
             .args(["--reconcile-every", "200ms", "--push-timeout", "1s"])
+            // A restarted service waits out its old lease: keep that short.
+            .args(["--lease-ttl", "1s"])
             .args(["--verify-every", "1s", "--unreachable-after", "60s"]);
         let control = Proc::start(cmd, "rollout serve").await;
         self.port = control.addr.port();

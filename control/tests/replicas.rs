@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-/// Lease time to live the replicas run with.
+/// Lease time to live the replicas run with (every service the test
+/// support starts has `--lease-ttl 1s`).
 const TTL: &str = "1s";
 
 /// How many failovers of each kind a test does.
@@ -35,7 +36,7 @@ async fn replica(scratch: &Scratch, store: &Path, name: &str) -> Control {
     let dir = scratch.path(name);
     std::fs::create_dir_all(&dir).expect("replica dir");
     std::fs::write(dir.join("store-url"), store.to_string_lossy().as_bytes()).expect("store-url");
-    Control::start_with(&dir, &["--replica-id", name, "--lease-ttl", TTL]).await
+    Control::start_with(&dir, &["--replica-id", name]).await
 }
 
 /// Two replicas on a new PostgreSQL database.
@@ -334,27 +335,65 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
         let newer = run.json()["version"].as_u64().expect("version");
         assert!(all_hold(&fleet, newer, Duration::from_secs(20)).await);
 
-        // It wakes: it must not push. (A push it sent before it froze may
-        // still be counted as its answer comes in: past the push timeout,
-        // the count must stand still.)
+        // It wakes, and knows at once that it no longer leads.
         leader.signal("CONT");
+        let woke = leader.status().await;
+        assert_eq!(
+            woke["leadership"]["leading"], false,
+            "round {round}: the woken replica acts as the leader: {woke}"
+        );
+        assert_eq!(leader_seen_by(leader).await.as_deref(), Some(next.as_str()));
+        // Pushes it sent before it froze may still be counted as their
+        // answers come in; past the push timeout the count stands still.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let woke_pushes = metric(leader, "rollout_pushes_total").await;
+        let settled = metric(leader, "rollout_pushes_total").await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(
             metric(leader, "rollout_pushes_total").await,
-            woke_pushes,
-            "round {round}: the woken leader sent pushes"
+            settled,
+            "round {round}: the woken replica kept pushing"
         );
-        assert_eq!(
-            metric(leader, &format!("rollout_leader{{replica=\"{name}\"}}")).await,
-            0.0,
-            "round {round}: the woken replica does not lead"
-        );
-        assert_eq!(leader_seen_by(leader).await.as_deref(), Some(next.as_str()));
         for e in &fleet {
             assert_eq!(held(e.addr).await.0, newer, "an edge went back");
         }
+
+        // Frozen with nothing in flight (every edge holds what it pushed),
+        // a leader that wakes after a takeover and a new commit must not
+        // send one push: its count does not move at all.
+        let quiet = survivor;
+        // Every ACK of `newer` counted: its convergence is recorded after.
+        let counted = eventually(Duration::from_secs(10), || async {
+            let s = quiet.status().await;
+            s["version"] == newer && !s["converged_ms"].is_null()
+        })
+        .await;
+        assert!(counted, "round {round}: version {newer} converged");
+        let before = metric(quiet, "rollout_pushes_total").await;
+        quiet.signal("STOP");
+        a_leader_other_than(leader, &next).await;
+        let run = leader
+            .cli(
+                DEPLOY,
+                &[
+                    "set-weight",
+                    "web",
+                    &format!("{}.25", 20 + round),
+                    "--output",
+                    "json",
+                ],
+            )
+            .await
+            .ok();
+        let latest = run.json()["version"].as_u64().expect("version");
+        assert!(all_hold(&fleet, latest, Duration::from_secs(20)).await);
+        quiet.signal("CONT");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            metric(quiet, "rollout_pushes_total").await,
+            before,
+            "round {round}: a leader that woke after a takeover sent pushes"
+        );
+        assert_eq!(quiet.status().await["leadership"]["leading"], false);
     }
     one_chain(&a).await;
     let (p50, p99) = percentiles(&mut takeovers);

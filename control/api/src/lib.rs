@@ -530,6 +530,10 @@ pub struct LeadershipView {
     pub token: i64,
     /// The replica that answered this request.
     pub replica: String,
+    /// Whether that replica acts as the leader now, by its own lease
+    /// clock (it runs the fan-out, plans and hooks).
+    #[serde(default)]
+    pub leading: bool,
 }
 
 impl StatusView {

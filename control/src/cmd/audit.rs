@@ -40,7 +40,12 @@ pub(crate) struct AuditArgs {
     verify: bool,
     /// With --verify: the control service's store: its SQLite file (opened
     /// read-only), or its PostgreSQL database (`postgres://...`).
-    #[arg(long, env = "ROLLOUT_DB", default_value = "rollout-control.sqlite")]
+    #[arg(
+        long,
+        env = "ROLLOUT_DB",
+        hide_env_values = true,
+        default_value = "rollout-control.sqlite"
+    )]
     db: PathBuf,
     /// With --verify: the public key(s) versions must be signed with, as
     /// edges take them (`ed25519:...`; several comma-separated or repeated).
@@ -72,7 +77,7 @@ pub(crate) async fn run(ctx: &Ctx, args: AuditArgs) -> Result<(), Fail> {
             exit::BROKEN,
             format!(
                 "{}: the history does not verify ({} problem{})",
-                args.db.display(),
+                Location::of(&args.db),
                 report.breaks.len(),
                 if report.breaks.len() == 1 { "" } else { "s" }
             ),

@@ -25,7 +25,12 @@ pub(crate) struct ServeArgs {
     /// The store: a SQLite file (created on first start), or a PostgreSQL
     /// database, `postgres://user:password@host:port/dbname`, which any
     /// number of replicas share (docs/ha.md).
-    #[arg(long, env = "ROLLOUT_DB", default_value = "rollout-control.sqlite")]
+    #[arg(
+        long,
+        env = "ROLLOUT_DB",
+        hide_env_values = true,
+        default_value = "rollout-control.sqlite"
+    )]
     db: PathBuf,
     /// Address to listen on.
     #[arg(long, env = "ROLLOUT_LISTEN", default_value = "127.0.0.1:7070")]
@@ -179,15 +184,22 @@ pub(crate) async fn stop_signal() {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct MigrateArgs {
-    /// The SQLite file `rollout serve` uses. Back it up first: a migration
-    /// is one transaction, but an older rollout cannot open the result.
-    #[arg(long, env = "ROLLOUT_DB", default_value = "rollout-control.sqlite")]
+    /// The store `rollout serve` uses: its SQLite file or `postgres://`
+    /// URL. Back it up first: a migration is one transaction, but an older
+    /// rollout cannot open the result.
+    #[arg(
+        long,
+        env = "ROLLOUT_DB",
+        hide_env_values = true,
+        default_value = "rollout-control.sqlite"
+    )]
     db: PathBuf,
 }
 
 #[derive(serde::Serialize)]
-struct MigrateReport<'a> {
-    db: &'a std::path::Path,
+struct MigrateReport {
+    /// The store, without a password.
+    db: String,
     from: i64,
     to: i64,
 }
@@ -195,7 +207,8 @@ struct MigrateReport<'a> {
 /// `rollout migrate`: bring a store written by an older rollout to this
 /// one's schema, so `rollout serve` opens it.
 pub(crate) async fn migrate(ctx: &super::Ctx, args: MigrateArgs) -> Result<(), Fail> {
-    use rollout_control::store::{NoStore, NotAStore, SchemaError};
+    use rollout_control::store::{Location, NoStore, NotAStore, SchemaError};
+    let shown = Location::of(&args.db).to_string();
     let done = rollout_control::store::migrate(&args.db).map_err(|e| {
         // What the file is (or is not) is the caller's to fix; a lock held
         // too long or an I/O error is not.
@@ -205,22 +218,16 @@ pub(crate) async fn migrate(ctx: &super::Ctx, args: MigrateArgs) -> Result<(), F
     })?;
     match ctx.out {
         super::Output::Json => super::print_json(&MigrateReport {
-            db: &args.db,
+            db: shown.clone(),
             from: done.from,
             to: done.to,
         })?,
         super::Output::Text if done.from == done.to => {
-            println!(
-                "{} is already at store schema {}",
-                args.db.display(),
-                done.to
-            );
+            println!("{shown} is already at store schema {}", done.to);
         }
         super::Output::Text => println!(
-            "{} migrated from store schema {} to {}",
-            args.db.display(),
-            done.from,
-            done.to
+            "{shown} migrated from store schema {} to {}",
+            done.from, done.to
         ),
     }
     Ok(())

@@ -5,6 +5,10 @@
 //! component, each with its own store), the edges registered, and a 10 %
 //! canary pushed. Ctrl-C stops everything.
 //!
+//! `--replicas N --db postgres://...` runs the control service as N
+//! `rollout serve` processes on one PostgreSQL store instead, to try
+//! failover: stop the leader and watch another replica take over.
+//!
 //! `--scenario bad-canary` / `good-canary` shows a plan at work instead: the
 //! origins fail a share of requests (new 20 % and old 1 %, or both 1 %), the
 //! first push is at 0 %, and a canary plan on route web (10, 50, 100 % with
@@ -34,9 +38,18 @@ pub(crate) struct UpArgs {
     /// Directory for the control store, the keys, the token and the edges' stores.
     #[arg(long, default_value = ".rollout-up")]
     dir: PathBuf,
-    /// Control service port (0: any free port).
+    /// Control service port (0: any free port); replicas take the ports
+    /// after it.
     #[arg(long, default_value_t = 7070)]
     control_port: u16,
+    /// Control service replicas: separate `rollout serve` processes on one
+    /// store, one of them the leader (more than one needs --db postgres://...).
+    #[arg(long, default_value_t = 1)]
+    replicas: u16,
+    /// The control store: a `postgres://` URL the replicas share; default,
+    /// control.sqlite in --dir.
+    #[arg(long)]
+    db: Option<PathBuf>,
     /// Edge ports, comma-separated (0: any free port).
     #[arg(long, value_delimiter = ',', default_values_t = [3001, 3002])]
     edge_ports: Vec<u16>,
@@ -253,11 +266,76 @@ fn read_or_create(
     }
 }
 
+/// The control service `rollout up` runs.
+enum ControlService {
+    /// In this process.
+    InProcess(tokio::task::JoinHandle<anyhow::Result<()>>),
+    /// `rollout serve` processes on one store.
+    Replicas(Vec<Replica>),
+}
+
+/// A `rollout serve` replica.
+struct Replica {
+    name: String,
+    child: tokio::process::Child,
+    url: String,
+}
+
+/// Starts replica `name` of the control service on `db`, listening on `port`.
+async fn start_replica(name: &str, db: &Path, port: u16, dir: &Path) -> anyhow::Result<Replica> {
+    let exe = std::env::current_exe().context("finding the rollout binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("serve")
+        // In the environment, not the command line: the URL may hold a password.
+        .env("ROLLOUT_DB", db)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--key")
+        .arg(dir.join("control.key"))
+        .arg("--tokens")
+        .arg(dir.join("tokens"))
+        .args(["--replica-id", name])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting rollout serve")?;
+    let stdout = child.stdout.take().context("replica stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .with_context(|| format!("replica {name} did not start within 30 s"))??
+        .with_context(|| format!("replica {name} exited before listening"))?;
+    let url = line
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .with_context(|| format!("unexpected first line from replica {name}: {line}"))?
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Replica {
+        name: name.to_owned(),
+        child,
+        url,
+    })
+}
+
 pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     if args.edge_ports.is_empty() || args.origin_ports.len() != 2 {
         return Err(Fail::new(
             exit::INVALID,
             "give at least one edge port and exactly two origin ports",
+        ));
+    }
+    let shared = args.db.as_deref().map(rollout_control::store::Location::of);
+    if args.replicas == 0 || args.replicas > 9 {
+        return Err(Fail::new(exit::INVALID, "--replicas: 1 to 9"));
+    }
+    if args.replicas > 1 && !matches!(shared, Some(rollout_control::store::Location::Postgres(_))) {
+        return Err(Fail::new(
+            exit::INVALID,
+            "--replicas above 1 needs --db postgres://...: replicas share a PostgreSQL store",
         ));
     }
     let component = find_component(args.component)?;
@@ -280,10 +358,10 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     // A read and a deploy token too, to try the dashboard with each role.
     let read_token = read_or_create(&dir.join("read.token"), new_token)?;
     let deploy_token = read_or_create(&dir.join("deploy.token"), new_token)?;
-    let tokens = rollout_control::auth::Tokens::parse(&format!(
-        "admin local {token}\nread viewer {read_token}\ndeploy deployer {deploy_token}"
-    ))
-    .map_err(|e| Fail::new(exit::FAILED, e))?;
+    let token_lines =
+        format!("admin local {token}\nread viewer {read_token}\ndeploy deployer {deploy_token}\n");
+    let tokens = rollout_control::auth::Tokens::parse(&token_lines)
+        .map_err(|e| Fail::new(exit::FAILED, e))?;
     // Edges are deployed with every key the file holds; versions then
     // declare what they trust.
     let public_key = keys
@@ -299,32 +377,51 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
     let (new_addr, new_task) = origin(args.origin_ports[1], "new", "v2", new_fails).await?;
     let (old, new) = (format!("http://{old_addr}"), format!("http://{new_addr}"));
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.control_port))
-        .await
-        .with_context(|| {
-            format!(
-                "binding 127.0.0.1:{} for the control service",
-                args.control_port
-            )
-        })?;
-    let control_url = format!(
-        "http://{}",
-        listener.local_addr().context("control address")?
-    );
-    let app = rollout_control::service::open(ServeOptions {
-        replica: None,
-        lease_ttl: rollout_control::lease::DEFAULT_TTL,
-        db: dir.join("control.sqlite"),
-        listen: listener.local_addr().context("control address")?,
-        keys,
-        tokens,
-        push: PushOptions::default(),
-        unreachable_after: Duration::from_secs(30),
-        webhooks: Vec::new(),
-        webhook_secret: None,
-        hooks: Default::default(),
-    })?;
-    let control = tokio::spawn(rollout_control::service::serve_on(app, listener));
+    let (control, control_url) = match &args.db {
+        Some(db) => {
+            super::keys::write_secret(&dir.join("tokens"), &token_lines, true)?;
+            let mut replicas = Vec::new();
+            for i in 0..args.replicas {
+                let port = match args.control_port {
+                    0 => 0,
+                    p => p.saturating_add(i),
+                };
+                let name = format!("up-{}", i + 1);
+                replicas.push(start_replica(&name, db, port, &dir).await?);
+            }
+            let url = replicas[0].url.clone();
+            (ControlService::Replicas(replicas), url)
+        }
+        None => {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.control_port))
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding 127.0.0.1:{} for the control service",
+                        args.control_port
+                    )
+                })?;
+            let url = format!(
+                "http://{}",
+                listener.local_addr().context("control address")?
+            );
+            let app = rollout_control::service::open(ServeOptions {
+                replica: None,
+                lease_ttl: rollout_control::lease::DEFAULT_TTL,
+                db: dir.join("control.sqlite"),
+                listen: listener.local_addr().context("control address")?,
+                keys,
+                tokens,
+                push: PushOptions::default(),
+                unreachable_after: Duration::from_secs(30),
+                webhooks: Vec::new(),
+                webhook_secret: None,
+                hooks: Default::default(),
+            })?;
+            let task = tokio::spawn(rollout_control::service::serve_on(app, listener));
+            (ControlService::InProcess(task), url)
+        }
+    };
 
     let mut edges = Vec::new();
     for (i, port) in args.edge_ports.iter().enumerate() {
@@ -388,10 +485,27 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
 
     let edge1 = &edges[0].url;
     println!("rollout up: ready");
-    println!(
-        "  control service  {control_url}   (state in {})",
-        dir.display()
-    );
+    match &control {
+        ControlService::InProcess(_) => println!(
+            "  control service  {control_url}   (state in {})",
+            dir.display()
+        ),
+        ControlService::Replicas(replicas) => {
+            for r in replicas {
+                println!(
+                    "  control replica  {}   {} (pid {})",
+                    r.url,
+                    r.name,
+                    r.child.id().unwrap_or(0)
+                );
+            }
+            println!(
+                "                   (store {}; `rollout status` names the leader: \
+                 kill -STOP its pid and watch another replica take over)",
+                shared.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
+        }
+    }
     for (i, e) in edges.iter().enumerate() {
         println!("  edge {}           {}", i + 1, e.url);
     }
@@ -447,9 +561,9 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
 }
 
 /// Waits for Ctrl-C, then stops the edges, the service and the origins.
-async fn stop<T>(
+async fn stop(
     edges: Vec<EdgeProcess>,
-    control: tokio::task::JoinHandle<T>,
+    control: ControlService,
     origins: [tokio::task::JoinHandle<()>; 2],
 ) -> Result<(), Fail> {
     super::serve::stop_signal().await;
@@ -458,7 +572,22 @@ async fn stop<T>(
         let _ = e.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), e.child.wait()).await;
     }
-    control.abort();
+    match control {
+        ControlService::InProcess(task) => task.abort(),
+        ControlService::Replicas(replicas) => {
+            for mut r in replicas {
+                // SIGCONT first: a replica someone stopped to try failover
+                // must be able to die.
+                if let Some(pid) = r.child.id() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-s", "CONT", &pid.to_string()])
+                        .status();
+                }
+                let _ = r.child.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(5), r.child.wait()).await;
+            }
+        }
+    }
     origins.iter().for_each(tokio::task::JoinHandle::abort);
     println!("rollout up: stopped");
     Ok(())

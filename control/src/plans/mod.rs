@@ -238,7 +238,7 @@ impl Plans {
             inputs.push(Input::Tick);
             let after = {
                 let _one = self.lock.lock().await;
-                self.apply(row.id, inputs)?
+                self.step(row.id, inputs)?
             };
             let wake = after.state.next_wake();
             next = match (next, wake) {
@@ -263,7 +263,7 @@ impl Plans {
                 "control: an edge holds version {reported}, which this service did not issue (break glass?)"
             );
             let _one = self.lock.lock().await;
-            self.apply(
+            self.step(
                 row.id,
                 vec![Input::Command {
                     by,
@@ -620,6 +620,7 @@ impl Plans {
                 command,
             }],
             Some((who, &action)),
+            false,
         )?;
         self.wake.notify_one();
         Ok(row)
@@ -678,7 +679,24 @@ impl Plans {
     /// Feeds `inputs` to plan `id` in one transaction, committing the
     /// versions its actions ask for; the plan as written.
     fn apply(&self, id: PlanId, inputs: Vec<Input>) -> Result<PlanRow, PlanFailure> {
-        self.apply_audited(id, inputs, None)
+        self.apply_audited(id, inputs, None, false)
+    }
+
+    /// [`Plans::apply`] from the leader's own rounds: refused (and nothing
+    /// written) unless this replica still holds the leader lease, so a
+    /// leader that was frozen mid-round cannot commit a step after a
+    /// takeover.
+    fn step(&self, id: PlanId, inputs: Vec<Input>) -> Result<PlanRow, PlanFailure> {
+        self.apply_audited(id, inputs, None, true)
+    }
+
+    /// Drops every probe sampler (and stops its probing): when this
+    /// replica starts or stops leading. The next round starts fresh ones.
+    pub fn forget_samplers(&self) {
+        self.samplers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// [`Plans::apply`], with a person's action recorded in the audit log
@@ -688,10 +706,11 @@ impl Plans {
         id: PlanId,
         inputs: Vec<Input>,
         audit: Option<(&str, &str)>,
+        fenced: bool,
     ) -> Result<PlanRow, PlanFailure> {
         let now = now_ms();
         let mut committed = Vec::new();
-        let row = self.store.write(|tx| {
+        let write = |tx: &Tx<'_>| {
             let mut row = tx
                 .plan(id)?
                 .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))?;
@@ -773,7 +792,12 @@ impl Plans {
             }
             tx.plan(id)?
                 .ok_or_else(|| PlanFailure::NotFound(format!("no plan {id}")))
-        })?;
+        };
+        let row = if fenced {
+            self.store.write_fenced(write)
+        } else {
+            self.store.write(write)
+        }?;
         for v in committed {
             self.fanout.committed(v);
         }

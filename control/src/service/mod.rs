@@ -92,6 +92,7 @@ impl App {
             leader,
             token,
             replica: self.leadership.id().to_owned(),
+            leading: self.leadership.clock().valid(),
         })
     }
 }
@@ -214,11 +215,26 @@ async fn lead(app: Arc<App>) {
     let mut token = app.leadership.watch();
     let clock = app.leadership.clock();
     loop {
-        // Until this replica leads.
-        if token.wait_for(Option::is_some).await.is_err() {
-            return;
+        // Until this replica leads: the row names it and its clock runs.
+        while token.borrow_and_update().is_none() || !clock.valid() {
+            tokio::select! {
+                changed = token.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
         }
         let held = *token.borrow_and_update();
+        // The counts of what edges hold, from the rows: other replicas
+        // wrote them since this one last read them.
+        if let Err(e) = app.store.edges() {
+            tracing::warn!("reading the edges before leading: {e}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        app.plans.forget_samplers();
         // Whatever this process believed about the edges may be stale:
         // every edge is pushed once, as after a restart.
         app.fanout.reset();
@@ -244,6 +260,7 @@ async fn lead(app: Arc<App>) {
         }
         drop(tasks);
         app.fanout.reset();
+        app.plans.forget_samplers();
         tracing::warn!("stopped the leader's work: the lease ran out or was lost");
     }
 }

@@ -397,9 +397,33 @@ impl PgConn {
                 return Err(Error::Broken);
             }
             lock(&self.statements).clear();
-            *slot = Some(postgres::Client::connect(&self.url, postgres::NoTls)?);
+            *slot = Some(Self::open(&self.url)?);
         }
         Ok(slot)
+    }
+
+    /// A new session with the store's limits. A replica frozen or cut off
+    /// inside a transaction must not hold the writers' lock for long: the
+    /// server ends a session idle in a transaction after 2 s (its
+    /// transactions are milliseconds long), TCP keepalives and a user
+    /// timeout notice a peer that vanished, and no statement or lock wait
+    /// runs unbounded.
+    fn open(url: &str) -> Result<postgres::Client> {
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(5))
+            .tcp_user_timeout(std::time::Duration::from_secs(10));
+        let mut client = config.connect(postgres::NoTls)?;
+        client.batch_execute(
+            "SET idle_in_transaction_session_timeout = '2s';
+             SET lock_timeout = '10s';
+             SET statement_timeout = '30s';",
+        )?;
+        Ok(client)
     }
 
     fn statement(&self, client: &mut postgres::Client, sql: &str) -> Result<postgres::Statement> {
@@ -584,7 +608,10 @@ impl<'c> RawTx<'c> {
         match (conn, kind) {
             (Conn::Sqlite(c), TxKind::Write) => c.execute_batch("BEGIN IMMEDIATE")?,
             (Conn::Pg(c), TxKind::Write) => {
-                c.batch("BEGIN")?;
+                // Read committed, whatever the database's default: the
+                // lock is taken first, then every read sees what the last
+                // writer committed (the fence and the head version above all).
+                c.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
                 c.in_tx.store(true, Ordering::SeqCst);
                 let tx = RawTx {
                     conn,

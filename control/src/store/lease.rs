@@ -14,8 +14,6 @@
 //! may differ), and by the local clock on a SQLite file (every replica is on
 //! one machine).
 
-use std::sync::atomic::Ordering;
-
 use super::db::{Conn, Error, Result, Sql, params};
 use super::{RawTx, Store, Tx, TxKind, now_ms};
 
@@ -61,10 +59,10 @@ fn lease_now(db: &impl Sql) -> Result<i64> {
 impl Store {
     /// Takes or renews the lease for replica `holder` (this process:
     /// `nonce`) for `ttl_ms`: its token when this replica holds it now,
-    /// `None` when another replica's lease has not expired. A replica that
-    /// comes back under the same id (a restart: another nonce) takes the
-    /// lease at once, with a new token, which fences whatever is left of
-    /// the old process; so two live replicas must never share an id.
+    /// `None` when another holder's lease has not expired. Another process
+    /// under the same id (a restart, or a second process by mistake) is
+    /// another holder: it waits for the expiry and then gets a new token,
+    /// which fences whatever is left of the old process.
     pub fn claim_lease(&self, holder: &str, nonce: &str, ttl_ms: i64) -> Result<Option<i64>> {
         let conn = self.conn();
         let tx = RawTx::begin(&conn, TxKind::Write)?;
@@ -78,7 +76,7 @@ impl Store {
             "UPDATE leader_lease SET
                 token = CASE WHEN holder = ?1 AND nonce = ?2 THEN token ELSE token + 1 END,
                 holder = ?1, nonce = ?2, expires_ms = ?3
-             WHERE id = 1 AND (holder = ?1 OR expires_ms < ?4)
+             WHERE id = 1 AND ((holder = ?1 AND nonce = ?2) OR expires_ms < ?4)
              RETURNING token",
             params![holder, nonce, now.saturating_add(ttl_ms), now],
             |r| r.get::<i64>(0),
@@ -114,15 +112,18 @@ impl Store {
         )
     }
 
-    /// From now on leader-made writes must carry `token` (0: this replica
-    /// does not lead, and they are refused).
-    pub fn set_fence(&self, token: i64) {
-        self.fence.store(token.max(0), Ordering::SeqCst);
+    /// From now on leader-made writes must carry `token` and this
+    /// process's `nonce` (token 0: this replica does not lead, and they are
+    /// refused).
+    pub fn set_fence(&self, token: i64, nonce: &str) {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        *fence = (token.max(0), nonce.to_owned());
     }
 
-    /// The token leader-made writes carry ([`UNFENCED`]: none is checked).
-    fn fence(&self) -> i64 {
-        self.fence.load(Ordering::SeqCst)
+    /// The token and nonce leader-made writes carry ([`UNFENCED`]: none is
+    /// checked).
+    fn fence(&self) -> (i64, String) {
+        self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Runs `f` in a transaction that first checks this replica still holds
@@ -140,9 +141,10 @@ impl Store {
         f: impl FnOnce(&RawTx<'_>) -> Result<T>,
         after: impl FnOnce(&T),
     ) -> Result<T> {
+        let fence = self.fence();
         let conn = self.conn();
         let tx = RawTx::begin(&conn, TxKind::Write)?;
-        check_fence(&tx, self.fence())?;
+        check_fence(&tx, &fence)?;
         let out = f(&tx)?;
         tx.commit()?;
         after(&out);
@@ -158,26 +160,32 @@ impl Store {
     ) -> Result<T, E> {
         let fence = self.fence();
         self.write(|tx| {
-            check_fence(&tx.0, fence)?;
+            check_fence(&tx.0, &fence)?;
             f(tx)
         })
     }
 }
 
-/// Whether the lease row still carries `fence`.
-fn check_fence(tx: &RawTx<'_>, fence: i64) -> Result<()> {
-    if fence == UNFENCED {
+/// Whether the lease row still carries `fence` (token and nonce: after a
+/// failover of PostgreSQL to a standby that lost the last renewals, a token
+/// number can come round again for another holder).
+fn check_fence(tx: &RawTx<'_>, fence: &(i64, String)) -> Result<()> {
+    let (token, nonce) = fence;
+    if *token == UNFENCED {
         return Ok(());
     }
     let stored = tx.query_opt(
-        "SELECT token FROM leader_lease WHERE id = 1",
+        "SELECT token, nonce FROM leader_lease WHERE id = 1",
         params![],
-        |r| r.get::<i64>(0),
+        |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
     )?;
-    if fence == 0 || stored != Some(fence) {
+    let holds = stored
+        .as_ref()
+        .is_some_and(|(t, n)| *token > 0 && t == token && n == nonce);
+    if !holds {
         return Err(Error::Fenced {
-            ours: fence,
-            stored: stored.unwrap_or(0),
+            ours: *token,
+            stored: stored.map_or(0, |s| s.0),
         });
     }
     Ok(())

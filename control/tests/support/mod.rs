@@ -104,6 +104,8 @@ impl Control {
             .arg("--tokens")
             .arg(dir.join("tokens"))
             .args(["--reconcile-every", "200ms", "--push-timeout", "1s"])
+            // A restarted service waits out its old lease: keep that short.
+            .args(["--lease-ttl", "1s"])
             .args(["--unreachable-after", "60s", "--verify-every", "1s"])
             .args(extra.lines())
             .env("RUST_LOG", "warn")
