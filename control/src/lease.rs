@@ -232,7 +232,7 @@ mod tests {
             backoff: Duration::from_millis(10),
         };
         // Never led, then led until a moment ago: nothing goes out.
-        for until in [None, Some(std::time::Instant::now())] {
+        for until in [None, Some(Instant::now())] {
             clock.set(until);
             let pushed = client.push(&edge, &signed, retries).await;
             assert_eq!(pushed.attempts, 0);
@@ -243,7 +243,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
         // While it leads, the push goes out (this listener never answers).
-        clock.set(Some(std::time::Instant::now() + Duration::from_secs(60)));
+        clock.set(Some(Instant::now() + Duration::from_secs(60)));
         let pushed = client.push(&edge, &signed, retries).await;
         assert_eq!(pushed.attempts, 3);
         assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1);
