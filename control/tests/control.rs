@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -221,44 +221,7 @@ async fn rollback_to_a_version_or_a_time_restores_its_config_on_every_edge() {
 async fn concurrent_set_weights_never_lose_an_update_and_losers_get_409() {
     let s = setup("race").await;
     s.push(0.0).await;
-    let runs = futures_util::future::join_all((0..64).map(|i| {
-        let percent = format!("{}.5", i);
-        let url = s.control.url.clone();
-        async move {
-            let run = cli(
-                &url,
-                DEPLOY,
-                &["set-weight", "web", &percent, "--output", "json"],
-            )
-            .await;
-            (percent, run)
-        }
-    }))
-    .await;
-    let mut winners = BTreeMap::new();
-    for (percent, run) in &runs {
-        match run.code {
-            0 => {
-                let v = run.json()["version"].as_u64().expect("version");
-                assert!(
-                    winners.insert(v, percent.clone()).is_none(),
-                    "version {v} issued twice"
-                );
-            }
-            3 => assert!(
-                run.stderr.contains("409"),
-                "a loser says 409: {}",
-                run.stderr
-            ),
-            other => panic!("set-weight exited {other}: {}", run.stderr),
-        }
-    }
-    println!(
-        "64 concurrent set-weight calls: {} committed, {} got 409",
-        winners.len(),
-        64 - winners.len()
-    );
-    assert!(!winners.is_empty());
+    let winners = concurrent_set_weights(std::slice::from_ref(&s.control.url), 64).await;
     let history = s.control.get("/v1/versions?limit=1000").await;
     let versions: Vec<u64> = history["versions"]
         .as_array()

@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -138,43 +137,7 @@ async fn two_replicas_take_64_concurrent_writes_without_a_lost_update_or_a_doubl
     a.cli(DEPLOY, &["push", &rig.config("v1.json", 0.0)])
         .await
         .ok();
-    let runs = futures_util::future::join_all((0..64).map(|i| {
-        let percent = format!("{i}.5");
-        let url = if i % 2 == 0 {
-            a.url.clone()
-        } else {
-            b.url.clone()
-        };
-        async move {
-            let args = ["set-weight", "web", &percent, "--output", "json"];
-            (percent.clone(), cli(&url, DEPLOY, &args).await)
-        }
-    }))
-    .await;
-    let mut winners = BTreeMap::new();
-    for (percent, run) in &runs {
-        match run.code {
-            0 => {
-                let v = run.json()["version"].as_u64().expect("version");
-                assert!(
-                    winners.insert(v, percent.clone()).is_none(),
-                    "version {v} issued twice"
-                );
-            }
-            3 => assert!(
-                run.stderr.contains("409"),
-                "a loser says 409: {}",
-                run.stderr
-            ),
-            other => panic!("set-weight exited {other}: {}", run.stderr),
-        }
-    }
-    println!(
-        "64 set-weight calls over 2 replicas: {} committed, {} got 409",
-        winners.len(),
-        64 - winners.len()
-    );
-    assert!(!winners.is_empty());
+    let winners = concurrent_set_weights(&[a.url.clone(), b.url.clone()], 64).await;
     // Both replicas read the same history: 1..=n, one chain.
     let top = one_chain(&a).await;
     assert_eq!(top, 1 + winners.len() as u64);

@@ -608,6 +608,51 @@ pub fn store_in(dir: &Path) -> PathBuf {
     PathBuf::from(url)
 }
 
+/// `n` `set-weight web I.5` calls at once (I from 0), spread over the
+/// services at `urls` in turn: each commits or gets 409. The committed
+/// ones, by version: the weight each wrote. Panics on a version issued
+/// twice or any other outcome.
+pub async fn concurrent_set_weights(
+    urls: &[String],
+    n: usize,
+) -> std::collections::BTreeMap<u64, String> {
+    let runs = futures_util::future::join_all((0..n).map(|i| {
+        let percent = format!("{i}.5");
+        let url = urls[i % urls.len()].clone();
+        async move {
+            let args = ["set-weight", "web", &percent, "--output", "json"];
+            (percent.clone(), cli(&url, DEPLOY, &args).await)
+        }
+    }))
+    .await;
+    let mut winners = std::collections::BTreeMap::new();
+    for (percent, run) in &runs {
+        match run.code {
+            0 => {
+                let v = run.json()["version"].as_u64().expect("version");
+                assert!(
+                    winners.insert(v, percent.clone()).is_none(),
+                    "version {v} issued twice"
+                );
+            }
+            3 => assert!(
+                run.stderr.contains("409"),
+                "a loser says 409: {}",
+                run.stderr
+            ),
+            other => panic!("set-weight exited {other}: {}", run.stderr),
+        }
+    }
+    println!(
+        "{n} concurrent set-weight calls over {} service(s): {} committed, {} got 409",
+        urls.len(),
+        winners.len(),
+        n - winners.len()
+    );
+    assert!(!winners.is_empty());
+    winners
+}
+
 /// Runs `sqlite` on the store at `db` when it is a SQLite file, or
 /// `postgres` (with psql) when it is a PostgreSQL URL: what an operator, or
 /// an attacker, with direct access to the database could do.
