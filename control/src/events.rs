@@ -95,6 +95,8 @@ pub struct Events {
     secret: Option<Secret>,
     http: reqwest::Client,
     wake: tokio::sync::Notify,
+    /// Events are sent only while this says the replica leads.
+    gate: std::sync::OnceLock<Arc<crate::lease::LeaseClock>>,
 }
 
 impl Events {
@@ -113,6 +115,7 @@ impl Events {
                 .timeout(TIMEOUT)
                 .build()?,
             wake: tokio::sync::Notify::new(),
+            gate: std::sync::OnceLock::new(),
         })
     }
 
@@ -124,6 +127,12 @@ impl Events {
     /// New events are queued: deliver now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Sends events only while `clock` says this replica leads (checked
+    /// before every POST).
+    pub fn gated_by(&self, clock: Arc<crate::lease::LeaseClock>) {
+        let _ = self.gate.set(clock);
     }
 
     /// Delivers until the task is dropped.
@@ -144,6 +153,9 @@ impl Events {
     }
 
     async fn deliver(&self, row: OutboxRow) {
+        if self.gate.get().is_some_and(|g| !g.valid()) {
+            return;
+        }
         let event = crate::plans::event_view(&row.event);
         let body = serde_json::json!({
             "type": format!("plan.{}", event.kind.as_str()),

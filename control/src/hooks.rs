@@ -381,6 +381,8 @@ pub struct Hooks {
     /// Told when a run finishes (the plans that wait for one).
     finished: Arc<Notify>,
     running: Mutex<HashSet<i64>>,
+    /// Runs start only while this says the replica leads.
+    gate: std::sync::OnceLock<Arc<crate::lease::LeaseClock>>,
 }
 
 /// How a run ended.
@@ -407,7 +409,13 @@ impl Hooks {
             wake: listeners.wake_hooks.clone(),
             finished,
             running: Mutex::default(),
+            gate: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts runs only while `clock` says this replica leads.
+    pub fn gated_by(&self, clock: Arc<crate::lease::LeaseClock>) {
+        let _ = self.gate.set(clock);
     }
 
     /// Runs what is queued until the task is dropped.
@@ -478,6 +486,12 @@ impl Hooks {
             }
         } else {
             match self.record(&run, attempt, HookStatus::Running, "") {
+                // Recorded as running by a replica that has just stopped
+                // leading: the next leader runs it.
+                Ok(()) if self.gate.get().is_some_and(|g| !g.valid()) => {
+                    self.forget(run.id);
+                    return;
+                }
                 Ok(()) => self.execute(&run).await,
                 Err(()) => {
                     self.forget(run.id);

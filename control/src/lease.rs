@@ -61,6 +61,8 @@ pub struct Leadership {
     clock: Arc<LeaseClock>,
     /// The token while this replica leads, `None` otherwise.
     token: tokio::sync::watch::Sender<Option<i64>>,
+    /// Set once the lease was given up for good (the service stops).
+    released: std::sync::atomic::AtomicBool,
 }
 
 /// Whether `id` can name a replica: `[A-Za-z0-9._:-]`, 1 to 128 bytes (it
@@ -95,6 +97,7 @@ impl Leadership {
             ttl,
             clock: Arc::default(),
             token: tokio::sync::watch::Sender::new(None),
+            released: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -115,9 +118,18 @@ impl Leadership {
 
     /// Takes or renews the lease now; whether this replica leads after.
     pub fn claim(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.released.load(SeqCst) {
+            return false;
+        }
         let sent = Instant::now();
         let ttl_ms = self.ttl.as_millis().min(i64::MAX as u128) as i64;
         match self.store.claim_lease(&self.id, &self.nonce, ttl_ms) {
+            Ok(Some(_)) if self.released.load(SeqCst) => {
+                // Given up while this claim was under way: give it up again.
+                self.release();
+                false
+            }
             Ok(Some(token)) => {
                 let until = sent + self.ttl.mul_f64(0.75);
                 if Instant::now() >= until {
@@ -181,6 +193,8 @@ impl Leadership {
     /// Gives the lease up (a clean shutdown), so another replica takes over
     /// without waiting for it to expire.
     pub fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.lose();
         if let Err(e) = self.store.release_lease(&self.id, &self.nonce) {
             tracing::warn!("giving up the leader lease: {e}");

@@ -180,12 +180,32 @@ async fn fleet(
     (edges, gates)
 }
 
-/// Every new connection to an edge waits 300 ms from now (open ones are
-/// cut), so the next fan-out is still under way when the leader goes.
-fn slow_down(gates: &[Gate]) {
+/// Every new connection to an edge is held 900 ms from now (open ones are
+/// cut), so the next fan-out sits in the relays when the leader goes.
+fn hold_pushes(gates: &[Gate]) {
     for g in gates {
-        g.set(300);
+        g.set(900);
     }
+}
+
+/// Drops, undelivered, every push the relays hold (the signalled leader's
+/// fan-out), then lets connections through again. Whether every edge of
+/// `fleet` was still below `version` when the relays reopened: then only
+/// another replica can bring them to it.
+async fn cut_held(gates: &[Gate], fleet: &[&rollout_host::RunningEdge], version: u64) -> bool {
+    for g in gates {
+        g.set(DOWN);
+    }
+    // Past every held connection's 900 ms: each finds the relay down.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut lagging = true;
+    for e in fleet {
+        lagging &= held(e.addr).await.0 < version;
+    }
+    for g in gates {
+        g.set(PASS);
+    }
+    lagging
 }
 
 /// Which of `a`, `b` is named `name`.
@@ -209,19 +229,31 @@ async fn a_killed_leader_s_fan_out_is_finished_by_another_replica() {
         let (leader, survivor) = by_name(&mut a, &mut b, &name);
         // A version committed through the survivor, then the leader dies
         // while it pushes it (every connection to an edge takes 300 ms).
-        slow_down(&gates);
+        hold_pushes(&gates);
         let weight = format!("{}", 10 + round);
         let run = survivor
             .cli(DEPLOY, &["set-weight", "web", &weight, "--output", "json"])
             .await
             .ok();
         let version = run.json()["version"].as_u64().expect("version");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // The leader takes it up within a reconcile round (200 ms); its
+        // pushes then sit in the relays.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         leader.kill().await;
         let killed = Instant::now();
-        let next = a_leader_other_than(survivor, &name).await;
-        takeovers.push(killed.elapsed().as_secs_f64() * 1000.0);
+        let (next, lagging) = tokio::join!(
+            async {
+                let next = a_leader_other_than(survivor, &name).await;
+                takeovers.push(killed.elapsed().as_secs_f64() * 1000.0);
+                next
+            },
+            cut_held(&gates, &fleet, version)
+        );
         assert_ne!(next, name);
+        assert!(
+            lagging,
+            "round {round}: an edge got version {version} from the killed leader"
+        );
         assert!(
             all_hold(&fleet, version, Duration::from_secs(20)).await,
             "round {round}: every edge holds version {version} after the takeover: {}",
@@ -265,18 +297,28 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
     for round in 0..rounds() {
         let name = a_leader(&a).await;
         let (leader, survivor) = by_name(&mut a, &mut b, &name);
-        slow_down(&gates);
+        hold_pushes(&gates);
         let weight = format!("{}", 20 + round);
         let run = survivor
             .cli(DEPLOY, &["set-weight", "web", &weight, "--output", "json"])
             .await
             .ok();
         let version = run.json()["version"].as_u64().expect("version");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
         leader.signal("STOP");
         let stopped = Instant::now();
-        let next = a_leader_other_than(survivor, &name).await;
-        takeovers.push(stopped.elapsed().as_secs_f64() * 1000.0);
+        let (next, lagging) = tokio::join!(
+            async {
+                let next = a_leader_other_than(survivor, &name).await;
+                takeovers.push(stopped.elapsed().as_secs_f64() * 1000.0);
+                next
+            },
+            cut_held(&gates, &fleet, version)
+        );
+        assert!(
+            lagging,
+            "round {round}: an edge got version {version} from the frozen leader"
+        );
         assert!(
             all_hold(&fleet, version, Duration::from_secs(20)).await,
             "round {round}: every edge holds version {version} while the old leader is frozen"
@@ -316,9 +358,6 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
             settled,
             "round {round}: the woken replica kept pushing"
         );
-        for e in &fleet {
-            assert_eq!(held(e.addr).await.0, newer, "an edge went back");
-        }
 
         // Frozen with nothing in flight (every edge holds what it pushed),
         // a leader that wakes after a takeover and a new commit must not
@@ -463,4 +502,22 @@ async fn a_plan_whose_leader_dies_or_freezes_in_a_pause_resumes_on_another_repli
             leader.restart().await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_stops_cleanly_gives_its_lease_up_at_once() {
+    let rig = Rig::start("replicas-term").await;
+    let (mut a, mut b) = pair(&rig.scratch).await;
+    let name = a_leader(&a).await;
+    let (leader, survivor) = by_name(&mut a, &mut b, &name);
+    leader.terminate().await;
+    // Had it kept the lease, the row would name it for most of a second more.
+    let now = survivor.status().await;
+    assert_ne!(
+        now["leadership"]["leader"].as_str(),
+        Some(name.as_str()),
+        "a replica that stopped cleanly still holds the lease: {now}"
+    );
+    let next = a_leader_other_than(survivor, &name).await;
+    assert_ne!(next, name);
 }

@@ -296,6 +296,11 @@ async fn start_replica(name: &str, db: &Path, port: u16, dir: &Path) -> anyhow::
         .arg(dir.join("tokens"))
         .args(["--replica-id", name])
         .env("RUST_LOG", "warn")
+        // The demo runs no hooks or webhooks of the caller's.
+        .env_remove("ROLLOUT_HOOKS_FILE")
+        .env_remove("ROLLOUT_WEBHOOKS")
+        .env_remove("ROLLOUT_WEBHOOK_SECRET_FILE")
+        .env_remove("ROLLOUT_REPLICA_ID")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -500,8 +505,9 @@ pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
                 );
             }
             println!(
-                "                   (store {}; `rollout status` names the leader: \
-                 kill -STOP its pid and watch another replica take over)",
+                "                   (store {}; `rollout status` names the leader: kill -STOP its \
+                 pid, then ask another replica, `ROLLOUT_URL=<its url> rollout status`, to watch it \
+                 take over; kill -CONT to wake it)",
                 shared.as_ref().map(ToString::to_string).unwrap_or_default()
             );
         }

@@ -154,6 +154,8 @@ pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
         opts.webhooks,
         opts.webhook_secret,
     )?);
+    events.gated_by(leadership.clock());
+    hooks.gated_by(leadership.clock());
     let plans = Arc::new(Plans::new(
         store.clone(),
         opts.keys.clone(),
@@ -179,22 +181,32 @@ pub fn open(opts: ServeOptions) -> anyhow::Result<Arc<App>> {
 /// Serves `app` on `listener` until dropped; while this replica holds the
 /// leader lease, also its fan-out, plans, webhooks and hooks.
 pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let lease = tokio::spawn(app.leadership.clone().run());
-    let lead = tokio::spawn(lead(app.clone()));
-    // Gives the lease up when the service stops, however it stops.
-    let _release = Release(app.leadership.clone());
+    // Stops the lease loop and the leader's work, then gives the lease up,
+    // when the service stops, however it stops (this future dropped).
+    let _release = Release {
+        leadership: app.leadership.clone(),
+        tasks: LeaderTasks(vec![
+            tokio::spawn(app.leadership.clone().run()),
+            tokio::spawn(lead(app.clone())),
+        ]),
+    };
     let served = axum::serve(listener, router(app)).await;
-    lease.abort();
-    lead.abort();
     Ok(served?)
 }
 
-/// Gives up the leader lease when dropped.
-struct Release(Arc<Leadership>);
+/// Aborts the lease loop and the leader's work, then gives up the leader
+/// lease, when dropped.
+struct Release {
+    leadership: Arc<Leadership>,
+    tasks: LeaderTasks,
+}
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.0.release();
+        for t in &self.tasks.0 {
+            t.abort();
+        }
+        self.leadership.release();
     }
 }
 

@@ -264,7 +264,15 @@ impl ToSql for Value {
             },
             Value::Text(v) => match *ty {
                 Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
-                    v.as_str().to_sql(&Type::TEXT, out)
+                    // PostgreSQL text cannot hold NUL (SQLite's can): a
+                    // hook's output or an edge's error may carry one.
+                    if v.contains('\0') {
+                        v.replace('\0', "\u{fffd}")
+                            .as_str()
+                            .to_sql(&Type::TEXT, out)
+                    } else {
+                        v.as_str().to_sql(&Type::TEXT, out)
+                    }
                 }
                 _ => Err(mismatch()),
             },
@@ -631,8 +639,14 @@ impl<'c> RawTx<'c> {
     pub fn commit(self) -> Result<()> {
         self.open.set(false);
         let done = self.batch("COMMIT");
-        if let Conn::Pg(c) = self.conn {
-            c.in_tx.store(false, Ordering::SeqCst);
+        match self.conn {
+            Conn::Pg(c) => c.in_tx.store(false, Ordering::SeqCst),
+            // A COMMIT SQLite refused (busy, disk full) can leave the
+            // transaction open on the one shared connection: end it.
+            Conn::Sqlite(c) if done.is_err() && !c.is_autocommit() => {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            Conn::Sqlite(_) => {}
         }
         done
     }

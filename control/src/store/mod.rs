@@ -552,8 +552,25 @@ fn connect(path: &Path, create: bool) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// Refuses a "file" that is a mistyped database URL or a connection string
+/// (`POSTGRES://`, `postgress://`, `host=... password=...`): it must not
+/// quietly become a new SQLite file that a replica then leads alone. What it
+/// says names no part of the value (it may hold a password).
+fn refuse_lookalike(at: &Location<'_>) -> anyhow::Result<()> {
+    if let Location::File(path) = at {
+        let text = path.to_string_lossy();
+        if text.contains("://") || text.contains("password=") || text.contains("host=") {
+            anyhow::bail!(
+                "--db is neither a postgres:// (or postgresql://) URL nor a plain file path"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Connects to the store at `at` (a SQLite file is created when `create`).
 fn connect_to(at: &Location<'_>, create: bool) -> anyhow::Result<Conn> {
+    refuse_lookalike(at)?;
     Ok(match at {
         Location::File(path) => Conn::Sqlite(connect(path, create)?),
         Location::Postgres(url) => Conn::Pg(Box::new(
@@ -719,6 +736,10 @@ pub fn migrate(db: &Path) -> anyhow::Result<Migrated> {
         let tx = RawTx::begin(&conn, TxKind::Write).with_context(|| format!("locking {at}"))?;
         let from = match found_in(&tx).with_context(|| format!("reading {at}"))? {
             Found::Store(n) => n,
+            // A database with no store in it; an empty file is no store either.
+            Found::Empty if matches!(at, Location::Postgres(_)) => {
+                return Err(NoStore(at.to_string()).into());
+            }
             Found::Empty | Found::Foreign => return Err(foreign(&at)),
         };
         if from > SCHEMA_VERSION {
@@ -744,6 +765,7 @@ impl Store {
     /// on first start. A store of another schema is refused ([`SchemaError`]).
     pub fn open(db: &Path) -> anyhow::Result<Store> {
         let at = Location::of(db);
+        refuse_lookalike(&at)?;
         if let Location::File(path) = at
             && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         {
@@ -1409,6 +1431,21 @@ mod tests {
         }
         assert!(for_postgres(SCHEMA).contains("body       BYTEA NOT NULL"));
         assert!(for_postgres(SCHEMA).contains("latency_ms       DOUBLE PRECISION"));
+    }
+
+    #[test]
+    fn a_mistyped_database_url_is_refused_not_made_a_file() {
+        let dir = std::env::temp_dir().join(format!("rollout-lookalike-{}", std::process::id()));
+        for db in [
+            "POSTGRES://u:secret@db/r".to_owned(),
+            format!("{}/postgress://u:secret@db/r", dir.display()),
+            "host=db password=secret".to_owned(),
+        ] {
+            let e = Store::open(Path::new(&db)).expect_err(&db).to_string();
+            assert!(e.contains("neither a postgres://"), "{e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+        assert!(!dir.exists(), "nothing was created");
     }
 
     #[test]

@@ -156,6 +156,16 @@ impl Control {
         assert!(status.success(), "kill -s {name} {pid}");
     }
 
+    /// SIGTERM, as a service manager's stop does; waits for it to exit.
+    pub async fn terminate(&mut self) {
+        self.signal("TERM");
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("the service exits within 15 s of SIGTERM")
+            .expect("wait");
+        assert!(status.success(), "the service exited {status} on SIGTERM");
+    }
+
     /// SIGKILL, as a crash would.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("SIGKILL");
