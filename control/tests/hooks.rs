@@ -201,23 +201,6 @@ async fn weight(control: &Control) -> f64 {
         .expect("weight")
 }
 
-async fn plan_until(
-    control: &Control,
-    id: i64,
-    limit: Duration,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let p = control.get(&format!("/v1/plans/{id}")).await;
-        if check(&p) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "plan {id} after {limit:?}: {p}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it() {
     let rig = Rig::start("hooks-plans").await;
@@ -273,12 +256,13 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
     // The gate holds the first raise until its plan.start run succeeded.
     std::fs::write(&plan_file, gated_plan(&["gate"]).to_string()).expect("plan");
     let id = start_plan(&control, &plan_file).await;
-    let waiting = plan_until(&control, id, Duration::from_secs(10), |p| {
-        p["waiting_for_hook"]
-            .as_str()
-            .is_some_and(|w| w.starts_with("gate (run"))
-    })
-    .await;
+    let waiting = control
+        .plan_until(id, Duration::from_secs(10), |p| {
+            p["waiting_for_hook"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("gate (run"))
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         weight(&control).await,
@@ -297,12 +281,13 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
 
     std::fs::write(&open, "").expect("open the gate");
     // The first raise, then the next waits for the run of its version.
-    plan_until(&control, id, Duration::from_secs(20), |p| {
-        p["waiting_for_hook"]
-            .as_str()
-            .is_some_and(|w| w.contains("version at version"))
-    })
-    .await;
+    control
+        .plan_until(id, Duration::from_secs(20), |p| {
+            p["waiting_for_hook"]
+                .as_str()
+                .is_some_and(|w| w.contains("version at version"))
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         weight(&control).await,
@@ -310,10 +295,9 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
         "no second raise while its version's run runs"
     );
     std::fs::write(&open2, "").expect("open the version runs");
-    let done = plan_until(&control, id, Duration::from_secs(30), |p| {
-        p["phase"] == "promoted"
-    })
-    .await;
+    let done = control
+        .plan_until(id, Duration::from_secs(30), |p| p["phase"] == "promoted")
+        .await;
     assert_eq!(weight(&control).await, 40.0, "{done}");
     // Each raise came after the runs before it: start, then 20 %'s version.
     let history = control.get("/v1/versions?limit=100").await;
@@ -345,10 +329,9 @@ async fn a_plan_raises_only_after_its_required_hooks_and_a_failing_one_aborts_it
         .ok();
     std::fs::write(&plan_file, gated_plan(&["refuses"]).to_string()).expect("plan");
     let id = start_plan(&control, &plan_file).await;
-    let aborted = plan_until(&control, id, Duration::from_secs(20), |p| {
-        p["phase"] == "aborted"
-    })
-    .await;
+    let aborted = control
+        .plan_until(id, Duration::from_secs(20), |p| p["phase"] == "aborted")
+        .await;
     let reason = aborted["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("required hook failed: refuses (run")

@@ -116,42 +116,12 @@ impl Rollout {
 
     /// Polls plan `id` until `check` holds (or panics after `limit`).
     async fn plan_until(&self, id: i64, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let p = self.plan(id).await;
-            if check(&p) {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "plan {id} after {limit:?}: {p}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.control.plan_until(id, limit, check).await
     }
 
     /// The versions `plan:<id>` committed, oldest first, as (version, weight, reason).
     async fn plan_versions(&self, id: i64) -> Vec<(u64, f64, String)> {
-        let history = self.control.get("/v1/versions?limit=1000").await;
-        let mut out = Vec::new();
-        for v in history["versions"]
-            .as_array()
-            .expect("versions")
-            .iter()
-            .rev()
-        {
-            if v["actor"] != format!("plan:{id}") {
-                continue;
-            }
-            let n = v["version"].as_u64().expect("version");
-            let full = self.control.get(&format!("/v1/versions/{n}")).await;
-            let weight = full["config"]["routes"][0]["new_weight"]
-                .as_f64()
-                .expect("weight");
-            out.push((
-                n,
-                weight,
-                v["reason"].as_str().unwrap_or_default().to_owned(),
-            ));
-        }
-        out
+        self.control.plan_versions(id).await
     }
 
     /// `rollout canary web` with these steps, probing `/health`, waiting.

@@ -14,7 +14,6 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::*;
 
 /// Lease time to live the replicas run with (every service the test
@@ -208,6 +207,61 @@ async fn cut_held(gates: &[Gate], fleet: &[&rollout_host::RunningEdge], version:
     lagging
 }
 
+/// How the leader goes in a failover round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Kill,
+    Stop,
+}
+
+/// One failover in the middle of a fan-out: a version committed through
+/// `survivor` at `weight`, `leader` signalled while its pushes of it sit
+/// in the relays, those pushes dropped. Asserts that every edge still
+/// lagged, that another replica leads, and that every edge then holds the
+/// version. (the new leader, the version, the takeover time in ms).
+async fn fail_over_mid_fan_out(
+    leader: &mut Control,
+    survivor: &Control,
+    name: &str,
+    signal: Signal,
+    weight: &str,
+    gates: &[Gate],
+    fleet: &[&rollout_host::RunningEdge],
+) -> (String, u64, f64) {
+    hold_pushes(gates);
+    let run = survivor
+        .cli(DEPLOY, &["set-weight", "web", weight, "--output", "json"])
+        .await
+        .ok();
+    let version = run.json()["version"].as_u64().expect("version");
+    // The leader takes it up within a reconcile round (200 ms); its
+    // pushes then sit in the relays.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    match signal {
+        Signal::Kill => leader.kill().await,
+        Signal::Stop => leader.signal("STOP"),
+    }
+    let signalled = Instant::now();
+    let ((next, took), lagging) = tokio::join!(
+        async {
+            let next = a_leader_other_than(survivor, name).await;
+            (next, signalled.elapsed().as_secs_f64() * 1000.0)
+        },
+        cut_held(gates, fleet, version)
+    );
+    assert_ne!(next, name);
+    assert!(
+        lagging,
+        "an edge got version {version} from the signalled leader"
+    );
+    assert!(
+        all_hold(fleet, version, Duration::from_secs(20)).await,
+        "every edge holds version {version} after the takeover: {}",
+        survivor.status().await
+    );
+    (next, version, took)
+}
+
 /// Which of `a`, `b` is named `name`.
 fn by_name<'a>(
     a: &'a mut Control,
@@ -227,38 +281,18 @@ async fn a_killed_leader_s_fan_out_is_finished_by_another_replica() {
     for round in 0..rounds() {
         let name = a_leader(&a).await;
         let (leader, survivor) = by_name(&mut a, &mut b, &name);
-        // A version committed through the survivor, then the leader dies
-        // while it pushes it (every connection to an edge takes 300 ms).
-        hold_pushes(&gates);
         let weight = format!("{}", 10 + round);
-        let run = survivor
-            .cli(DEPLOY, &["set-weight", "web", &weight, "--output", "json"])
-            .await
-            .ok();
-        let version = run.json()["version"].as_u64().expect("version");
-        // The leader takes it up within a reconcile round (200 ms); its
-        // pushes then sit in the relays.
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        leader.kill().await;
-        let killed = Instant::now();
-        let (next, lagging) = tokio::join!(
-            async {
-                let next = a_leader_other_than(survivor, &name).await;
-                takeovers.push(killed.elapsed().as_secs_f64() * 1000.0);
-                next
-            },
-            cut_held(&gates, &fleet, version)
-        );
-        assert_ne!(next, name);
-        assert!(
-            lagging,
-            "round {round}: an edge got version {version} from the killed leader"
-        );
-        assert!(
-            all_hold(&fleet, version, Duration::from_secs(20)).await,
-            "round {round}: every edge holds version {version} after the takeover: {}",
-            survivor.status().await
-        );
+        let (_, _, took) = fail_over_mid_fan_out(
+            leader,
+            survivor,
+            &name,
+            Signal::Kill,
+            &weight,
+            &gates,
+            &fleet,
+        )
+        .await;
+        takeovers.push(took);
         // The killed replica comes back as a follower.
         leader.restart().await;
     }
@@ -297,32 +331,18 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
     for round in 0..rounds() {
         let name = a_leader(&a).await;
         let (leader, survivor) = by_name(&mut a, &mut b, &name);
-        hold_pushes(&gates);
         let weight = format!("{}", 20 + round);
-        let run = survivor
-            .cli(DEPLOY, &["set-weight", "web", &weight, "--output", "json"])
-            .await
-            .ok();
-        let version = run.json()["version"].as_u64().expect("version");
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        leader.signal("STOP");
-        let stopped = Instant::now();
-        let (next, lagging) = tokio::join!(
-            async {
-                let next = a_leader_other_than(survivor, &name).await;
-                takeovers.push(stopped.elapsed().as_secs_f64() * 1000.0);
-                next
-            },
-            cut_held(&gates, &fleet, version)
-        );
-        assert!(
-            lagging,
-            "round {round}: an edge got version {version} from the frozen leader"
-        );
-        assert!(
-            all_hold(&fleet, version, Duration::from_secs(20)).await,
-            "round {round}: every edge holds version {version} while the old leader is frozen"
-        );
+        let (next, _, took) = fail_over_mid_fan_out(
+            leader,
+            survivor,
+            &name,
+            Signal::Stop,
+            &weight,
+            &gates,
+            &fleet,
+        )
+        .await;
+        takeovers.push(took);
         // The new leader moves on while the old one sleeps.
         let run = survivor
             .cli(
@@ -405,48 +425,6 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
     );
 }
 
-/// The versions plan `id` committed, oldest first, as weights.
-async fn plan_weights(control: &Control, id: i64) -> Vec<f64> {
-    let history = control.get("/v1/versions?limit=1000").await;
-    let mut out = Vec::new();
-    for v in history["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .rev()
-    {
-        if v["actor"] != format!("plan:{id}") {
-            continue;
-        }
-        let n = v["version"].as_u64().expect("version");
-        let full = control.get(&format!("/v1/versions/{n}")).await;
-        out.push(
-            full["config"]["routes"][0]["new_weight"]
-                .as_f64()
-                .expect("weight"),
-        );
-    }
-    out
-}
-
-/// Polls plan `id` through `control` until `check` holds.
-async fn plan_until(
-    control: &Control,
-    id: i64,
-    limit: Duration,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let p = control.get(&format!("/v1/plans/{id}")).await;
-        if check(&p) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "plan {id} after {limit:?}: {p}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_whose_leader_dies_or_freezes_in_a_pause_resumes_on_another_replica() {
     let rig = Rig::start("replicas-plan").await;
@@ -470,10 +448,9 @@ async fn a_plan_whose_leader_dies_or_freezes_in_a_pause_resumes_on_another_repli
             .await
             .ok();
         let id = started.json()["id"].as_i64().expect("plan id");
-        plan_until(survivor, id, Duration::from_secs(20), |p| {
-            p["weight"] == 10.0
-        })
-        .await;
+        survivor
+            .plan_until(id, Duration::from_secs(20), |p| p["weight"] == 10.0)
+            .await;
         // Inside the 2 s pause, the leader goes.
         tokio::time::sleep(Duration::from_millis(300)).await;
         if stop {
@@ -481,13 +458,17 @@ async fn a_plan_whose_leader_dies_or_freezes_in_a_pause_resumes_on_another_repli
         } else {
             leader.kill().await;
         }
-        let done = plan_until(survivor, id, Duration::from_secs(30), |p| {
-            p["phase"] == "promoted"
-        })
-        .await;
+        let done = survivor
+            .plan_until(id, Duration::from_secs(30), |p| p["phase"] == "promoted")
+            .await;
         assert_eq!(done["weight"], 100.0, "round {round}");
         assert_eq!(
-            plan_weights(survivor, id).await,
+            survivor
+                .plan_versions(id)
+                .await
+                .iter()
+                .map(|v| v.1)
+                .collect::<Vec<f64>>(),
             [10.0, 30.0, 100.0],
             "round {round}: each step once, as one version"
         );

@@ -156,6 +156,55 @@ impl Control {
         assert!(status.success(), "kill -s {name} {pid}");
     }
 
+    /// Polls plan `id` until `check` holds (or panics after `limit`).
+    pub async fn plan_until(
+        &self,
+        id: i64,
+        limit: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let p = self.get(&format!("/v1/plans/{id}")).await;
+            if check(&p) {
+                return p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "plan {id} after {limit:?}: {p}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The versions `plan:<id>` committed, oldest first, as (version,
+    /// route web's weight, reason).
+    pub async fn plan_versions(&self, id: i64) -> Vec<(u64, f64, String)> {
+        let history = self.get("/v1/versions?limit=1000").await;
+        let mut out = Vec::new();
+        for v in history["versions"]
+            .as_array()
+            .expect("versions")
+            .iter()
+            .rev()
+        {
+            if v["actor"] != format!("plan:{id}") {
+                continue;
+            }
+            let n = v["version"].as_u64().expect("version");
+            let full = self.get(&format!("/v1/versions/{n}")).await;
+            let weight = full["config"]["routes"][0]["new_weight"]
+                .as_f64()
+                .expect("weight");
+            out.push((
+                n,
+                weight,
+                v["reason"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        out
+    }
+
     /// SIGTERM, as a service manager's stop does; waits for it to exit.
     pub async fn terminate(&mut self) {
         self.signal("TERM");
