@@ -485,6 +485,12 @@ impl Hooks {
                 ),
             }
         } else {
+            // A replica that has just stopped leading leaves the run, and
+            // its attempts, to the next leader.
+            if self.gate.get().is_some_and(|g| !g.valid()) {
+                self.forget(run.id);
+                return;
+            }
             match self.record(&run, attempt, HookStatus::Running, "") {
                 // Recorded as running by a replica that has just stopped
                 // leading: the next leader runs it.

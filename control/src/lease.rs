@@ -147,6 +147,11 @@ impl Leadership {
                     *t = Some(token);
                     changed
                 });
+                if self.released.load(SeqCst) {
+                    // Released while this claim was being recorded.
+                    self.lose();
+                    return false;
+                }
                 true
             }
             Ok(None) => {

@@ -554,7 +554,8 @@ impl Gate {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(delay)).await;
-                    if m.load(Ordering::SeqCst) == DOWN {
+                    // Down now, or the mode changed while it was held: cut.
+                    if m.load(Ordering::SeqCst) == DOWN || e.load(Ordering::SeqCst) != born {
                         return;
                     }
                     let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
