@@ -229,11 +229,7 @@ async fn fail_over_mid_fan_out(
     fleet: &[&rollout_host::RunningEdge],
 ) -> (String, u64, f64) {
     hold_pushes(gates);
-    let run = survivor
-        .cli(DEPLOY, &["set-weight", "web", weight, "--output", "json"])
-        .await
-        .ok();
-    let version = run.json()["version"].as_u64().expect("version");
+    let version = set_weight(survivor, weight).await;
     // The leader takes it up within a reconcile round (200 ms); its
     // pushes then sit in the relays.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -265,6 +261,13 @@ async fn fail_over_mid_fan_out(
         survivor.status().await
     );
     (next, version, took)
+}
+
+/// `set-weight web WEIGHT` through `control`, which must commit: the version.
+async fn set_weight(control: &Control, weight: &str) -> u64 {
+    let args = ["set-weight", "web", weight, "--output", "json"];
+    let run = control.cli(DEPLOY, &args).await.ok();
+    run.json()["version"].as_u64().expect("version")
 }
 
 /// Which of `a`, `b` is named `name`.
@@ -349,20 +352,7 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
         .await;
         takeovers.push(took);
         // The new leader moves on while the old one sleeps.
-        let run = survivor
-            .cli(
-                DEPLOY,
-                &[
-                    "set-weight",
-                    "web",
-                    &format!("{}.5", 20 + round),
-                    "--output",
-                    "json",
-                ],
-            )
-            .await
-            .ok();
-        let newer = run.json()["version"].as_u64().expect("version");
+        let newer = set_weight(survivor, &format!("{}.5", 20 + round)).await;
         assert!(all_hold(&fleet, newer, Duration::from_secs(20)).await);
 
         // It wakes, and knows at once that it no longer leads.
@@ -398,20 +388,7 @@ async fn a_frozen_leader_is_replaced_and_pushes_nothing_when_it_wakes() {
         let before = metric(quiet, "rollout_pushes_total").await;
         quiet.signal("STOP");
         a_leader_other_than(leader, &next).await;
-        let run = leader
-            .cli(
-                DEPLOY,
-                &[
-                    "set-weight",
-                    "web",
-                    &format!("{}.25", 20 + round),
-                    "--output",
-                    "json",
-                ],
-            )
-            .await
-            .ok();
-        let latest = run.json()["version"].as_u64().expect("version");
+        let latest = set_weight(leader, &format!("{}.25", 20 + round)).await;
         assert!(all_hold(&fleet, latest, Duration::from_secs(20)).await);
         quiet.signal("CONT");
         tokio::time::sleep(Duration::from_secs(2)).await;
