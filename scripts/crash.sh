@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Crash loops (control/tests/crash.rs): SIGKILL edges and the control service
-# at random moments, restart them on the same SQLite files, and check that
-# nothing acknowledged or reported was lost.
+# at random moments, restart them on the same stores, and check that
+# nothing acknowledged or reported was lost. Edges keep SQLite stores; the
+# service keeps a SQLite file, or a PostgreSQL database (on a cluster the
+# test binary starts) with ROLLOUT_TEST_STORE=postgres.
 #   1. edge kill loop: rollout-host killed while 4 pushers send it versions;
 #      it must restart at or above every version it ACKed, stored whole, and
 #      route by what its GET reports.

@@ -54,8 +54,10 @@ ROLLOUT_TEST_STORE=postgres cargo test --locked -p rollout-control --lib --bins 
     --test data --test examples --test hooks --test plans
 
 # Crash loops, short form: SIGKILL edges and the control service mid-push
-# and restart them (scripts/crash.sh runs the full counts on demand).
+# and restart them (scripts/crash.sh runs the full counts on demand), with
+# the service's store in SQLite, then in PostgreSQL.
 scripts/crash.sh --ci
+ROLLOUT_TEST_STORE=postgres scripts/crash.sh --ci
 
 # Canary plans end to end, twice each (scripts/soak.sh runs them 20 and 50
 # times on demand). The Prometheus check's test needs a real Prometheus.

@@ -238,6 +238,7 @@ impl EdgeSpec {
 #[derive(Debug)]
 struct ControlSpec {
     dir: PathBuf,
+    db: PathBuf,
     port: u16,
 }
 
@@ -250,13 +251,16 @@ impl ControlSpec {
         )
         .expect("token file");
         ControlSpec {
+            db: store_in(dir),
             dir: dir.to_owned(),
             port: 0,
         }
     }
 
+    /// Its store: a SQLite file, or a PostgreSQL database when the tests
+    /// run on PostgreSQL (`ROLLOUT_TEST_STORE=postgres`).
     fn db(&self) -> PathBuf {
-        self.dir.join("control.sqlite")
+        self.db.clone()
     }
 
     async fn start(&mut self) -> Proc {
@@ -316,46 +320,37 @@ fn signed(v: u64, old: &str, new: &str) -> (Vec<u8>, String) {
     rollout_tests::envelope(v, config(old, new, weight_of(v), json!({})))
 }
 
-/// The store's versions, read directly from its file: version -> digest.
+/// Which database `db` is, for the figures.
+fn store_kind(db: &Path) -> &'static str {
+    if db.to_string_lossy().starts_with("postgres://") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
+}
+
+/// The store's versions, read directly from its database: version -> digest.
 fn stored_versions(db: &Path) -> BTreeMap<u64, String> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open the control store");
-    conn.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
-    let mut stmt = conn
-        .prepare("SELECT version, digest FROM versions ORDER BY version")
-        .expect("query");
-    stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-    })
-    .expect("rows")
-    .collect::<Result<_, _>>()
-    .expect("rows read")
+    store_rows(db, "SELECT version, digest FROM versions ORDER BY version")
+        .expect("read the control store")
+        .into_iter()
+        .map(|row| (row[0].parse().expect("a version number"), row[1].clone()))
+        .collect()
 }
 
 /// The newest stored version: (version, digest).
 fn newest_stored(db: &Path) -> Option<(u64, String)> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open the control store");
-    conn.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
-    conn.query_row(
+    store_rows(
+        db,
         "SELECT version, digest FROM versions ORDER BY version DESC LIMIT 1",
-        [],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
-    )
-    .ok()
+    )?
+    .into_iter()
+    .next()
+    .map(|row| (row[0].parse().expect("a version number"), row[1].clone()))
 }
 
 /// Numbers or digests that occur more than once in the store.
 fn stored_duplicates(db: &Path) -> Vec<String> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open the control store");
-    conn.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
     let mut out = Vec::new();
     for (what, sql) in [
         (
@@ -367,13 +362,8 @@ fn stored_duplicates(db: &Path) -> Vec<String> {
             "SELECT digest, COUNT(*) FROM versions GROUP BY digest HAVING COUNT(*) > 1",
         ),
     ] {
-        let mut stmt = conn.prepare(sql).expect("query");
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .expect("rows");
-        for row in rows {
-            let (key, n) = row.expect("row");
-            out.push(format!("{what} {key} is stored {n} times"));
+        for row in store_rows(db, sql).expect("read the control store") {
+            out.push(format!("{what} {} is stored {} times", row[0], row[1]));
         }
     }
     out
@@ -984,10 +974,11 @@ async fn control_kill_loop() {
     let commits = lock(&reported).values().map(Vec::len).sum::<usize>();
     let by_cli = CLI_COMMITS.load(Ordering::SeqCst);
     println!(
-        "crash: control kill loop: kills {kills}, commits reported {commits} ({by_cli} by the CLI), stored versions {}, lost {lost}, \
+        "crash: control kill loop ({}): kills {kills}, commits reported {commits} ({by_cli} by the CLI), stored versions {}, lost {lost}, \
          duplicated {duplicated}, edges ahead of the store {ahead}, audit --verify failures {chain}, \
          not converged {unconverged}; restart to every edge on the newest version: {} kills left an edge \
          behind, {}, the other {} {}; {:.1} s",
+        store_kind(&spec.db()),
         stored.len(),
         behind_ms.len(),
         spread(&behind_ms),
@@ -1195,8 +1186,9 @@ async fn control_killed_mid_fan_out_under_load() {
         problems.add(format!("{n} requests failed: {e}"));
     }
     println!(
-        "crash: kill mid fan-out under load: kills {kills} ({mid} with one edge updated and the other not), \
+        "crash: kill mid fan-out under load ({}): kills {kills} ({mid} with one edge updated and the other not), \
          requests {} ({:.0}/s), errors {}, convergence after restart {}, {:.1} s",
+        store_kind(&spec.db()),
         figures.sent,
         figures.rate(),
         figures.errors(),

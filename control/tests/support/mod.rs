@@ -745,6 +745,76 @@ pub fn store_exec(db: &Path, sqlite: &str, postgres: &str) {
     }
 }
 
+/// A copy of the store at `db` as it is now (the service must be stopped):
+/// a SQLite file copied beside it in `dir`, or a PostgreSQL database copied
+/// on the same server. Its location, for the `store-url` file [`store_in`]
+/// reads: what a database that fails over to a lagging standby, or is
+/// restored from a backup, comes back as.
+pub fn store_snapshot(db: &Path, dir: &Path, name: &str) -> PathBuf {
+    if db.to_string_lossy().starts_with("postgres://") {
+        return pg_copy(db, name);
+    }
+    let copy = dir.join(format!("{name}.sqlite"));
+    std::fs::copy(db, &copy).expect("copy the store file");
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", db.display()));
+        if from.exists() {
+            std::fs::copy(&from, format!("{}{suffix}", copy.display())).expect("copy the WAL");
+        }
+    }
+    copy
+}
+
+/// The rows `sql` selects from the store at `db` (a SQLite file, opened
+/// read-only, or a PostgreSQL URL, read with psql), every column as text.
+/// `None` when the store cannot be read: a test reading while a service is
+/// killed and restarted retries rather than fails.
+pub fn store_rows(db: &Path, sql: &str) -> Option<Vec<Vec<String>>> {
+    let location = db.to_string_lossy();
+    if location.starts_with("postgres://") {
+        let out = std::process::Command::new(pg::bin_dir().join("psql"))
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t", "-d"])
+            .arg(&*location)
+            .arg("-c")
+            .arg(sql)
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8(out.stdout).ok()?;
+        return Some(
+            text.lines()
+                .map(|line| line.split('\t').map(str::to_owned).collect())
+                .collect(),
+        );
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.busy_timeout(Duration::from_secs(5)).ok()?;
+    let mut stmt = conn.prepare(sql).ok()?;
+    let columns = stmt.column_count();
+    let rows = stmt
+        .query_map([], |r| {
+            (0..columns)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => String::new(),
+                        rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                        rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .ok()?;
+    rows.collect::<rusqlite::Result<_>>().ok()
+}
+
 /// A copy of the PostgreSQL store at `db` (a URL; nobody may be connected
 /// to it) as a new database on the same server, named after it and `name`:
 /// its URL.
