@@ -150,6 +150,21 @@ pub enum EnvelopeError {
         "this edge holds no config, so a push must carry a fresh push stamp (at=..., stamp=...) from the control service; an unstamped envelope could be a replay"
     )]
     StampRequired,
+    /// A `rollout-read` header that is not `ed25519=<base64>; key=<key
+    /// id>; at=<unix seconds>`.
+    #[error("rollout-read must be ed25519=<base64 of 64 bytes>; key=<key id>; at=<unix seconds>")]
+    BadReadHeader,
+    /// A read stamp too far from the edge's clock: replayed, or long delayed.
+    #[error(
+        "read stamp at={at} is {} s from this edge's clock ({now}), over the limit of {MAX_STAMP_SKEW_SECS} s: a replayed or delayed read",
+        at.abs_diff(*now)
+    )]
+    StaleRead {
+        /// The stamp's time (Unix seconds).
+        at: u64,
+        /// The edge's time (Unix seconds).
+        now: u64,
+    },
     /// The `keys` an envelope declares are unusable.
     #[error("keys: {0}")]
     BadKeySet(String),
@@ -572,6 +587,95 @@ impl SignatureHeader {
     }
 }
 
+impl std::fmt::Display for SignatureHeader {
+    /// The header as the control service stores it: the body's signature
+    /// and the key it names, without any push stamp.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{SIGNATURE_PREFIX}{}",
+            BASE64.encode(self.signature.to_bytes())
+        )?;
+        match self.key {
+            Some(key) => write!(f, "; key={key}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The request header that asks an edge for the envelope it holds
+/// ([`ReadStamp`]). Only a control service (a holder of a key the edge
+/// trusts) can make one: a config can name internal origins and override
+/// token digests, which the public admin path must not hand to anyone.
+pub const READ_HEADER: &str = "rollout-read";
+
+fn read_message(at: u64) -> Vec<u8> {
+    format!("rollout-envelope-read\n{at}").into_bytes()
+}
+
+/// A parsed `rollout-read` header: `ed25519=<base64>; key=<key id>;
+/// at=<unix seconds>`, a signature over `rollout-envelope-read\n<at>` by a
+/// key the edge trusts, within [`MAX_STAMP_SKEW_SECS`] of its clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadStamp {
+    signature: ed25519_dalek::Signature,
+    /// The key that signed.
+    pub key: KeyId,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+impl ReadStamp {
+    /// Parses a header value; any other shape is [`EnvelopeError::BadReadHeader`].
+    pub fn parse(value: &str) -> Result<ReadStamp, EnvelopeError> {
+        let bad = || EnvelopeError::BadReadHeader;
+        let mut parts = value.split(';').map(str::trim);
+        let first = parts.next().ok_or_else(bad)?;
+        let signature = decode_signature(first.strip_prefix(SIGNATURE_PREFIX).ok_or_else(bad)?)
+            .map_err(|_| bad())?;
+        let (mut key, mut at) = (None, None);
+        for part in parts {
+            let (name, v) = part.split_once('=').ok_or_else(bad)?;
+            let slot_taken = match name.trim() {
+                "key" => key
+                    .replace(v.trim().parse::<KeyId>().map_err(|_| bad())?)
+                    .is_some(),
+                "at" => at
+                    .replace(v.trim().parse::<u64>().map_err(|_| bad())?)
+                    .is_some(),
+                _ => return Err(bad()),
+            };
+            if slot_taken {
+                return Err(bad());
+            }
+        }
+        Ok(ReadStamp {
+            signature,
+            key: key.ok_or_else(bad)?,
+            at: at.ok_or_else(bad)?,
+        })
+    }
+
+    /// Checks the stamp against the keys the edge trusts and its clock
+    /// `now` (Unix seconds).
+    pub fn check(&self, trusted: &[PublicKey], now: u64) -> Result<(), EnvelopeError> {
+        let key = trusted.iter().find(|k| k.id() == self.key).ok_or_else(|| {
+            EnvelopeError::UntrustedKey {
+                key: self.key,
+                trusted: trusted.iter().map(PublicKey::id).collect(),
+            }
+        })?;
+        if now < CLOCK_FLOOR_SECS {
+            return Err(EnvelopeError::ClockNotSet(now));
+        }
+        key.verify_signature(&read_message(self.at), &self.signature)?;
+        if self.at.abs_diff(now) > MAX_STAMP_SKEW_SECS {
+            return Err(EnvelopeError::StaleRead { at: self.at, now });
+        }
+        Ok(())
+    }
+}
+
 const PUBLIC_PREFIX: &str = "ed25519:";
 const SECRET_PREFIX: &str = "ed25519-secret:";
 const SIGNATURE_PREFIX: &str = "ed25519=";
@@ -663,6 +767,17 @@ impl SecretKey {
             BASE64.encode(header.signature.to_bytes()),
             BASE64.encode(stamp.to_bytes())
         ))
+    }
+
+    /// A `rollout-read` header value made at Unix time `at`: it asks an
+    /// edge that trusts this key for the envelope it holds.
+    pub fn read_stamp(&self, at: u64) -> String {
+        let signature = self.0.sign(&read_message(at));
+        format!(
+            "{SIGNATURE_PREFIX}{}; key={}; at={at}",
+            BASE64.encode(signature.to_bytes()),
+            self.public_key().id()
+        )
     }
 
     /// A 32-byte secret derived from this key for one `purpose` (the

@@ -66,8 +66,8 @@ pub use decide::{
 pub use envelope::{
     Admission, Applied, CLOCK_FLOOR_SECS, Digest, Envelope, EnvelopeDoc, EnvelopeError,
     EnvelopeMeta, KeyId, MAX_ENVELOPE_BYTES, MAX_STAMP_SKEW_SECS, MAX_TRUSTED_KEYS, MAX_VERSION,
-    PublicKey, SIGNATURE_HEADER, SecretKey, SignatureHeader, Stamp, admit, parse_key_list,
-    parse_key_set,
+    PublicKey, READ_HEADER, ReadStamp, SIGNATURE_HEADER, SecretKey, SignatureHeader, Stamp, admit,
+    parse_key_list, parse_key_set,
 };
 pub use facts::{Facts, InvalidMint};
 pub use weight::{InvalidWeight, Weight};

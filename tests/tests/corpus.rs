@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rollout_core::ConfigDoc;
 use rollout_host::MemoryKv;
-use rollout_tests::{EdgeSetup, client, envelope, push, start_edge};
+use rollout_tests::{EdgeSetup, client, envelope, push, secret, start_edge};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -685,7 +685,7 @@ async fn every_build_answers_the_raw_request_corpus_the_same_way() {
         allow: vec![url(&old), url(&new), url(&closed)],
     };
     let edge = start_edge(setup, Arc::new(MemoryKv::default())).await;
-    let places = Places(vec![
+    let mut places = Places(vec![
         ("{{edge}}".into(), edge.addr.to_string()),
         ("{{old}}".into(), old),
         ("{{new}}".into(), new),
@@ -698,6 +698,17 @@ async fn every_build_answers_the_raw_request_corpus_the_same_way() {
     let (body, signature) = envelope(1, config);
     let (status, reply) = push(&client(), edge.addr, body, &signature).await;
     assert_eq!(status, 200, "the corpus config is applied: {reply}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    places.0.extend([
+        ("{{signature}}".into(), signature),
+        ("{{read_stamp}}".into(), secret().read_stamp(now)),
+        (
+            "{{stale_read_stamp}}".into(),
+            secret().read_stamp(now - 3600),
+        ),
+    ]);
     for o in &origins {
         o.take();
     }

@@ -11,10 +11,11 @@
 //!    changed under it, [`Swap::conflict`] with what it holds now, which
 //!    decides again (apply over it, already applied, or refuse).
 
-use super::stored::{Held, declared, frame_for};
+use super::stored::{Frame, Held, declared, frame_for};
 use super::{Answer, AppliedReply, PushReply, PushStatus, RawHeaders, Trust, receive_push};
 use crate::envelope::{
-    Admission, Applied, MAX_ENVELOPE_BYTES, SIGNATURE_HEADER, admit, parse_key_list,
+    Admission, Applied, MAX_ENVELOPE_BYTES, READ_HEADER, ReadStamp, SIGNATURE_HEADER, admit,
+    parse_key_list,
 };
 
 /// Most compare-and-swap conflicts one push rides out before it answers 503.
@@ -111,6 +112,22 @@ pub fn begin(
     };
     match method {
         "GET" | "HEAD" => {
+            // A comma means two values joined (JavaScript's fetch joins a
+            // repeated header): refused alike on every platform.
+            match header(headers, READ_HEADER).and_then(|v| match v {
+                Some(v) if v.contains(',') => Err(()),
+                v => Ok(v),
+            }) {
+                Ok(Some(stamp)) => return AdminStep::Answer(read_back(stamp, stored, keys, now)),
+                Ok(None) => {}
+                Err(()) => {
+                    return AdminStep::Answer(nack(
+                        400,
+                        current,
+                        "more than one rollout-read header",
+                    ));
+                }
+            }
             let mut reply = AppliedReply::of(current);
             if current.is_some() {
                 reply.age_s = declared.issued_at.as_deref().and_then(|t| age(t, now));
@@ -173,6 +190,43 @@ pub fn begin(
                 .push(("allow".to_owned(), b"GET, PUT".to_vec()));
             AdminStep::Answer(answer)
         }
+    }
+}
+
+/// The answer to a GET that carries a [`READ_HEADER`]: the envelope the
+/// edge holds, byte for byte as it was pushed, with the `rollout-signature`
+/// it came with; only for a stamp signed by a key the edge trusts.
+/// 404 when the edge holds no envelope.
+fn read_back(
+    stamp: &str,
+    stored: Option<&[u8]>,
+    keys: Result<Vec<crate::PublicKey>, String>,
+    now: u64,
+) -> Answer {
+    let current = Held::read(stored).applied();
+    let keys = match keys {
+        Ok(keys) => keys,
+        Err(e) => return nack(503, current, &format!("public key setting: {e}")),
+    };
+    if let Err(e) = ReadStamp::parse(stamp).and_then(|s| s.check(&keys, now)) {
+        return nack(401, current, &e.to_string());
+    }
+    match stored.and_then(Frame::parse) {
+        Some(frame) => Answer {
+            status: 200,
+            headers: vec![
+                ("content-type".to_owned(), b"application/json".to_vec()),
+                ("cache-control".to_owned(), b"no-store".to_vec()),
+                (
+                    SIGNATURE_HEADER.to_owned(),
+                    frame.signature.as_bytes().to_vec(),
+                ),
+            ],
+            body: frame.envelope.to_vec(),
+        },
+        // Nothing stored, or a bare compact form from before frames kept
+        // the envelope.
+        None => nack(404, current, "this edge holds no envelope"),
     }
 }
 
@@ -407,6 +461,86 @@ mod tests {
         );
         let get = answer(begin("GET", &[], Ok(None), Err("missing"), NOW));
         assert_eq!((get.status, json(&get)["version"].as_u64()), (200, Some(0)));
+    }
+
+    #[test]
+    fn a_get_signed_by_a_trusted_key_reads_back_the_envelope_as_pushed() {
+        let a = SecretKey::from_seed([1; 32]);
+        let (body, sig) = signed(3);
+        let (answer, held) = push(None, 3, None);
+        assert_eq!(answer.status, 200);
+        let read = |stored: Option<&[u8]>, stamp: &str, keys: Result<&str, &str>| {
+            let headers = vec![(READ_HEADER.to_owned(), stamp.as_bytes().to_vec())];
+            match begin("GET", &headers, Ok(stored), keys, NOW) {
+                AdminStep::Answer(answer) => answer,
+                AdminStep::ReadBody(_) => panic!("a GET is answered"),
+            }
+        };
+        let got = read(held.as_deref(), &a.read_stamp(NOW - 10), Ok(&key()));
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body, body, "the envelope, byte for byte");
+        assert!(
+            got.headers
+                .iter()
+                .any(|(n, v)| n == SIGNATURE_HEADER && v == sig.as_bytes()),
+            "with the signature it was pushed with"
+        );
+        // Its signature still verifies the body.
+        assert!(a.public_key().verify(&got.body, &sig).is_ok());
+
+        // Refused: another key, a stale or future stamp, a stamp for
+        // another moment, a malformed or repeated header.
+        let b = SecretKey::from_seed([2; 32]);
+        let forged = a
+            .read_stamp(NOW)
+            .replace(&format!("at={NOW}"), &format!("at={}", NOW + 1));
+        for (what, stamp, status) in [
+            ("an untrusted key", b.read_stamp(NOW), 401),
+            ("a stale stamp", a.read_stamp(NOW - 301), 401),
+            ("a future stamp", a.read_stamp(NOW + 301), 401),
+            ("a stamp moved to another time", forged, 401),
+            (
+                "no signature",
+                format!("key={}; at={NOW}", a.public_key().id()),
+                401,
+            ),
+            (
+                "no key",
+                a.read_stamp(NOW)
+                    .split("; key=")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                401,
+            ),
+        ] {
+            let got = read(held.as_deref(), &stamp, Ok(&key()));
+            assert_eq!(got.status, status, "{what}");
+            assert_eq!(json(&got)["version"], 3, "{what}: says what it holds");
+            assert_ne!(got.body, body, "{what}");
+        }
+        let twice = vec![
+            (READ_HEADER.to_owned(), a.read_stamp(NOW).into_bytes()),
+            (READ_HEADER.to_owned(), a.read_stamp(NOW).into_bytes()),
+        ];
+        let AdminStep::Answer(got) = begin("GET", &twice, Ok(held.as_deref()), Ok(&key()), NOW)
+        else {
+            panic!("a GET is answered");
+        };
+        assert_eq!(got.status, 400);
+        // Joined into one value, as fetch() joins them: the same.
+        let joined = format!("{}, {}", a.read_stamp(NOW), a.read_stamp(NOW));
+        assert_eq!(read(held.as_deref(), &joined, Ok(&key())).status, 400);
+        // Nothing held: 404. No key setting: 503, as for a push.
+        assert_eq!(read(None, &a.read_stamp(NOW), Ok(&key())).status, 404);
+        assert_eq!(read(None, &a.read_stamp(NOW), Err("missing")).status, 503);
+        // A plain GET still says only what is held.
+        let AdminStep::Answer(plain) = begin("GET", &[], Ok(held.as_deref()), Ok(&key()), NOW)
+        else {
+            panic!("a GET is answered");
+        };
+        assert_eq!(json(&plain)["version"], 3);
+        assert!(json(&plain).get("config").is_none());
     }
 
     /// A stamped push of `version` signed by `signer`, declaring `keys`.

@@ -386,13 +386,17 @@ export function report(build, { total, failures }) {
   );
 }
 
-/** Signs `config` as envelope `version` and PUTs it to the edge's admin path. */
+/**
+ * Signs `config` as envelope `version` and PUTs it to the edge's admin path:
+ * the status, the JSON reply and the signature header it was sent with.
+ */
 export async function pushConfig(edge, signer, version, config) {
   const body = envelope({ version, config, reason: `corpus v${version}` });
+  const signature = signer.sign(body);
   const res = await fetch(`http://${edge}${ADMIN}`, {
     method: "PUT",
     body,
-    headers: { "rollout-signature": signer.sign(body), "content-type": "application/json" },
+    headers: { "rollout-signature": signature, "content-type": "application/json" },
   });
-  return { status: res.status, json: await res.json() };
+  return { status: res.status, json: await res.json(), signature };
 }

@@ -41,9 +41,16 @@ function edgeEnv() {
 
 /** Pushes the corpus config as version 1, then runs every case; asserts once at the end. */
 async function check(t, build, edge, prepare) {
-  const p = places({ edge, old: oldOrigin(), new: newOrigin(), outside: outsideOrigin(), closed });
-  const pushed = await pushConfig(edge, control, 1, p.json(corpus.config));
+  const hosts = { edge, old: oldOrigin(), new: newOrigin(), outside: outsideOrigin(), closed };
+  const pushed = await pushConfig(edge, control, 1, places(hosts).json(corpus.config));
   assert.equal(pushed.status, 200, `the corpus config is applied: ${JSON.stringify(pushed.json)}`);
+  const now = Math.floor(Date.now() / 1000);
+  const p = places({
+    ...hosts,
+    signature: pushed.signature,
+    read_stamp: control.readStamp(now),
+    stale_read_stamp: control.readStamp(now - 3600),
+  });
   for (const o of origins) o.take();
   const result = await runCorpus(corpus, { build, edge, origins, p, prepare, log: (line) => t.diagnostic(line) });
   t.diagnostic(`${build}: ${result.total - result.failures.length} of ${result.total} corpus cases pass`);

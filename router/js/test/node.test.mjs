@@ -67,6 +67,24 @@ test("with nothing pushed the Node edge routes to the bootstrap origin", async (
   assert.equal(res.headers.get("x-rollout-version"), "0");
 });
 
+test("the control service's signed GET reads back the envelope byte for byte", async () => {
+  const body = envelope({ version: 1, config: config(50) });
+  const signature = control.sign(body);
+  const pushed = await fetch(edge + ADMIN, { method: "PUT", body, headers: { "rollout-signature": signature } });
+  assert.equal(pushed.status, 200);
+  const res = await fetch(edge + ADMIN, { headers: { "rollout-read": control.readStamp() } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("rollout-signature"), signature);
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), Buffer.from(body));
+  // Without a stamp, only what is held; with a stranger's, 401.
+  const plain = await (await fetch(edge + ADMIN)).json();
+  assert.equal(plain.version, 1);
+  assert.equal(plain.config, undefined);
+  const stranger = await fetch(edge + ADMIN, { headers: { "rollout-read": signer(22).readStamp() } });
+  assert.equal(stranger.status, 401);
+  assert.equal(stranger.headers.get("rollout-signature"), null);
+});
+
 test("a push applies and keys split exactly as bucket() says", async () => {
   assert.deepEqual((await pushVersion(1, 50)).json.status, "ack");
   for (let i = 0; i < 200; i++) {

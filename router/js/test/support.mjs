@@ -52,6 +52,12 @@ export function signer(seedByte) {
       const stamp = crypto.sign(null, Buffer.from(`rollout-push-stamp\n${digest}\n${at}`), key);
       return `ed25519=${crypto.sign(null, body, key).toString("base64")}; at=${at}; stamp=${stamp.toString("base64")}`;
     },
+    // A rollout-read header value: asks an edge that trusts this key for
+    // the envelope it holds.
+    readStamp: (at = Math.floor(Date.now() / 1000)) => {
+      const signature = crypto.sign(null, Buffer.from(`rollout-envelope-read\n${at}`), key);
+      return `ed25519=${signature.toString("base64")}; key=${crypto.createHash("sha256").update(raw).digest("hex").slice(0, 16)}; at=${at}`;
+    },
   };
 }
 
