@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rollout_api::{Version, clip, holds};
 use rollout_core::edge::{ADMIN_PATH, AppliedReply, PushReply, PushStatus};
-use rollout_core::{Applied, Digest};
+use rollout_core::{Applied, Digest, MAX_ENVELOPE_BYTES};
 
 use crate::keys::Keys;
 use crate::lease::LeaseClock;
@@ -158,6 +158,67 @@ impl EdgeClient {
             .map_err(|_| format!("HTTP {status} without an applied-version reply"))
     }
 
+    /// The envelope `edge` holds, byte for byte as it was pushed, and the
+    /// `rollout-signature` it came with: a GET carrying a read stamp by a
+    /// key of this service's that the edge trusts (the edge hands its
+    /// envelope to no one else). Only while this replica leads, when gated.
+    pub async fn read_back(&self, edge: &str) -> Result<(Bytes, String), String> {
+        let keys = self
+            .stamps
+            .as_ref()
+            .ok_or("this client holds no key to sign a read with")?;
+        if self.gate.as_ref().is_some_and(|g| !g.valid()) {
+            return Err("not sent: this replica does not lead".to_owned());
+        }
+        let trusted = self.report(edge).await?.keys;
+        let ring = keys.current();
+        let key = trusted
+            .iter()
+            .find_map(|id| ring.find(*id))
+            .ok_or_else(|| {
+                let ids: Vec<String> = trusted.iter().map(ToString::to_string).collect();
+                format!(
+                    "the edge trusts {}, and this service holds none of them",
+                    if ids.is_empty() {
+                        "no key".to_owned()
+                    } else {
+                        ids.join(", ")
+                    }
+                )
+            })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let resp = self
+            .http
+            .get(Self::admin_url(edge))
+            .timeout(self.timeout)
+            .header(rollout_core::READ_HEADER, key.read_stamp(now))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = resp.status().as_u16();
+        let signature = resp
+            .headers()
+            .get(rollout_core::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_at_most(resp, MAX_ENVELOPE_BYTES).await?;
+        match (status, signature) {
+            (200, Some(signature)) => Ok((Bytes::from(body), signature)),
+            _ => {
+                let error = serde_json::from_slice::<PushReply>(&body)
+                    .ok()
+                    .and_then(|r| r.error)
+                    .unwrap_or_else(|| "no envelope in the reply".to_owned());
+                Err(format!(
+                    "HTTP {status}: {}",
+                    clip(&error, MAX_EDGE_ERROR_BYTES)
+                ))
+            }
+        }
+    }
+
     /// One PUT of `signed` to `edge`.
     pub async fn put(&self, edge: &str, signed: &Signed) -> Answer {
         let started = Instant::now();
@@ -237,17 +298,19 @@ impl EdgeClient {
 }
 
 /// The body of `resp`, refusing one over [`MAX_REPLY_BYTES`].
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
-    {
-        return Err(format!("reply over {MAX_REPLY_BYTES} bytes"));
+async fn read_limited(resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    read_at_most(resp, MAX_REPLY_BYTES).await
+}
+
+/// The body of `resp`, refusing one over `limit` bytes.
+async fn read_at_most(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("reply over {limit} bytes"));
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
-        if body.len() + chunk.len() > MAX_REPLY_BYTES {
-            return Err(format!("reply over {MAX_REPLY_BYTES} bytes"));
+        if body.len() + chunk.len() > limit {
+            return Err(format!("reply over {limit} bytes"));
         }
         body.extend_from_slice(&chunk);
     }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rollout_api::{Version, holds, shorten};
+use rollout_core::Applied;
 
 use crate::edge_client::{Answer, EdgeClient, Retries, Signed};
 use crate::keys::Keys;
@@ -81,6 +82,8 @@ pub struct Fanout {
     edges: EdgeClient,
     opts: PushOptions,
     wake: tokio::sync::Notify,
+    /// Told when an edge reported holding a version the history lacks.
+    ahead: tokio::sync::Notify,
     state: Mutex<PushState>,
     /// When this process committed each version not yet converged.
     commits: Mutex<HashMap<Version, Instant>>,
@@ -176,6 +179,7 @@ impl Fanout {
             edges: EdgeClient::new(opts.timeout)?.stamping_with(keys),
             opts,
             wake: tokio::sync::Notify::new(),
+            ahead: tokio::sync::Notify::new(),
             state: Mutex::default(),
             commits: Mutex::default(),
         })
@@ -210,6 +214,27 @@ impl Fanout {
     /// Starts a round now (after a commit, or when an edge is added).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Waits until an edge reports holding a version the history lacks:
+    /// numbered above the committed one, or the committed number with
+    /// another digest (the store lost what the edges hold).
+    pub async fn edge_ahead(&self) {
+        self.ahead.notified().await;
+    }
+
+    /// The client this fan-out speaks to edges with.
+    pub fn client(&self) -> &EdgeClient {
+        &self.edges
+    }
+
+    /// Notes what an edge reported holding against the committed `head`.
+    fn reported(&self, held: Option<Applied>, head: Applied) {
+        if held.is_some_and(|h| {
+            h.version > head.version || (h.version == head.version && h.digest != head.digest)
+        }) {
+            self.ahead.notify_one();
+        }
     }
 
     /// Forgets what is known of an edge that was removed.
@@ -346,6 +371,7 @@ impl Fanout {
                     shorten(&error, 200)
                 );
                 record(self.store.record_nack(edge.id, version, held, &error));
+                self.reported(held, signed.applied());
                 Next::Refused
             }
             Answer::NoAnswer(error) => {
@@ -397,12 +423,7 @@ impl Fanout {
     /// The newest version between what `edge` holds and `target` that is
     /// signed by a key the edge trusts now: the step that brings it through
     /// a key rotation it missed. `None` when there is none.
-    async fn key_step(
-        &self,
-        edge: &str,
-        held: Option<rollout_core::Applied>,
-        target: Version,
-    ) -> Option<Signed> {
+    async fn key_step(&self, edge: &str, held: Option<Applied>, target: Version) -> Option<Signed> {
         let trusted = self.edges.report(edge).await.ok()?.keys;
         let above = Version::new(held.map_or(0, |h| h.version));
         // Signatures only (no bodies), newest first: cheap however long the
@@ -454,6 +475,7 @@ impl Fanout {
                     committed.version
                 );
                 record(me.store.record_held(edge.id, held));
+                me.reported(held, committed);
                 lock(&me.state)
                     .confirmed
                     .remove(&(edge.id, Version::new(committed.version)));

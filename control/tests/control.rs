@@ -562,8 +562,10 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     );
     assert!(s.arms(&keys(20)).await.iter().all(|a| a == "new"));
 
-    // Back up (now with a hook on every version), the service sees edges
-    // ahead of it: they refuse its version 1.
+    // Back up (now with a hook on every version), the service finds the
+    // edges ahead of it (they refuse its version 1), reads the break-glass
+    // envelope back from them and adopts it: the committed version, which
+    // every edge already holds, and the history the edges saw has no fork.
     let hooks = s.rig.scratch.path("hooks.json");
     let hook = r#"{"hooks": [{"name": "point", "on": ["version"], "command": ["sh", "-c", "echo v$ROLLOUT_VERSION by $ROLLOUT_ACTOR"]}]}"#;
     std::fs::write(&hooks, hook).expect("hooks file");
@@ -573,34 +575,23 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     )
     .expect("serve args");
     s.control.restart().await;
-    let nacked = eventually(Duration::from_secs(10), || async {
-        states(&s.control.status().await) == ["NACK", "NACK"]
+    let taken = eventually(Duration::from_secs(10), || async {
+        s.control.get("/v1/versions/2").await["version"] == 2
     })
     .await;
-    let status = s.control.status().await;
     assert!(
-        nacked,
-        "edges holding a break-glass version NACK the old one: {status}"
+        taken,
+        "the service adopts what the edges hold: {}",
+        s.control.status().await
     );
-    assert!(
-        status["edges"][0]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("applied version 2")),
-        "{status}"
+    let adopted = s.control.get("/v1/versions/2").await;
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).expect("record")).expect("json");
+    assert_eq!(
+        adopted["digest"],
+        rollout_core::Digest::of(recorded["body"].as_str().expect("body").as_bytes()).to_string(),
+        "the envelope the operator pushed, byte for byte: {adopted}"
     );
-
-    // Adopted, the break-glass version is the committed one: every edge
-    // already holds it, and the history the edges saw has no fork.
-    let adopted = s
-        .control
-        .cli(
-            DEPLOY,
-            &["adopt", record.to_str().expect("utf-8"), "--output", "json"],
-        )
-        .await
-        .ok()
-        .json();
-    assert_eq!(adopted["version"], 2, "{adopted}");
     assert!(
         adopted["actor"]
             .as_str()
@@ -622,6 +613,7 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
             .is_some_and(|o| o.starts_with("v2 by break-glass")),
         "{v2}"
     );
+    // The record is still there for `rollout adopt`; the version is in.
     let again = s
         .control
         .cli(DEPLOY, &["adopt", record.to_str().expect("utf-8")])
@@ -650,6 +642,124 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     assert!(s.arms(&keys(20)).await.iter().all(|a| a == "old"));
     let v3 = s.control.get("/v1/versions/3").await;
     assert_eq!(v3["parent"], adopted["digest"], "{v3}");
+}
+
+/// The newest version's JSON, through the API.
+async fn version_json(s: &Setup, n: u64) -> serde_json::Value {
+    s.control.get(&format!("/v1/versions/{n}")).await
+}
+
+/// Stops the service and points it at `store` (a copy made earlier): the
+/// database came back without what was committed since.
+async fn fail_over_to(s: &mut Setup, store: &std::path::Path) {
+    s.control.terminate().await;
+    std::fs::write(
+        s.rig.scratch.path("store-url"),
+        store.to_string_lossy().as_bytes(),
+    )
+    .expect("store-url file");
+    s.control.restart().await;
+}
+
+/// `rollout audit --verify` of the service's store, with `extra`.
+async fn audit_verify(s: &Setup, extra: &[&str]) -> Run {
+    let db = s.control.db().to_string_lossy().into_owned();
+    let key = secret().public_key().to_string();
+    let mut args = vec!["audit", "--verify", "--db", &db, "--public-key", &key];
+    args.extend(extra);
+    s.control.cli(READ, &args).await
+}
+
+/// A database that comes back without versions the edges already hold (an
+/// asynchronous standby took over, or a backup was restored): the service
+/// reads each back from the edges, signature and all, and the history goes
+/// on from what the edges run. Once with the last version lost, once with
+/// two lost of which the edges hold only the newer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_the_database_lost_are_adopted_back_from_the_edges() {
+    let mut s = setup("lost-versions").await;
+    s.push(10.0).await;
+    s.push(20.0).await;
+    s.control.terminate().await;
+    let at_v2 = store_snapshot(s.control.db(), &s.rig.scratch.0, "at_v2");
+    s.control.restart().await;
+    s.push(30.0).await;
+    let v3 = version_json(&s, 3).await;
+    assert_eq!(v3["version"], 3, "{v3}");
+
+    // The database comes back at version 2; every edge holds version 3.
+    fail_over_to(&mut s, &at_v2).await;
+    let adopted = eventually(Duration::from_secs(20), || async {
+        version_json(&s, 3).await["digest"] == v3["digest"]
+    })
+    .await;
+    assert!(
+        adopted,
+        "version 3 is adopted back: {}",
+        s.control.status().await
+    );
+    let back = version_json(&s, 3).await;
+    for field in ["digest", "parent", "actor", "reason", "issued_at", "config"] {
+        assert_eq!(back[field], v3[field], "{field}: {back} / {v3}");
+    }
+    let audit = s.control.get("/v1/audit").await;
+    let entry = audit["audit"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["action"] == "adopt"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entry["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("edge http://"))
+            && entry["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("version 3 ")),
+        "the adoption is in the audit log, by the edge it came from: {audit}"
+    );
+    assert_eq!(states(&s.control.converged().await), ["ACK", "ACK"]);
+    // The stored signature is the body's, as for any version, and verifies.
+    let run = audit_verify(&s, &["--output", "json"]).await;
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    assert_eq!(run.json()["last"], 3);
+    // The next commit follows it: no fork.
+    s.write_wait(&["set-weight", "web", "40"]).await;
+    let v4 = version_json(&s, 4).await;
+    assert_eq!(v4["parent"], v3["digest"], "{v4}");
+
+    // Two versions lost; the edges hold only the newer.
+    s.control.terminate().await;
+    let at_v4 = store_snapshot(s.control.db(), &s.rig.scratch.0, "at_v4");
+    s.control.restart().await;
+    s.push(50.0).await;
+    s.push(60.0).await;
+    let v6 = version_json(&s, 6).await;
+    fail_over_to(&mut s, &at_v4).await;
+    let adopted = eventually(Duration::from_secs(20), || async {
+        version_json(&s, 6).await["digest"] == v6["digest"]
+    })
+    .await;
+    assert!(
+        adopted,
+        "version 6 is adopted back: {}",
+        s.control.status().await
+    );
+    assert!(
+        version_json(&s, 5).await["error"].is_string(),
+        "version 5 is lost: no edge holds it"
+    );
+    // audit --verify names the loss as one, and passes.
+    let run = audit_verify(&s, &[]).await;
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("versions 5..=5 are recorded lost"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(states(&s.control.converged().await), ["ACK", "ACK"]);
+    s.write_wait(&["set-weight", "web", "70"]).await;
+    assert_eq!(version_json(&s, 7).await["parent"], v6["digest"]);
+    assert!(s.arms(&keys(20)).await.iter().any(|a| a == "new"));
 }
 
 /// `rollout up EXTRA` with every port 0, its state in `scratch`, and what it

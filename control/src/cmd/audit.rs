@@ -180,6 +180,9 @@ pub(crate) struct Report {
     pub breaks: Vec<Break>,
     /// Numbers missing between stored versions, accepted with --allow-gaps.
     pub gaps: Vec<Gap>,
+    /// Numbers the store recorded as lost: the database lost them and no
+    /// edge held them when a later version was adopted back from the edges.
+    pub lost: Vec<Gap>,
 }
 
 /// Missing version numbers `from..=to`.
@@ -200,6 +203,14 @@ impl Report {
             println!(
                 "note: versions {}..={} were never stored (accepted: --allow-gaps)",
                 g.from, g.to
+            );
+        }
+        for g in &self.lost {
+            println!(
+                "note: versions {}..={} are recorded lost: the database lost them and no edge held them when version {} was adopted back from the edges",
+                g.from,
+                g.to,
+                g.to + 1
             );
         }
         match (self.ok, self.first, self.last) {
@@ -225,6 +236,8 @@ struct Walk {
     /// The keys versions are checked with when the previous one declares none.
     given: Vec<PublicKey>,
     allow_gaps: bool,
+    /// Numbers recorded lost (`lost_versions`).
+    lost: std::collections::BTreeSet<i64>,
     /// The previous version: its number, its body's digest and the keys it
     /// declares for its successors.
     previous: Option<(i64, Digest, Option<Vec<PublicKey>>)>,
@@ -236,6 +249,7 @@ impl Walk {
         Walk {
             given,
             allow_gaps,
+            lost: std::collections::BTreeSet::new(),
             previous: None,
             report: Report {
                 ok: true,
@@ -245,6 +259,7 @@ impl Walk {
                 head: None,
                 breaks: Vec::new(),
                 gaps: Vec::new(),
+                lost: Vec::new(),
             },
         }
     }
@@ -268,7 +283,17 @@ impl Walk {
 
         // The number: one above the previous, the first is 1.
         let expected = self.previous.as_ref().map_or(1, |(p, _, _)| p + 1);
-        if n != expected {
+        // Numbers recorded lost (the database lost them and no edge held
+        // them when the version after them was adopted back from the
+        // edges): a known loss, and the parent (one of them) cannot be
+        // checked.
+        let across_lost = n > expected && (expected..n).all(|m| self.lost.contains(&m));
+        if across_lost {
+            self.report.lost.push(Gap {
+                from: expected,
+                to: n - 1,
+            });
+        } else if n != expected {
             let gap = Gap {
                 from: expected,
                 to: n - 1,
@@ -322,7 +347,7 @@ impl Walk {
             Some(Err(_)) => Err(()),
         };
         match column_parent {
-            Ok(parent) if parent == previous_digest => {}
+            Ok(parent) if parent == previous_digest || across_lost => {}
             Ok(parent) => {
                 let problem = parent_problem(
                     "stored parent",
@@ -365,7 +390,7 @@ impl Walk {
                     ),
                 );
             }
-            if e.parent != previous_digest {
+            if e.parent != previous_digest && !across_lost {
                 let problem = parent_problem(
                     "body's parent",
                     e.parent,
@@ -518,6 +543,23 @@ fn verify_database(url: &str, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<
         )
         .map_err(|e| failed(&format!("not a control store ({e})")))?;
     let mut walk = Walk::new(keys, allow_gaps);
+    // Read after the versions: a version adopted across lost numbers is
+    // written with them, so every one the walk sees has its numbers here.
+    // A store from before schema 3 has no such table, and nothing lost.
+    let has_lost = conn
+        .query_row(
+            "SELECT to_regclass('lost_versions') IS NOT NULL",
+            &[],
+            |r| Ok(r.get::<i64>(0)? == 1),
+        )
+        .map_err(|e| failed(&e))?;
+    if has_lost {
+        walk.lost = conn
+            .query_map("SELECT version FROM lost_versions", &[], |r| r.get(0))
+            .map_err(|e| failed(&e))?
+            .into_iter()
+            .collect();
+    }
     for row in &rows {
         walk.step(row);
     }
@@ -552,6 +594,7 @@ fn verify_sqlite(db: &Path, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Re
         .map_err(|e| failed(&format!("not a control store ({e})")))?;
     let mut rows = stmt.query([]).map_err(|e| failed(&e))?;
     let mut walk = Walk::new(keys, allow_gaps);
+    let mut stored = Vec::new();
     loop {
         let row = match rows.next() {
             Ok(Some(r)) => r,
@@ -559,12 +602,35 @@ fn verify_sqlite(db: &Path, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Re
             Err(e) => return Err(failed(&e)),
         };
         match read_row(row) {
-            Ok(row) => walk.step(&row),
+            Ok(row) => stored.push(row),
             Err(e) => {
                 let version = row.get::<_, i64>(0).unwrap_or(-1);
                 walk.broken(version, "row", format!("the row does not read: {e}"));
             }
         }
+    }
+    drop(rows);
+    drop(stmt);
+    // Read after the versions (see verify_database). A store from before
+    // schema 3 has no such table, and nothing lost.
+    let has_lost: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'lost_versions'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| failed(&e))?;
+    if has_lost {
+        let mut stmt = conn
+            .prepare("SELECT version FROM lost_versions")
+            .map_err(|e| failed(&e))?;
+        walk.lost = stmt
+            .query_map([], |r| r.get::<_, i64>(0))
+            .and_then(Iterator::collect)
+            .map_err(|e| failed(&e))?;
+    }
+    for row in &stored {
+        walk.step(row);
     }
     Ok(walk.finish())
 }
@@ -712,6 +778,36 @@ mod tests {
         let allowed = walk(&rows, true);
         assert_eq!(allowed.gaps, [Gap { from: 1, to: 1 }]);
         assert_eq!(kinds(&allowed), [(2, "parent"), (2, "parent")]);
+    }
+
+    #[test]
+    fn numbers_recorded_lost_are_a_known_loss_and_only_those() {
+        // Versions 2 and 3 lost by the database; 4 adopted back from the
+        // edges (its parent, version 3, is not stored).
+        let mut rows = history(5);
+        rows.drain(1..3);
+        let walk_lost = |rows: &[Row], lost: &[i64]| {
+            let mut w = Walk::new(vec![secret().public_key()], false);
+            w.lost = lost.iter().copied().collect();
+            for r in rows {
+                w.step(r);
+            }
+            w.finish()
+        };
+        let report = walk_lost(&rows, &[2, 3]);
+        assert!(report.ok, "{:?}", report.breaks);
+        assert_eq!(report.lost, [Gap { from: 2, to: 3 }]);
+        assert!(report.gaps.is_empty());
+        // Only part of the gap recorded: the numbering and the link break.
+        let k = kinds(&walk_lost(&rows, &[3]));
+        assert!(
+            k.contains(&(4, "number")) && k.contains(&(4, "parent")),
+            "{k:?}"
+        );
+        // The link after the adopted version is checked as ever.
+        let mut rows = rows.clone();
+        rows[2].parent = rows[0].parent.clone();
+        assert_eq!(kinds(&walk_lost(&rows, &[2, 3])), [(5, "parent")]);
     }
 
     #[test]

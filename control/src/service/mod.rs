@@ -255,6 +255,7 @@ async fn lead(app: Arc<App>) {
             tokio::spawn(app.plans.clone().run()),
             tokio::spawn(app.events.clone().run()),
             tokio::spawn(app.hooks.clone().run()),
+            tokio::spawn(versions::adopt_from_edges(app.clone())),
         ]);
         while let Some(until) = clock.until() {
             tokio::select! {

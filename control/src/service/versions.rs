@@ -238,12 +238,50 @@ pub(super) async fn adopt(
     Authorized { app, who, .. }: Authorized<Deployer>,
     JsonBody(req): JsonBody<AdoptRequest>,
 ) -> ApiResult<Created> {
+    let row = adopt_envelope(
+        &app,
+        req.body.into_bytes(),
+        &req.signature,
+        who.name.as_str(),
+        Gaps::Refuse,
+    )?;
+    Ok((StatusCode::CREATED, Json(view(&app, &row, true)?)))
+}
+
+/// Whether [`adopt_envelope`] takes a version whose parent is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gaps {
+    /// Its parent must be the committed version.
+    Refuse,
+    /// Numbered more than one above the committed version, its parent
+    /// may be one of the versions between them, none of which is stored:
+    /// versions an edge holds after the database lost them (an
+    /// asynchronous standby took over, a backup was restored). The gap is
+    /// recorded in the audit log and `audit --verify --allow-gaps` accepts
+    /// it.
+    Allow,
+}
+
+/// Adopts (`body`, `signature`) into the history for `actor`, with every
+/// check the edges make and more: it parses, its signature verifies under
+/// the keys edges trust after the committed version, it declares only keys
+/// this service holds, its number is above the committed version and its
+/// parent links to it (or, with [`Gaps::Allow`], a gap). Its version hooks
+/// are queued and the fan-out is told. `signature` may carry a push stamp:
+/// what is stored is the body's signature alone, as for any version.
+pub(super) fn adopt_envelope(
+    app: &App,
+    body: Vec<u8>,
+    signature: &str,
+    actor: &str,
+    gaps: Gaps,
+) -> Result<VersionRow, ApiError> {
     let bad = |field: &str, message: String| ApiError::BadRequest {
         message,
         field: Some(field.to_owned()),
     };
-    let body = req.body.into_bytes();
     let envelope = Envelope::parse(&body).map_err(|e| bad("body", e.to_string()))?;
+    let header = SignatureHeader::parse(signature).map_err(|e| bad("signature", e.to_string()))?;
     let issued_ms = humantime::parse_rfc3339(&envelope.issued_at)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -282,21 +320,21 @@ pub(super) async fn adopt(
             head.as_ref()
                 .map(|r| (r.body.as_ref(), r.signature.as_str())),
         );
-        SignatureHeader::parse(&req.signature)
-            .and_then(|h| h.verify(&body, &trusted).map(|_| ()))
+        header
+            .verify(&body, &trusted)
             .map_err(|e| CommitError::Refused(AdoptRefusal(format!("signature: {e}"))))?;
         let row = VersionRow {
             version: Version::new(envelope.version),
             parent: envelope.parent,
             digest: envelope.digest,
             body: body.clone().into(),
-            signature: req.signature.clone(),
+            signature: header.to_string(),
             actor: envelope.actor.clone(),
             reason: envelope.reason.clone(),
             issued_at: envelope.issued_at.clone(),
             issued_ms,
         };
-        tx.adopt_version(&row, who.name.as_str())?;
+        tx.adopt_version(&row, actor, gaps == Gaps::Allow)?;
         // A version like any other: its hooks run (a restore point for
         // what the operator pushed by hand).
         let before = head
@@ -329,12 +367,99 @@ pub(super) async fn adopt(
     };
     tracing::info!(
         "{} adopted version {} by {}",
-        who.name,
+        shorten(actor, 200),
         row.version,
         shorten(&row.actor, 200)
     );
     app.fanout.committed(row.version);
-    Ok((StatusCode::CREATED, Json(view(&app, &row, true)?)))
+    Ok(row)
+}
+
+/// The leader's watch over what edges hold: whenever an edge reports a
+/// version the history lacks, reads back the envelopes every such edge
+/// holds and adopts them, lowest first, each as `edge <url>`. That is how
+/// versions the database lost (an asynchronous standby took over, a backup
+/// was restored) come back into the history with the signature they were
+/// pushed with, and how a break-glass version is taken in once the service
+/// is back. What cannot be adopted (another history: a different envelope
+/// under a stored number, or a parent that contradicts the history) is
+/// written to the audit log once, and edges move on at the next commit,
+/// which is numbered above what they hold.
+pub(super) async fn adopt_from_edges(app: std::sync::Arc<App>) {
+    let mut told = std::collections::HashSet::new();
+    loop {
+        app.fanout.edge_ahead().await;
+        if let Err(e) = adopt_pass(&app, &mut told).await {
+            tracing::warn!("adopting versions edges hold: {e}");
+        }
+    }
+}
+
+/// One pass of [`adopt_from_edges`]; `told` holds the digests whose
+/// refusal was already written to the audit log.
+async fn adopt_pass(
+    app: &App,
+    told: &mut std::collections::HashSet<rollout_core::Digest>,
+) -> Result<(), ApiError> {
+    let head = app.store.current()?.map(|h| h.applied());
+    let lacking = |held: rollout_core::Applied| match head {
+        None => true,
+        Some(head) => {
+            held.version > head.version
+                || (held.version == head.version && held.digest != head.digest)
+        }
+    };
+    let edges: Vec<_> = app
+        .store
+        .edges()?
+        .into_iter()
+        .filter(|e| e.acked.is_some_and(lacking))
+        .collect();
+    let reads = futures_util::future::join_all(
+        edges
+            .iter()
+            .map(|e| async { (e.url.clone(), app.fanout.client().read_back(&e.url).await) }),
+    )
+    .await;
+    // By version, one of each envelope.
+    let mut found = std::collections::BTreeMap::new();
+    for (url, read) in reads {
+        match read {
+            Ok((body, signature)) => {
+                let Ok(envelope) = Envelope::parse(&body) else {
+                    tracing::warn!("{url} handed back an envelope that does not parse");
+                    continue;
+                };
+                found
+                    .entry((envelope.version, envelope.digest))
+                    .or_insert((url, body, signature));
+            }
+            Err(e) => tracing::warn!("reading back the envelope {url} holds: {e}"),
+        }
+    }
+    for ((version, digest), (url, body, signature)) in found {
+        let actor = format!("edge {url}");
+        match adopt_envelope(app, body.to_vec(), &signature, &actor, Gaps::Allow) {
+            Ok(_) => {}
+            // Adopted meanwhile (by an earlier entry, or another pass).
+            Err(_)
+                if app
+                    .store
+                    .version(Version::new(version))?
+                    .is_some_and(|r| r.digest == digest) => {}
+            Err(e) => {
+                if told.insert(digest) {
+                    tracing::warn!("version {version} that {url} holds is not adopted: {e}");
+                    app.store.audit(
+                        &actor,
+                        "adopt-refused",
+                        &format!("version {version} ({digest}) that this edge holds: {e}"),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `GET /v1/timeline`: each route's weight and flags at each of the newest

@@ -130,6 +130,36 @@ CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
     BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
 ";
 
+/// Version numbers the store lost: versions committed, then lost by the
+/// database (an asynchronous standby took over, a backup was restored),
+/// that no edge held when a later version was adopted back from the edges
+/// (`followed_by`). `audit --verify` reads them as known losses, not as
+/// gaps or breaks. Schema 3; rows only ever added.
+const LOST_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lost_versions (
+    version     BIGINT PRIMARY KEY,
+    followed_by BIGINT NOT NULL,
+    at_ms       BIGINT NOT NULL
+);
+";
+
+/// Most version numbers one adoption may record as lost.
+pub const MAX_LOST_VERSIONS: u64 = 10_000;
+
+/// The triggers that keep lost versions as recorded, in SQLite's words.
+const LOST_SQLITE_TRIGGERS: &str = "
+CREATE TRIGGER IF NOT EXISTS lost_versions_no_update BEFORE UPDATE ON lost_versions
+    BEGIN SELECT RAISE(ABORT, 'lost versions are recorded once'); END;
+CREATE TRIGGER IF NOT EXISTS lost_versions_no_delete BEFORE DELETE ON lost_versions
+    BEGIN SELECT RAISE(ABORT, 'lost versions are recorded once'); END;
+";
+
+/// The same in PostgreSQL's words (`rollout_refuse` is in [`PG_TRIGGERS`]).
+const LOST_PG_TRIGGERS: &str = "
+CREATE OR REPLACE TRIGGER lost_versions_no_change BEFORE UPDATE OR DELETE ON lost_versions
+    FOR EACH ROW EXECUTE FUNCTION rollout_refuse('lost versions are recorded once');
+";
+
 /// The same in PostgreSQL's words, and the table PostgreSQL keeps the
 /// schema number in (SQLite keeps it in `user_version`).
 const PG_TRIGGERS: &str = "
@@ -453,7 +483,7 @@ fn holdings_in(db: &impl Sql) -> Result<Holdings> {
 /// The schema this build reads and writes, kept in SQLite's `user_version`
 /// (PostgreSQL: the `rollout_schema` table). A change to the schema raises
 /// it and adds its step to [`migrate`].
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A store whose schema is not the one this build uses: opening it refuses,
 /// rather than guess, and says what to do.
@@ -685,7 +715,7 @@ fn foreign(at: &Location<'_>) -> anyhow::Error {
 /// transaction. Schema 0 is every store written before schemas were
 /// numbered: they differ only in tables and indexes added since, which the
 /// schema's `IF NOT EXISTS` statements create. Schema 2 added the leader
-/// lease.
+/// lease, schema 3 the lost versions.
 fn upgrade(db: &impl Sql, from: i64) -> Result<()> {
     match db.conn() {
         Conn::Sqlite(conn) => {
@@ -698,6 +728,10 @@ fn upgrade(db: &impl Sql, from: i64) -> Result<()> {
             if from < 2 {
                 db.batch(lease::LEASE_SCHEMA)?;
             }
+            if from < 3 {
+                db.batch(LOST_SCHEMA)?;
+                db.batch(LOST_SQLITE_TRIGGERS)?;
+            }
             Ok(conn.pragma_update(None, "user_version", SCHEMA_VERSION)?)
         }
         Conn::Pg(_) => {
@@ -709,6 +743,10 @@ fn upgrade(db: &impl Sql, from: i64) -> Result<()> {
             }
             if from < 2 {
                 db.batch(lease::LEASE_SCHEMA)?;
+            }
+            if from < 3 {
+                db.batch(LOST_SCHEMA)?;
+                db.batch(LOST_PG_TRIGGERS)?;
             }
             db.execute("DELETE FROM rollout_schema", params![])?;
             db.execute(
@@ -1344,11 +1382,16 @@ impl Tx<'_> {
     /// Adopts a version made around the service (a break-glass push) into
     /// the history: `row` must be numbered above the newest stored version
     /// and name it as its parent, so the chain the edges saw has no fork.
-    /// The caller has verified its signature and parsed its body.
+    /// With `across_gap`, a row numbered more than one above may name
+    /// another parent: one of the versions between, which the store lost;
+    /// their numbers are recorded as lost (`lost_versions`) in the same
+    /// transaction. The caller has verified its signature and parsed its
+    /// body.
     pub fn adopt_version(
         &self,
         row: &VersionRow,
         actor: &str,
+        across_gap: bool,
     ) -> Result<(), CommitError<AdoptRefusal>> {
         let head = self.current()?;
         let head_version = head.as_ref().map_or(Version::NONE, |h| h.version);
@@ -1368,7 +1411,8 @@ impl Tx<'_> {
             ))));
         }
         let head_digest = head.as_ref().map(|h| h.digest);
-        if row.parent != head_digest {
+        let gap = row.version.get() > head_version.get() + 1;
+        if row.parent != head_digest && !(across_gap && gap) {
             let named = row.parent.map_or("none".to_owned(), |d| d.to_string());
             let head = head_digest.map_or("none".to_owned(), |d| d.to_string());
             return Err(CommitError::Refused(AdoptRefusal(format!(
@@ -1389,10 +1433,35 @@ impl Tx<'_> {
                 row.issued_ms
             ],
         )?;
+        let lost = if row.parent != head_digest {
+            if row.version.get() - head_version.get() - 1 > MAX_LOST_VERSIONS {
+                return Err(CommitError::Refused(AdoptRefusal(format!(
+                    "it would leave versions {}..={} lost, over the limit of {MAX_LOST_VERSIONS} adopted without a person",
+                    head_version.get() + 1,
+                    row.version.get() - 1
+                ))));
+            }
+            for n in head_version.get() + 1..row.version.get() {
+                self.0.execute(
+                    "INSERT INTO lost_versions (version, followed_by, at_ms) VALUES (?1, ?2, ?3)",
+                    params![sql(Version::new(n)), sql(row.version), now_ms()],
+                )?;
+            }
+            format!(
+                " (versions {}..={} are not stored: its parent is one of them)",
+                head_version.get() + 1,
+                row.version.get() - 1
+            )
+        } else {
+            String::new()
+        };
         self.audit(
             actor,
             "adopt",
-            &format!("version {} by {}: {}", row.version, row.actor, row.reason),
+            &format!(
+                "version {} by {}: {}{lost}",
+                row.version, row.actor, row.reason
+            ),
         )?;
         Ok(())
     }
