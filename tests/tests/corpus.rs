@@ -708,6 +708,10 @@ async fn every_build_answers_the_raw_request_corpus_the_same_way() {
             "{{stale_read_stamp}}".into(),
             secret().read_stamp(now - 3600),
         ),
+        (
+            "{{stranger_read_stamp}}".into(),
+            rollout_core::SecretKey::from_seed([2; 32]).read_stamp(now),
+        ),
     ]);
     for o in &origins {
         o.take();

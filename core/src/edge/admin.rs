@@ -124,7 +124,7 @@ pub fn begin(
                     return AdminStep::Answer(nack(
                         400,
                         current,
-                        "more than one rollout-read header",
+                        "rollout-read must be one header, of text without commas",
                     ));
                 }
             }
@@ -494,15 +494,39 @@ mod tests {
         let forged = a
             .read_stamp(NOW)
             .replace(&format!("at={NOW}"), &format!("at={}", NOW + 1));
-        for (what, stamp, status) in [
-            ("an untrusted key", b.read_stamp(NOW), 401),
-            ("a stale stamp", a.read_stamp(NOW - 301), 401),
-            ("a future stamp", a.read_stamp(NOW + 301), 401),
-            ("a stamp moved to another time", forged, 401),
+        let rollout_read = "rollout-read must be";
+        for (what, stamp, status, error) in [
+            ("an untrusted key", b.read_stamp(NOW), 401, "is not trusted"),
+            // An untrusted key is refused as such, fresh or not.
+            (
+                "an old stamp by an untrusted key",
+                b.read_stamp(NOW - 3600),
+                401,
+                "is not trusted",
+            ),
+            (
+                "a stale stamp",
+                a.read_stamp(NOW - 301),
+                401,
+                "replayed or delayed read",
+            ),
+            (
+                "a future stamp",
+                a.read_stamp(NOW + 301),
+                401,
+                "replayed or delayed read",
+            ),
+            (
+                "a stamp moved to another time",
+                forged,
+                401,
+                "does not verify",
+            ),
             (
                 "no signature",
                 format!("key={}; at={NOW}", a.public_key().id()),
                 401,
+                rollout_read,
             ),
             (
                 "no key",
@@ -512,10 +536,18 @@ mod tests {
                     .unwrap_or_default()
                     .to_owned(),
                 401,
+                rollout_read,
             ),
         ] {
             let got = read(held.as_deref(), &stamp, Ok(&key()));
             assert_eq!(got.status, status, "{what}");
+            assert!(
+                json(&got)["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(error)),
+                "{what}: {}",
+                json(&got)
+            );
             assert_eq!(json(&got)["version"], 3, "{what}: says what it holds");
             assert_ne!(got.body, body, "{what}");
         }

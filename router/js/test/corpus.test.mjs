@@ -50,6 +50,7 @@ async function check(t, build, edge, prepare) {
     signature: pushed.signature,
     read_stamp: control.readStamp(now),
     stale_read_stamp: control.readStamp(now - 3600),
+    stranger_read_stamp: signer(2).readStamp(now),
   });
   for (const o of origins) o.take();
   const result = await runCorpus(corpus, { build, edge, origins, p, prepare, log: (line) => t.diagnostic(line) });
