@@ -872,6 +872,11 @@ async fn control_kill_loop() {
             held_at_kill.push((*e, edge_holds(&client, *e).await));
         }
 
+        // What the store holds before the service is back: a restarted
+        // service adopts what edges hold above it, which would hide a
+        // version pushed before it was durable.
+        let stored_at_kill = stored_versions(&spec.db());
+
         let restarted = Instant::now();
         control = spec.start().await;
         // Every edge comes to the newest version.
@@ -928,12 +933,13 @@ async fn control_kill_loop() {
             duplicated += 1;
             problems.add(format!("kill {kill}: {d}"));
         }
-        // No edge held a version the store lacks when the service died
-        // (since the restart each holds the newest stored one).
+        // No edge held a version the store lacked when the service died
+        // (since the restart each holds the newest stored one), and the
+        // restarted service had nothing to adopt back from them.
         for (e, held) in held_at_kill {
             match held {
                 Some((0, _)) => {}
-                Some((v, d)) if stored.get(&v) == d.as_ref() => {}
+                Some((v, d)) if stored_at_kill.get(&v) == d.as_ref() => {}
                 held => {
                     ahead += 1;
                     problems.add(format!(
@@ -970,6 +976,17 @@ async fn control_kill_loop() {
     }
     control.kill().await;
 
+    // Nothing was ever adopted back from an edge: every version an edge
+    // held was stored before it was pushed.
+    for row in store_rows(
+        &spec.db(),
+        "SELECT action, detail FROM audit WHERE action IN ('adopt', 'adopt-refused')",
+    )
+    .expect("read the audit log")
+    {
+        ahead += 1;
+        problems.add(format!("{}: {}", row[0], row[1]));
+    }
     let stored = stored_versions(&spec.db());
     let commits = lock(&reported).values().map(Vec::len).sum::<usize>();
     let by_cli = CLI_COMMITS.load(Ordering::SeqCst);

@@ -236,8 +236,9 @@ struct Walk {
     /// The keys versions are checked with when the previous one declares none.
     given: Vec<PublicKey>,
     allow_gaps: bool,
-    /// Numbers recorded lost (`lost_versions`).
-    lost: std::collections::BTreeSet<i64>,
+    /// Numbers recorded lost (`lost_versions`), each with the version
+    /// whose adoption recorded it: only before that version is it a loss.
+    lost: std::collections::BTreeMap<i64, i64>,
     /// The previous version: its number, its body's digest and the keys it
     /// declares for its successors.
     previous: Option<(i64, Digest, Option<Vec<PublicKey>>)>,
@@ -249,7 +250,7 @@ impl Walk {
         Walk {
             given,
             allow_gaps,
-            lost: std::collections::BTreeSet::new(),
+            lost: std::collections::BTreeMap::new(),
             previous: None,
             report: Report {
                 ok: true,
@@ -261,6 +262,22 @@ impl Walk {
                 gaps: Vec::new(),
                 lost: Vec::new(),
             },
+        }
+    }
+
+    /// Takes the recorded losses: (first, last, followed by). A range
+    /// that does not end right before the version that follows it, or
+    /// longer than one adoption may record, counts for nothing.
+    fn lose(&mut self, ranges: Vec<(i64, i64, i64)>) {
+        for (first, last, followed_by) in ranges {
+            let sane = first <= last
+                && last.checked_add(1) == Some(followed_by)
+                && (last - first) < rollout_control::store::MAX_LOST_VERSIONS as i64;
+            if sane {
+                for n in first..=last {
+                    self.lost.insert(n, followed_by);
+                }
+            }
         }
     }
 
@@ -287,7 +304,8 @@ impl Walk {
         // them when the version after them was adopted back from the
         // edges): a known loss, and the parent (one of them) cannot be
         // checked.
-        let across_lost = n > expected && (expected..n).all(|m| self.lost.contains(&m));
+        let across_lost = n > expected
+            && (expected..n).all(|m| self.lost.get(&m).is_some_and(|followed| *followed == n));
         if across_lost {
             self.report.lost.push(Gap {
                 from: expected,
@@ -518,7 +536,8 @@ fn verify_file(db: &Path, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Repo
     }
 }
 
-/// Walks the history in a PostgreSQL store, in one statement (one snapshot).
+/// Walks the history in a PostgreSQL store: the versions in one statement
+/// (one snapshot), then the numbers recorded lost.
 fn verify_database(url: &str, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Report, Fail> {
     let shown = Location::Postgres(url).to_string();
     let failed = |e: &dyn std::fmt::Display| Fail::new(exit::FAILED, format!("{shown}: {e}"));
@@ -554,11 +573,14 @@ fn verify_database(url: &str, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<
         )
         .map_err(|e| failed(&e))?;
     if has_lost {
-        walk.lost = conn
-            .query_map("SELECT version FROM lost_versions", &[], |r| r.get(0))
-            .map_err(|e| failed(&e))?
-            .into_iter()
-            .collect();
+        let ranges = conn
+            .query_map(
+                "SELECT first, last, followed_by FROM lost_versions",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| failed(&e))?;
+        walk.lose(ranges);
     }
     for row in &rows {
         walk.step(row);
@@ -622,12 +644,13 @@ fn verify_sqlite(db: &Path, keys: Vec<PublicKey>, allow_gaps: bool) -> Result<Re
         .map_err(|e| failed(&e))?;
     if has_lost {
         let mut stmt = conn
-            .prepare("SELECT version FROM lost_versions")
+            .prepare("SELECT first, last, followed_by FROM lost_versions")
             .map_err(|e| failed(&e))?;
-        walk.lost = stmt
-            .query_map([], |r| r.get::<_, i64>(0))
+        let ranges: Vec<(i64, i64, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(Iterator::collect)
             .map_err(|e| failed(&e))?;
+        walk.lose(ranges);
     }
     for row in &stored {
         walk.step(row);
@@ -786,28 +809,32 @@ mod tests {
         // edges (its parent, version 3, is not stored).
         let mut rows = history(5);
         rows.drain(1..3);
-        let walk_lost = |rows: &[Row], lost: &[i64]| {
+        let walk_lost = |rows: &[Row], lost: Vec<(i64, i64, i64)>| {
             let mut w = Walk::new(vec![secret().public_key()], false);
-            w.lost = lost.iter().copied().collect();
+            w.lose(lost);
             for r in rows {
                 w.step(r);
             }
             w.finish()
         };
-        let report = walk_lost(&rows, &[2, 3]);
+        let report = walk_lost(&rows, vec![(2, 3, 4)]);
         assert!(report.ok, "{:?}", report.breaks);
         assert_eq!(report.lost, [Gap { from: 2, to: 3 }]);
         assert!(report.gaps.is_empty());
-        // Only part of the gap recorded: the numbering and the link break.
-        let k = kinds(&walk_lost(&rows, &[3]));
-        assert!(
-            k.contains(&(4, "number")) && k.contains(&(4, "parent")),
-            "{k:?}"
-        );
+        // Only part of the gap recorded, a range recorded for another
+        // version, or one that does not end before the version it names:
+        // the numbering and the link break.
+        for lost in [vec![(3, 3, 4)], vec![(2, 3, 9)], vec![(2, 2, 4), (3, 3, 4)]] {
+            let k = kinds(&walk_lost(&rows, lost.clone()));
+            assert!(
+                k.contains(&(4, "number")) && k.contains(&(4, "parent")),
+                "{lost:?}: {k:?}"
+            );
+        }
         // The link after the adopted version is checked as ever.
         let mut rows = rows.clone();
         rows[2].parent = rows[0].parent.clone();
-        assert_eq!(kinds(&walk_lost(&rows, &[2, 3])), [(5, "parent")]);
+        assert_eq!(kinds(&walk_lost(&rows, vec![(2, 3, 4)])), [(5, "parent")]);
     }
 
     #[test]

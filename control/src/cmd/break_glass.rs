@@ -167,7 +167,7 @@ pub(crate) async fn push(
                 signed.digest
             );
             println!(
-                "recorded in {}: once the control service is back, `rollout adopt {}` takes it into the history",
+                "recorded in {}: once the control service is back, it takes this version into its history from the edges that hold it; `rollout adopt {}` does the same by hand",
                 record.display(),
                 record.display()
             );

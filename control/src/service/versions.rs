@@ -238,6 +238,16 @@ pub(super) async fn adopt(
     Authorized { app, who, .. }: Authorized<Deployer>,
     JsonBody(req): JsonBody<AdoptRequest>,
 ) -> ApiResult<Created> {
+    // Already in the history (the service adopted it from an edge, or an
+    // earlier call did): the same answer, 200 instead of 201.
+    if let Ok(envelope) = Envelope::parse(req.body.as_bytes())
+        && let Some(row) = app
+            .store
+            .version(Version::new(envelope.version))?
+            .filter(|r| r.digest == envelope.digest)
+    {
+        return Ok((StatusCode::OK, Json(view(&app, &row, true)?)));
+    }
     let row = adopt_envelope(
         &app,
         req.body.into_bytes(),
@@ -375,91 +385,164 @@ pub(super) fn adopt_envelope(
     Ok(row)
 }
 
+/// How long the leader waits after an adoption pass that adopted nothing
+/// before it runs another, however often edges report being ahead: a
+/// version that cannot be adopted is refused by every edge on every push.
+const ADOPT_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Edges asked at once in an adoption pass.
+const ADOPT_FANOUT: usize = 16;
+
 /// The leader's watch over what edges hold: whenever an edge reports a
-/// version the history lacks, reads back the envelopes every such edge
-/// holds and adopts them, lowest first, each as `edge <url>`. That is how
-/// versions the database lost (an asynchronous standby took over, a backup
-/// was restored) come back into the history with the signature they were
-/// pushed with, and how a break-glass version is taken in once the service
-/// is back. What cannot be adopted (another history: a different envelope
-/// under a stored number, or a parent that contradicts the history) is
-/// written to the audit log once, and edges move on at the next commit,
-/// which is numbered above what they hold.
+/// version the history lacks, asks every edge what it holds and adopts,
+/// lowest first, what they hold above the committed version, each read
+/// back from one edge that holds it and adopted as `edge <url>`. That is
+/// how versions the database lost (an asynchronous standby took over, a
+/// backup was restored) come back into the history with the signature they
+/// were pushed with, and how a break-glass version is taken in once the
+/// service is back. What cannot be adopted (another envelope under a
+/// stored number, a parent that contradicts the history, edges that hold
+/// different envelopes under one number) is written to the audit log once,
+/// and edges move on at the next commit, which is numbered above what they
+/// hold.
 pub(super) async fn adopt_from_edges(app: std::sync::Arc<App>) {
-    let mut told = std::collections::HashSet::new();
+    let mut memo = AdoptMemo::default();
     loop {
         app.fanout.edge_ahead().await;
-        if let Err(e) = adopt_pass(&app, &mut told).await {
-            tracing::warn!("adopting versions edges hold: {e}");
+        match adopt_pass(&app, &mut memo).await {
+            Ok(true) => {}
+            Ok(false) => tokio::time::sleep(ADOPT_RETRY).await,
+            Err(e) => {
+                tracing::warn!("adopting versions edges hold: {e}");
+                tokio::time::sleep(ADOPT_RETRY).await;
+            }
         }
     }
 }
 
-/// One pass of [`adopt_from_edges`]; `told` holds the digests whose
-/// refusal was already written to the audit log.
-async fn adopt_pass(
-    app: &App,
-    told: &mut std::collections::HashSet<rollout_core::Digest>,
-) -> Result<(), ApiError> {
-    let head = app.store.current()?.map(|h| h.applied());
-    let lacking = |held: rollout_core::Applied| match head {
-        None => true,
-        Some(head) => {
-            held.version > head.version
-                || (held.version == head.version && held.digest != head.digest)
-        }
-    };
-    let edges: Vec<_> = app
-        .store
-        .edges()?
-        .into_iter()
-        .filter(|e| e.acked.is_some_and(lacking))
-        .collect();
-    let reads = futures_util::future::join_all(
-        edges
-            .iter()
-            .map(|e| async { (e.url.clone(), app.fanout.client().read_back(&e.url).await) }),
-    )
-    .await;
-    // By version, one of each envelope.
-    let mut found = std::collections::BTreeMap::new();
-    for (url, read) in reads {
-        match read {
-            Ok((body, signature)) => {
-                let Ok(envelope) = Envelope::parse(&body) else {
-                    tracing::warn!("{url} handed back an envelope that does not parse");
-                    continue;
-                };
-                found
-                    .entry((envelope.version, envelope.digest))
-                    .or_insert((url, body, signature));
-            }
-            Err(e) => tracing::warn!("reading back the envelope {url} holds: {e}"),
+/// What adoption passes remember.
+#[derive(Debug, Default)]
+struct AdoptMemo {
+    /// Envelopes refused, with the committed version they were refused
+    /// against: not read back again until that changes.
+    refused: std::collections::HashMap<rollout_core::Digest, Option<rollout_core::Applied>>,
+    /// Envelopes whose refusal is in the audit log.
+    told: std::collections::HashSet<rollout_core::Digest>,
+}
+
+/// One pass of [`adopt_from_edges`]: whether it adopted anything.
+async fn adopt_pass(app: &App, memo: &mut AdoptMemo) -> Result<bool, ApiError> {
+    use futures_util::StreamExt as _;
+    let edges = app.store.edges()?;
+    // What each edge holds now, asked directly: the stored rows may be
+    // older than the database they came back with.
+    let client = app.fanout.client().clone();
+    let reports: Vec<(String, Result<Option<rollout_core::Applied>, String>)> =
+        futures_util::stream::iter(edges.into_iter().map(|e| e.url))
+            .map(move |url| {
+                let client = client.clone();
+                async move {
+                    let held = client.held(&url).await;
+                    (url, held)
+                }
+            })
+            .buffer_unordered(ADOPT_FANOUT)
+            .collect()
+            .await;
+    let everyone = reports.iter().all(|(_, r)| r.is_ok());
+    // By number, then envelope: the edges that hold it.
+    let mut held =
+        std::collections::BTreeMap::<u64, std::collections::BTreeMap<_, Vec<String>>>::new();
+    for (url, report) in reports {
+        if let Ok(Some(h)) = report {
+            held.entry(h.version)
+                .or_default()
+                .entry(h.digest)
+                .or_default()
+                .push(url);
         }
     }
-    for ((version, digest), (url, body, signature)) in found {
-        let actor = format!("edge {url}");
-        match adopt_envelope(app, body.to_vec(), &signature, &actor, Gaps::Allow) {
-            Ok(_) => {}
-            // Adopted meanwhile (by an earlier entry, or another pass).
-            Err(_)
-                if app
-                    .store
-                    .version(Version::new(version))?
-                    .is_some_and(|r| r.digest == digest) => {}
-            Err(e) => {
-                if told.insert(digest) {
-                    tracing::warn!("version {version} that {url} holds is not adopted: {e}");
+    let mut adopted = false;
+    for (version, envelopes) in held {
+        let head = app.store.current()?.map(|h| h.applied());
+        let head_version = head.map_or(0, |h| h.version);
+        if version < head_version
+            || head.is_some_and(|h| {
+                h.version == version && envelopes.contains_key(&h.digest) && envelopes.len() == 1
+            })
+        {
+            continue;
+        }
+        let refuse =
+            |memo: &mut AdoptMemo, digest, url: &str, why: String| -> Result<(), ApiError> {
+                memo.refused.insert(digest, head);
+                if memo.told.insert(digest) {
+                    tracing::warn!("version {version} that {url} holds is not adopted: {why}");
                     app.store.audit(
-                        &actor,
+                        &format!("edge {url}"),
                         "adopt-refused",
-                        &format!("version {version} ({digest}) that this edge holds: {e}"),
+                        &format!("version {version} ({digest}) that this edge holds: {why}"),
                     )?;
                 }
+                Ok(())
+            };
+        if envelopes.len() > 1 {
+            // Two histories under one number: which one the fleet should
+            // run is for a person to say (`rollout adopt` the right one).
+            for (digest, urls) in &envelopes {
+                let others = envelopes.len() - 1;
+                refuse(
+                    memo,
+                    *digest,
+                    &urls[0],
+                    format!(
+                        "{others} other envelope(s) are held under the same number by other edges"
+                    ),
+                )?;
+            }
+            break;
+        }
+        let Some((digest, urls)) = envelopes.into_iter().next() else {
+            continue;
+        };
+        if memo.refused.get(&digest).is_some_and(|at| *at == head) {
+            break;
+        }
+        // Numbers below it that no edge holds are recorded lost only when
+        // every edge answered: one that did not may hold them.
+        if version > head_version + 1 && !everyone {
+            tracing::info!(
+                "version {version} waits for every edge to answer before the versions below it are taken as lost"
+            );
+            break;
+        }
+        let mut read = None;
+        for url in &urls {
+            match app.fanout.client().read_back(url).await {
+                Ok((body, signature)) if rollout_core::Digest::of(&body) == digest => {
+                    read = Some((url, body, signature));
+                    break;
+                }
+                Ok(_) => tracing::warn!(
+                    "{url} handed back another envelope than the version {version} it reported"
+                ),
+                Err(e) => tracing::warn!("reading back the envelope {url} holds: {e}"),
+            }
+        }
+        let Some((url, body, signature)) = read else {
+            break;
+        };
+        let actor = format!("edge {url}");
+        match adopt_envelope(app, body.to_vec(), &signature, &actor, Gaps::Allow) {
+            Ok(_) => adopted = true,
+            Err(e) => {
+                refuse(memo, digest, url, e.to_string())?;
+                // What is above it may descend from it: no guessing.
+                break;
             }
         }
     }
-    Ok(())
+    Ok(adopted)
 }
 
 /// `GET /v1/timeline`: each route's weight and flags at each of the newest

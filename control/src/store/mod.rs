@@ -130,14 +130,15 @@ CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
     BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
 ";
 
-/// Version numbers the store lost: versions committed, then lost by the
-/// database (an asynchronous standby took over, a backup was restored),
-/// that no edge held when a later version was adopted back from the edges
-/// (`followed_by`). `audit --verify` reads them as known losses, not as
-/// gaps or breaks. Schema 3; rows only ever added.
+/// Version numbers the store lost: versions `first..=last` committed,
+/// then lost by the database (an asynchronous standby took over, a backup
+/// was restored), that no edge held when version `followed_by` (one above
+/// `last`) was adopted back from the edges. `audit --verify` reads them as
+/// a known loss, not as a gap or a break. Schema 3; rows only ever added.
 const LOST_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS lost_versions (
-    version     BIGINT PRIMARY KEY,
+    first       BIGINT PRIMARY KEY,
+    last        BIGINT NOT NULL,
     followed_by BIGINT NOT NULL,
     at_ms       BIGINT NOT NULL
 );
@@ -1412,12 +1413,34 @@ impl Tx<'_> {
         }
         let head_digest = head.as_ref().map(|h| h.digest);
         let gap = row.version.get() > head_version.get() + 1;
-        if row.parent != head_digest && !(across_gap && gap) {
+        let linked = row.parent == head_digest;
+        if !(linked || across_gap && gap) {
             let named = row.parent.map_or("none".to_owned(), |d| d.to_string());
             let head = head_digest.map_or("none".to_owned(), |d| d.to_string());
             return Err(CommitError::Refused(AdoptRefusal(format!(
                 "its parent is {named}, but the committed version {head_version} is {head}: it was made from another history"
             ))));
+        }
+        if !linked {
+            // Across a gap the parent cannot be checked; what can be: a
+            // committed version made after this one was issued is not its
+            // ancestor (a commit that reused a lost number, say a rollback
+            // made before the edges were heard from), so adopting it
+            // would silently undo that commit.
+            if let Some(h) = head.as_ref().filter(|h| h.issued_ms > row.issued_ms) {
+                return Err(CommitError::Refused(AdoptRefusal(format!(
+                    "the committed version {} was issued at {}, after it ({}): it cannot descend from it, so it belongs to another history",
+                    h.version, h.issued_at, row.issued_at
+                ))));
+            }
+            let lost = row.version.get() - head_version.get() - 1;
+            if lost > MAX_LOST_VERSIONS {
+                return Err(CommitError::Refused(AdoptRefusal(format!(
+                    "it would leave versions {}..={} lost, over the limit of {MAX_LOST_VERSIONS} adopted without a person",
+                    head_version.get() + 1,
+                    row.version.get() - 1
+                ))));
+            }
         }
         self.0.execute(
             &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
@@ -1433,27 +1456,23 @@ impl Tx<'_> {
                 row.issued_ms
             ],
         )?;
-        let lost = if row.parent != head_digest {
-            if row.version.get() - head_version.get() - 1 > MAX_LOST_VERSIONS {
-                return Err(CommitError::Refused(AdoptRefusal(format!(
-                    "it would leave versions {}..={} lost, over the limit of {MAX_LOST_VERSIONS} adopted without a person",
-                    head_version.get() + 1,
-                    row.version.get() - 1
-                ))));
-            }
-            for n in head_version.get() + 1..row.version.get() {
-                self.0.execute(
-                    "INSERT INTO lost_versions (version, followed_by, at_ms) VALUES (?1, ?2, ?3)",
-                    params![sql(Version::new(n)), sql(row.version), now_ms()],
-                )?;
-            }
+        let lost = if linked {
+            String::new()
+        } else {
+            self.0.execute(
+                "INSERT INTO lost_versions (first, last, followed_by, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    sql(Version::new(head_version.get() + 1)),
+                    sql(Version::new(row.version.get() - 1)),
+                    sql(row.version),
+                    now_ms()
+                ],
+            )?;
             format!(
                 " (versions {}..={} are not stored: its parent is one of them)",
                 head_version.get() + 1,
                 row.version.get() - 1
             )
-        } else {
-            String::new()
         };
         self.audit(
             actor,
@@ -1705,6 +1724,128 @@ mod tests {
             issued_at: "now".into(),
             issued_ms: n.get() as i64 * 1000,
         })
+    }
+
+    /// A version numbered `n`, made at `issued_ms`, naming `parent`.
+    fn held_row(n: u64, parent: Option<Digest>, issued_ms: i64) -> VersionRow {
+        let body = format!("held {n} at {issued_ms}").into_bytes();
+        VersionRow {
+            version: Version::new(n),
+            parent,
+            digest: Digest::of(&body),
+            body: body.into(),
+            signature: "sig".into(),
+            actor: "t".into(),
+            reason: "r".into(),
+            issued_at: format!("{issued_ms} ms"),
+            issued_ms,
+        }
+    }
+
+    /// Version `row` as an edge's report, then adopted across gaps.
+    fn adopt_held(store: &Store, row: &VersionRow) -> Result<(), CommitError<AdoptRefusal>> {
+        let edge = store.add_edge("http://edge.test").map(|_| ());
+        edge.expect("edge");
+        let id = store.edges().expect("edges")[0].id;
+        store.record_held(id, Some(row.applied())).expect("report");
+        store.write(|tx| tx.adopt_version(row, "edge http://edge.test", true))
+    }
+
+    #[test]
+    fn adopting_across_lost_versions_records_them_once_and_refuses_another_history() {
+        let dir = std::env::temp_dir().join(format!("rollout-lost-{}", std::process::id()));
+        let path = dir.join("control.sqlite");
+        let store = Store::open(&path).expect("opens");
+        let one = store
+            .commit(Version::NONE, "push", |n, _| version(n))
+            .expect("v1");
+        // Edges hold version 4, whose parent (3) no edge holds.
+        let four = held_row(4, Some(Digest::of(b"lost 3")), 5_000);
+        adopt_held(&store, &four).expect("adopted across 2..=3");
+        let lost = store
+            .conn()
+            .query_map(
+                "SELECT first, last, followed_by FROM lost_versions",
+                params![],
+                |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
+            )
+            .expect("lost");
+        assert_eq!(lost, [(2, 3, 4)]);
+        assert_eq!(
+            store.current().expect("head").map(|h| h.digest),
+            Some(four.digest)
+        );
+        // Recorded once: neither changed nor removed.
+        for sql in [
+            "UPDATE lost_versions SET last = 2",
+            "DELETE FROM lost_versions",
+        ] {
+            let e = store.conn().execute(sql, params![]).expect_err(sql);
+            assert!(e.to_string().contains("recorded once"), "{e}");
+        }
+
+        // A version made before the committed one cannot descend from it.
+        let older = held_row(7, Some(Digest::of(b"lost 6")), 4_000);
+        let refused = adopt_held(&store, &older).expect_err("another history");
+        assert!(
+            matches!(&refused, CommitError::Refused(AdoptRefusal(why)) if why.contains("cannot descend")),
+            "{refused:?}"
+        );
+        // Nor one that would leave more numbers lost than the limit.
+        let far = held_row(4 + MAX_LOST_VERSIONS + 2, None, 9_000);
+        let refused = adopt_held(&store, &far).expect_err("too far");
+        assert!(
+            matches!(&refused, CommitError::Refused(AdoptRefusal(why)) if why.contains("over the limit")),
+            "{refused:?}"
+        );
+        // Without gaps allowed (rollout adopt), the parent must be the head.
+        let five = held_row(6, Some(Digest::of(b"lost 5")), 9_000);
+        let refused = store
+            .write(|tx| tx.adopt_version(&five, "ops", false))
+            .expect_err("a gap");
+        assert!(matches!(refused, CommitError::Refused(_)), "{refused:?}");
+        assert_eq!(
+            store.current().expect("head").map(|h| h.version),
+            Some(Version::new(4))
+        );
+        drop(one);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_schema_2_store_is_migrated_to_record_lost_versions() {
+        let dir = std::env::temp_dir().join(format!("rollout-schema2-{}", std::process::id()));
+        let path = dir.join("control.sqlite");
+        drop(Store::open(&path).expect("opens"));
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch("DROP TABLE lost_versions; PRAGMA user_version = 2;")
+            .expect("as schema 2 left it");
+        let refused = format!("{:#}", Store::open(&path).expect_err("refused"));
+        assert!(refused.contains("store schema 2"), "{refused}");
+        assert_eq!(
+            migrate(&path).expect("migrates"),
+            Migrated {
+                from: 2,
+                to: SCHEMA_VERSION
+            }
+        );
+        let store = Store::open(&path).expect("opens once migrated");
+        store
+            .conn()
+            .execute(
+                "INSERT INTO lost_versions (first, last, followed_by, at_ms) VALUES (2, 2, 3, 0)",
+                params![],
+            )
+            .expect("the table is back");
+        let e = store
+            .conn()
+            .execute("DELETE FROM lost_versions", params![])
+            .expect_err("its triggers came with it");
+        assert!(e.to_string().contains("recorded once"), "{e}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
