@@ -483,3 +483,73 @@ async fn a_leader_that_stops_cleanly_gives_its_lease_up_at_once() {
     );
     a_leader_other_than(survivor, &name).await;
 }
+
+/// A replica reaches PostgreSQL over TLS when the URL asks for it, and
+/// verifies the server: with the CA in `sslrootcert` it connects (and the
+/// server sees a TLS session), without it (only the public roots) it
+/// refuses to talk, and `sslmode=disable` still connects in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reaches_postgres_over_tls_and_verifies_the_server() {
+    let pg = pg::Pg::start_tls("tls");
+    let rig = Rig::start("replicas-tls").await;
+    let base = format!(
+        "postgres://{}@localhost:{}/{}",
+        pg::SUPERUSER,
+        pg.port(),
+        pg::DATABASE
+    );
+    let verified = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        pg.ca().display()
+    );
+    let control = replica(&rig.scratch, Path::new(&verified), "tls").await;
+    control
+        .cli(DEPLOY, &["push", &rig.config("v1.json", 10.0)])
+        .await
+        .ok();
+    let sessions = pg.count(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = 'rollout' AND s.ssl",
+    );
+    assert!(sessions >= 1, "the service's session is TLS");
+    let clear = pg.count(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = 'rollout' AND NOT s.ssl",
+    );
+    assert_eq!(clear, 0, "and none is in the clear");
+
+    // The public roots do not vouch for this server: nothing is read.
+    let unverified = control
+        .cli(
+            READ,
+            &["migrate", "--db", &format!("{base}?sslmode=require")],
+        )
+        .await;
+    assert_ne!(unverified.code, 0, "{}", unverified.stdout);
+    assert!(
+        unverified.stderr.contains("TLS") && unverified.stderr.contains("UnknownIssuer"),
+        "{}",
+        unverified.stderr
+    );
+    // Asked to, it connects in the clear: the history verifies.
+    let key = secret().public_key().to_string();
+    let clear = control
+        .cli(
+            READ,
+            &[
+                "audit",
+                "--verify",
+                "--db",
+                &format!("{base}?sslmode=disable"),
+                "--public-key",
+                &key,
+            ],
+        )
+        .await
+        .ok();
+    assert!(
+        clear.stdout.contains("1 versions (1..=1) verify"),
+        "{}",
+        clear.stdout
+    );
+}

@@ -60,6 +60,9 @@ pub enum Error {
     /// The thread a PostgreSQL call ran on panicked.
     #[error("a PostgreSQL call panicked")]
     Runtime,
+    /// The TLS settings in a PostgreSQL URL cannot be used.
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -383,6 +386,81 @@ impl Drop for PgConn {
     }
 }
 
+/// `url` without the TLS parameters the client library does not read
+/// (`sslrootcert`; `sslmode=verify-ca` and `verify-full` become `require`,
+/// since every certificate is verified anyway), and the `sslrootcert` path.
+fn tls_settings(url: &str) -> Result<(String, Option<String>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslrootcert", path)) => {
+                let path = percent_decode(path)
+                    .ok_or_else(|| Error::Tls("sslrootcert is not a valid path".to_owned()))?;
+                root_cert = Some(path);
+            }
+            Some(("sslmode", "verify-ca" | "verify-full")) => kept.push("sslmode=require"),
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, root_cert))
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The TLS client for PostgreSQL connections: rustls, trusting the CA
+/// certificates in the PEM file `root_cert`, or the Mozilla roots.
+fn tls_connector(root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect::<std::result::Result<Vec<_>, _>>)
+                .map_err(|e| Error::Tls(format!("sslrootcert {path}: {e}")))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::Tls(format!(
+                    "sslrootcert {path} holds no usable CA certificate"
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 impl PgConn {
     /// Connects to `url`.
     pub fn connect(url: &str) -> Result<PgConn> {
@@ -416,16 +494,30 @@ impl PgConn {
     /// transactions are milliseconds long), TCP keepalives and a user
     /// timeout notice a peer that vanished, and no statement or lock wait
     /// runs unbounded.
+    ///
+    /// TLS follows the URL's `sslmode`: `disable` never uses it; `prefer`
+    /// (the default) uses it when the server offers it; `require`,
+    /// `verify-ca` and `verify-full` refuse a server that does not. Whenever
+    /// TLS is used the server's certificate is verified, chain and host
+    /// name, against the CA certificates in `sslrootcert` (a PEM file, as
+    /// libpq names it) or, without it, the Mozilla roots.
     fn open(url: &str) -> Result<postgres::Client> {
+        let (url, root_cert) = tls_settings(url)?;
         let mut config: postgres::Config = url.parse()?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("rollout");
         }
         config
             .keepalives(true)
             .keepalives_idle(std::time::Duration::from_secs(5))
             .tcp_user_timeout(std::time::Duration::from_secs(10));
-        let mut client = config.connect(postgres::NoTls)?;
+        let mut client = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => config.connect(postgres::NoTls)?,
+            _ => config.connect(tls_connector(root_cert.as_deref())?)?,
+        };
         client.batch_execute(
             "SET idle_in_transaction_session_timeout = '2s';
              SET lock_timeout = '10s';
@@ -695,5 +787,29 @@ mod tests {
         assert!(row.get::<u32>(3).is_err(), "-1 is not a u32");
         assert!(row.get::<i64>(2).is_err(), "text is not an integer");
         assert!(row.get::<i64>(9).is_err(), "no column 9");
+    }
+
+    #[test]
+    fn tls_parameters_the_client_library_lacks_are_taken_out_of_the_url() {
+        let (url, root) = tls_settings(
+            "postgres://u:p@db:5432/r?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3",
+        )
+        .expect("settings");
+        assert_eq!(
+            url,
+            "postgres://u:p@db:5432/r?sslmode=require&connect_timeout=3"
+        );
+        assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
+        let (url, root) = tls_settings("postgres://db/r").expect("settings");
+        assert_eq!((url.as_str(), root), ("postgres://db/r", None));
+        let (url, _) = tls_settings("postgres://db/r?sslrootcert=/ca.pem").expect("settings");
+        assert_eq!(url, "postgres://db/r");
+        assert!(tls_settings("postgres://db/r?sslrootcert=%ZZ").is_err());
+        let missing = tls_connector(Some("/nonexistent/ca.pem")).map(|_| ());
+        assert!(
+            matches!(&missing, Err(Error::Tls(e)) if e.contains("/nonexistent/ca.pem")),
+            "{missing:?}"
+        );
+        assert!(tls_connector(None).is_ok(), "the Mozilla roots");
     }
 }

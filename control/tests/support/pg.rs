@@ -180,6 +180,57 @@ impl Drop for Root {
     }
 }
 
+/// A CA (`ca.crt`) and a server certificate it issued for `localhost` and
+/// `127.0.0.1`, made with openssl in `dir`: the server's (certificate, key).
+fn certify(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir);
+        run(cmd, &format!("openssl {}", args.join(" ")));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=rollout test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=localhost"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("extensions file");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("key mode");
+    (dir.join("server.crt"), key)
+}
+
 /// How to reach a server with psql: cheap to clone into a task.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -292,6 +343,23 @@ impl Pg {
     /// initdb, then a server with WAL archiving into its own archive
     /// directory, on a free port; database [`DATABASE`] created.
     pub fn start(name: &str) -> Pg {
+        Pg::start_with(name, false)
+    }
+
+    /// The same, also taking TLS (`ssl=on`) with a certificate for
+    /// `localhost` and `127.0.0.1` issued by a CA made for it:
+    /// [`Pg::ca`] is that CA's certificate.
+    pub fn start_tls(name: &str) -> Pg {
+        Pg::start_with(name, true)
+    }
+
+    /// The CA certificate (PEM) a server from [`Pg::start_tls`] is
+    /// certified by.
+    pub fn ca(&self) -> PathBuf {
+        self.root.dir.join("ca.crt")
+    }
+
+    fn start_with(name: &str, tls: bool) -> Pg {
         static N: AtomicUsize = AtomicUsize::new(0);
         let bin = bin_dir();
         let user = RunAs::detect();
@@ -323,11 +391,21 @@ impl Pg {
         run(initdb, "initdb");
 
         let archive = root.archive.display();
-        let settings = [
+        let mut settings = vec![
             "wal_level=replica".to_owned(),
             "archive_mode=on".to_owned(),
             format!("archive_command=test ! -f '{archive}/%f' && cp '%p' '{archive}/%f'"),
         ];
+        if tls {
+            let (cert, key) = certify(&root.dir);
+            root.user.own(&cert);
+            root.user.own(&key);
+            settings.extend([
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", cert.display()),
+                format!("ssl_key_file={}", key.display()),
+            ]);
+        }
         let pg = Pg::launch(root, data, "live", &settings);
         pg.conn
             .psql_in("postgres", &format!("CREATE DATABASE {DATABASE}"));
