@@ -575,7 +575,7 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     )
     .expect("serve args");
     s.control.restart().await;
-    let taken = eventually(Duration::from_secs(10), || async {
+    let taken = eventually(Duration::from_secs(30), || async {
         s.control.get("/v1/versions/2").await["version"] == 2
     })
     .await;
@@ -672,6 +672,21 @@ async fn fail_over_to(s: &mut Setup, store: &std::path::Path) {
     s.control.restart().await;
 }
 
+/// Waits until the history holds `version` (a version's JSON) again,
+/// adopted back from the edges.
+async fn until_adopted(s: &Setup, version: &serde_json::Value) {
+    let n = version["version"].as_u64().expect("a version");
+    let adopted = eventually(Duration::from_secs(20), || async {
+        version_json(s, n).await["digest"] == version["digest"]
+    })
+    .await;
+    assert!(
+        adopted,
+        "version {n} is adopted back: {}",
+        s.control.status().await
+    );
+}
+
 /// `rollout audit --verify` of the service's store, with `extra`.
 async fn audit_verify(s: &Setup, extra: &[&str]) -> Run {
     let db = s.control.db().to_string_lossy().into_owned();
@@ -700,15 +715,7 @@ async fn versions_the_database_lost_are_adopted_back_from_the_edges() {
 
     // The database comes back at version 2; every edge holds version 3.
     fail_over_to(&mut s, &at_v2).await;
-    let adopted = eventually(Duration::from_secs(20), || async {
-        version_json(&s, 3).await["digest"] == v3["digest"]
-    })
-    .await;
-    assert!(
-        adopted,
-        "version 3 is adopted back: {}",
-        s.control.status().await
-    );
+    until_adopted(&s, &v3).await;
     let back = version_json(&s, 3).await;
     for field in ["digest", "parent", "actor", "reason", "issued_at", "config"] {
         assert_eq!(back[field], v3[field], "{field}: {back} / {v3}");
@@ -746,15 +753,7 @@ async fn versions_the_database_lost_are_adopted_back_from_the_edges() {
     s.push(60.0).await;
     let v6 = version_json(&s, 6).await;
     fail_over_to(&mut s, &at_v4).await;
-    let adopted = eventually(Duration::from_secs(20), || async {
-        version_json(&s, 6).await["digest"] == v6["digest"]
-    })
-    .await;
-    assert!(
-        adopted,
-        "version 6 is adopted back: {}",
-        s.control.status().await
-    );
+    until_adopted(&s, &v6).await;
     assert!(
         version_json(&s, 5).await["error"].is_string(),
         "version 5 is lost: no edge holds it"

@@ -498,30 +498,40 @@ fn stamp_message(digest: &Digest, at: u64) -> Vec<u8> {
     format!("rollout-push-stamp\n{digest}\n{at}").into_bytes()
 }
 
+/// The parts of a signed header value: `ed25519=<base64 of 64 bytes>`,
+/// then `; name=value` parts, each of `names` at most once and no other:
+/// the signature and each named value (trimmed), in the order of `names`.
+/// `None` for any other shape.
+fn signed_parts<'v, const N: usize>(
+    value: &'v str,
+    names: [&str; N],
+) -> Option<(ed25519_dalek::Signature, [Option<&'v str>; N])> {
+    let mut parts = value.split(';').map(str::trim);
+    let signature = decode_signature(parts.next()?.strip_prefix(SIGNATURE_PREFIX)?).ok()?;
+    let mut values = [None; N];
+    for part in parts {
+        let (name, v) = part.split_once('=')?;
+        let slot = &mut values[names.iter().position(|n| *n == name.trim())?];
+        if slot.replace(v.trim()).is_some() {
+            return None;
+        }
+    }
+    Some((signature, values))
+}
+
 impl SignatureHeader {
     /// Parses a header value; any other shape is [`EnvelopeError::BadSignatureHeader`].
     pub fn parse(value: &str) -> Result<SignatureHeader, EnvelopeError> {
         let bad = || EnvelopeError::BadSignatureHeader;
-        let mut parts = value.split(';').map(str::trim);
-        let first = parts.next().ok_or_else(bad)?;
-        let signature = decode_signature(first.strip_prefix(SIGNATURE_PREFIX).ok_or_else(bad)?)?;
-        let (mut key, mut at, mut stamp) = (None, None, None);
-        for part in parts {
-            let (name, v) = part.split_once('=').ok_or_else(bad)?;
-            let slot_taken = match name.trim() {
-                "key" => key
-                    .replace(v.trim().parse::<KeyId>().map_err(|_| bad())?)
-                    .is_some(),
-                "at" => at
-                    .replace(v.trim().parse::<u64>().map_err(|_| bad())?)
-                    .is_some(),
-                "stamp" => stamp.replace(decode_signature(v.trim())?).is_some(),
-                _ => return Err(bad()),
-            };
-            if slot_taken {
-                return Err(bad());
-            }
-        }
+        let (signature, [key, at, stamp]) =
+            signed_parts(value, ["key", "at", "stamp"]).ok_or_else(bad)?;
+        let key = key
+            .map(|k| k.parse::<KeyId>().map_err(|_| bad()))
+            .transpose()?;
+        let at = at
+            .map(|a| a.parse::<u64>().map_err(|_| bad()))
+            .transpose()?;
+        let stamp = stamp.map(decode_signature).transpose()?;
         let stamp = match (at, stamp) {
             (Some(at), Some(signature)) => Some(Stamp { at, signature }),
             (None, None) => None,
@@ -629,30 +639,11 @@ impl ReadStamp {
     /// Parses a header value; any other shape is [`EnvelopeError::BadReadHeader`].
     pub fn parse(value: &str) -> Result<ReadStamp, EnvelopeError> {
         let bad = || EnvelopeError::BadReadHeader;
-        let mut parts = value.split(';').map(str::trim);
-        let first = parts.next().ok_or_else(bad)?;
-        let signature = decode_signature(first.strip_prefix(SIGNATURE_PREFIX).ok_or_else(bad)?)
-            .map_err(|_| bad())?;
-        let (mut key, mut at) = (None, None);
-        for part in parts {
-            let (name, v) = part.split_once('=').ok_or_else(bad)?;
-            let slot_taken = match name.trim() {
-                "key" => key
-                    .replace(v.trim().parse::<KeyId>().map_err(|_| bad())?)
-                    .is_some(),
-                "at" => at
-                    .replace(v.trim().parse::<u64>().map_err(|_| bad())?)
-                    .is_some(),
-                _ => return Err(bad()),
-            };
-            if slot_taken {
-                return Err(bad());
-            }
-        }
+        let (signature, [key, at]) = signed_parts(value, ["key", "at"]).ok_or_else(bad)?;
         Ok(ReadStamp {
             signature,
-            key: key.ok_or_else(bad)?,
-            at: at.ok_or_else(bad)?,
+            key: key.ok_or_else(bad)?.parse().map_err(|_| bad())?,
+            at: at.ok_or_else(bad)?.parse().map_err(|_| bad())?,
         })
     }
 
