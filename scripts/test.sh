@@ -15,6 +15,8 @@ rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# The TLS test certifies its PostgreSQL server with the openssl CLI.
+command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""

@@ -270,9 +270,11 @@ impl Walk {
     /// longer than one adoption may record, counts for nothing.
     fn lose(&mut self, ranges: Vec<(i64, i64, i64)>) {
         for (first, last, followed_by) in ranges {
-            let sane = first <= last
+            let sane = first >= 1
                 && last.checked_add(1) == Some(followed_by)
-                && (last - first) < rollout_control::store::MAX_LOST_VERSIONS as i64;
+                && last.checked_sub(first).is_some_and(|d| {
+                    (0..rollout_control::store::MAX_LOST_VERSIONS as i64).contains(&d)
+                });
             if sane {
                 for n in first..=last {
                     self.lost.insert(n, followed_by);
@@ -824,7 +826,14 @@ mod tests {
         // Only part of the gap recorded, a range recorded for another
         // version, or one that does not end before the version it names:
         // the numbering and the link break.
-        for lost in [vec![(3, 3, 4)], vec![(2, 3, 9)], vec![(2, 2, 4), (3, 3, 4)]] {
+        for lost in [
+            vec![(3, 3, 4)],
+            vec![(2, 3, 9)],
+            vec![(2, 2, 4), (3, 3, 4)],
+            // Tampered rows: a range from far below, or backwards.
+            vec![(i64::MIN, 3, 4)],
+            vec![(3, 2, 3)],
+        ] {
             let k = kinds(&walk_lost(&rows, lost.clone()));
             assert!(
                 k.contains(&(4, "number")) && k.contains(&(4, "parent")),

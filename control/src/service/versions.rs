@@ -238,24 +238,39 @@ pub(super) async fn adopt(
     Authorized { app, who, .. }: Authorized<Deployer>,
     JsonBody(req): JsonBody<AdoptRequest>,
 ) -> ApiResult<Created> {
-    // Already in the history (the service adopted it from an edge, or an
-    // earlier call did): the same answer, 200 instead of 201.
-    if let Ok(envelope) = Envelope::parse(req.body.as_bytes())
-        && let Some(row) = app
+    // Already in the history, with this signature (the service adopted it
+    // from an edge, or an earlier call did): the same answer, 200, not 201.
+    let stored = |app: &App| -> Result<Option<VersionRow>, ApiError> {
+        let (Ok(envelope), Ok(signature)) = (
+            Envelope::parse(req.body.as_bytes()),
+            SignatureHeader::parse(&req.signature),
+        ) else {
+            return Ok(None);
+        };
+        Ok(app
             .store
             .version(Version::new(envelope.version))?
-            .filter(|r| r.digest == envelope.digest)
-    {
+            .filter(|r| r.digest == envelope.digest && r.signature == signature.to_string()))
+    };
+    if let Some(row) = stored(&app)? {
         return Ok((StatusCode::OK, Json(view(&app, &row, true)?)));
     }
-    let row = adopt_envelope(
+    let adopted = adopt_envelope(
         &app,
-        req.body.into_bytes(),
+        req.body.clone().into_bytes(),
         &req.signature,
         who.name.as_str(),
         Gaps::Refuse,
-    )?;
-    Ok((StatusCode::CREATED, Json(view(&app, &row, true)?)))
+    );
+    match adopted {
+        Ok(row) => Ok((StatusCode::CREATED, Json(view(&app, &row, true)?))),
+        // Adopted from an edge between the check and this call.
+        Err(ApiError::Busy(why)) => match stored(&app)? {
+            Some(row) => Ok((StatusCode::OK, Json(view(&app, &row, true)?))),
+            None => Err(ApiError::Busy(why)),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether [`adopt_envelope`] takes a version whose parent is not stored.
@@ -266,9 +281,9 @@ pub(super) enum Gaps {
     /// Numbered more than one above the committed version, its parent
     /// may be one of the versions between them, none of which is stored:
     /// versions an edge holds after the database lost them (an
-    /// asynchronous standby took over, a backup was restored). The gap is
-    /// recorded in the audit log and `audit --verify --allow-gaps` accepts
-    /// it.
+    /// asynchronous standby took over, a backup was restored). Their
+    /// numbers are recorded lost (`lost_versions`), which `audit --verify`
+    /// accepts as a known loss.
     Allow,
 }
 
@@ -437,112 +452,157 @@ async fn adopt_pass(app: &App, memo: &mut AdoptMemo) -> Result<bool, ApiError> {
     // What each edge holds now, asked directly: the stored rows may be
     // older than the database they came back with.
     let client = app.fanout.client().clone();
-    let reports: Vec<(String, Result<Option<rollout_core::Applied>, String>)> =
-        futures_util::stream::iter(edges.into_iter().map(|e| e.url))
-            .map(move |url| {
+    let reports: Vec<(i64, String, Result<Option<rollout_core::Applied>, String>)> =
+        futures_util::stream::iter(edges.into_iter().map(|e| (e.id, e.url)))
+            .map(move |(id, url)| {
                 let client = client.clone();
                 async move {
                     let held = client.held(&url).await;
-                    (url, held)
+                    (id, url, held)
                 }
             })
             .buffer_unordered(ADOPT_FANOUT)
             .collect()
             .await;
-    let everyone = reports.iter().all(|(_, r)| r.is_ok());
+    // Edges that did not answer, or handed back something else than they
+    // reported: they may hold what the others do not.
+    let mut silent = Vec::new();
     // By number, then envelope: the edges that hold it.
     let mut held =
         std::collections::BTreeMap::<u64, std::collections::BTreeMap<_, Vec<String>>>::new();
-    for (url, report) in reports {
-        if let Ok(Some(h)) = report {
-            held.entry(h.version)
-                .or_default()
-                .entry(h.digest)
-                .or_default()
-                .push(url);
+    for (id, url, report) in reports {
+        match report {
+            Ok(report) => {
+                // Stored first: the numbering (and adoption's ceiling)
+                // follows what edges hold now.
+                app.store.record_held(id, report)?;
+                if let Some(h) = report {
+                    held.entry(h.version)
+                        .or_default()
+                        .entry(h.digest)
+                        .or_default()
+                        .push(url);
+                }
+            }
+            Err(_) => silent.push(url),
         }
     }
     let mut adopted = false;
     for (version, envelopes) in held {
         let head = app.store.current()?.map(|h| h.applied());
         let head_version = head.map_or(0, |h| h.version);
-        if version < head_version
-            || head.is_some_and(|h| {
-                h.version == version && envelopes.contains_key(&h.digest) && envelopes.len() == 1
-            })
-        {
+        if version < head_version {
             continue;
         }
-        let refuse =
-            |memo: &mut AdoptMemo, digest, url: &str, why: String| -> Result<(), ApiError> {
-                memo.refused.insert(digest, head);
-                if memo.told.insert(digest) {
-                    tracing::warn!("version {version} that {url} holds is not adopted: {why}");
-                    app.store.audit(
-                        &format!("edge {url}"),
-                        "adopt-refused",
-                        &format!("version {version} ({digest}) that this edge holds: {why}"),
-                    )?;
+        if version == head_version {
+            // Another envelope under the committed number cannot come in.
+            for (digest, urls) in envelopes {
+                if head.is_some_and(|h| h.digest != digest) {
+                    let why = format!("version {version} in the history is another envelope");
+                    refuse(app, memo, version, digest, head, &urls[0], &why)?;
                 }
-                Ok(())
-            };
-        if envelopes.len() > 1 {
-            // Two histories under one number: which one the fleet should
-            // run is for a person to say (`rollout adopt` the right one).
-            for (digest, urls) in &envelopes {
-                let others = envelopes.len() - 1;
-                refuse(
-                    memo,
-                    *digest,
-                    &urls[0],
-                    format!(
-                        "{others} other envelope(s) are held under the same number by other edges"
-                    ),
-                )?;
             }
-            break;
-        }
-        let Some((digest, urls)) = envelopes.into_iter().next() else {
             continue;
-        };
-        if memo.refused.get(&digest).is_some_and(|at| *at == head) {
-            break;
         }
+        // Each envelope under this number, read back and checked against
+        // the keys this service holds: what an edge only claims is not one.
+        let ring = app.keys.current().public_keys();
+        let mut genuine = Vec::new();
+        for (digest, urls) in envelopes {
+            if memo.refused.get(&digest).is_some_and(|at| *at == head) {
+                continue;
+            }
+            for url in &urls {
+                match app.fanout.client().read_back(url).await {
+                    Ok((body, signature))
+                        if rollout_core::Digest::of(&body) == digest
+                            && SignatureHeader::parse(&signature)
+                                .and_then(|h| h.verify(&body, &ring).map(|_| ()))
+                                .is_ok() =>
+                    {
+                        genuine.push((digest, url.clone(), body, signature));
+                        break;
+                    }
+                    Ok(_) => {
+                        tracing::warn!(
+                            "{url} handed back an envelope that is not the version {version} it reported, or not signed by a key this service holds"
+                        );
+                        silent.push(url.clone());
+                    }
+                    Err(e) => {
+                        tracing::warn!("reading back the envelope {url} holds: {e}");
+                        silent.push(url.clone());
+                    }
+                }
+            }
+        }
+        let (digest, url, body, signature) = match genuine.len() {
+            0 => break,
+            1 => genuine.remove(0),
+            n => {
+                // Two histories under one number: which one the fleet
+                // should run is for a person to say.
+                for (digest, url, _, _) in &genuine {
+                    let why = format!(
+                        "{} other signed envelope(s) are held under the same number",
+                        n - 1
+                    );
+                    refuse(app, memo, version, *digest, head, url, &why)?;
+                }
+                break;
+            }
+        };
         // Numbers below it that no edge holds are recorded lost only when
         // every edge answered: one that did not may hold them.
-        if version > head_version + 1 && !everyone {
-            tracing::info!(
-                "version {version} waits for every edge to answer before the versions below it are taken as lost"
+        if version > head_version + 1 && !silent.is_empty() {
+            tracing::warn!(
+                "version {version} waits before versions {}..={} are taken as lost: {} did not answer (remove an edge that is gone for good)",
+                head_version + 1,
+                version - 1,
+                silent.join(", ")
             );
             break;
         }
-        let mut read = None;
-        for url in &urls {
-            match app.fanout.client().read_back(url).await {
-                Ok((body, signature)) if rollout_core::Digest::of(&body) == digest => {
-                    read = Some((url, body, signature));
-                    break;
-                }
-                Ok(_) => tracing::warn!(
-                    "{url} handed back another envelope than the version {version} it reported"
-                ),
-                Err(e) => tracing::warn!("reading back the envelope {url} holds: {e}"),
-            }
-        }
-        let Some((url, body, signature)) = read else {
-            break;
-        };
         let actor = format!("edge {url}");
         match adopt_envelope(app, body.to_vec(), &signature, &actor, Gaps::Allow) {
             Ok(_) => adopted = true,
-            Err(e) => {
-                refuse(memo, digest, url, e.to_string())?;
-                // What is above it may descend from it: no guessing.
+            // Refused by a rule: remembered, and nothing above it (it may
+            // descend from it) is guessed at.
+            Err(ApiError::Busy(why) | ApiError::BadRequest { message: why, .. }) => {
+                refuse(app, memo, version, digest, head, &url, &why)?;
                 break;
             }
+            // The store failed, or a commit came first: the next pass
+            // tries again.
+            Err(e) => return Err(e),
         }
     }
     Ok(adopted)
+}
+
+/// Remembers that the envelope `digest` (version `version`, held by
+/// `url`) was refused while `head` was committed, and says so once in the
+/// audit log.
+fn refuse(
+    app: &App,
+    memo: &mut AdoptMemo,
+    version: u64,
+    digest: rollout_core::Digest,
+    head: Option<rollout_core::Applied>,
+    url: &str,
+    why: &str,
+) -> Result<(), ApiError> {
+    memo.refused.insert(digest, head);
+    if !memo.told.contains(&digest) {
+        tracing::warn!("version {version} that {url} holds is not adopted: {why}");
+        app.store.audit(
+            &format!("edge {url}"),
+            "adopt-refused",
+            &format!("version {version} ({digest}) that this edge holds: {why}"),
+        )?;
+        memo.told.insert(digest);
+    }
+    Ok(())
 }
 
 /// `GET /v1/timeline`: each route's weight and flags at each of the newest

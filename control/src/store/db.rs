@@ -390,13 +390,19 @@ impl Drop for PgConn {
 /// (`sslrootcert`; `sslmode=verify-ca` and `verify-full` become `require`,
 /// since every certificate is verified anyway), and the `sslrootcert` path.
 fn tls_settings(url: &str) -> Result<(String, Option<String>)> {
-    let Some((base, query)) = url.split_once('?') else {
+    // The query starts after the user information, which the client
+    // library takes to end at the first '@': a password may hold a '?'.
+    let after_userinfo = url.find('@').map_or(0, |at| at + 1);
+    let Some(mark) = url[after_userinfo..].find('?').map(|q| after_userinfo + q) else {
         return Ok((url.to_owned(), None));
     };
+    let (base, query) = (&url[..mark], &url[mark + 1..]);
     let mut root_cert = None;
     let mut kept = Vec::new();
     for pair in query.split('&') {
         match pair.split_once('=') {
+            // libpq's name for the system's roots: the Mozilla roots here.
+            Some(("sslrootcert", "system")) => root_cert = None,
             Some(("sslrootcert", path)) => {
                 let path = percent_decode(path)
                     .ok_or_else(|| Error::Tls("sslrootcert is not a valid path".to_owned()))?;
@@ -516,7 +522,25 @@ impl PgConn {
             .tcp_user_timeout(std::time::Duration::from_secs(10));
         let mut client = match config.get_ssl_mode() {
             postgres::config::SslMode::Disable => config.connect(postgres::NoTls)?,
-            _ => config.connect(tls_connector(root_cert.as_deref())?)?,
+            _ => config
+                .connect(tls_connector(root_cert.as_deref())?)
+                .map_err(|e| {
+                    let mut text = e.to_string();
+                    let mut source = StdError::source(&e);
+                    while let Some(cause) = source {
+                        text = format!("{text}: {cause}");
+                        source = cause.source();
+                    }
+                    if text.contains("TLS") {
+                        Error::Tls(format!(
+                            "{text}: the server's certificate must verify (chain and host name) \
+                             against the CA in sslrootcert=/path/ca.pem, or the public roots \
+                             without it; sslmode=disable connects in the clear"
+                        ))
+                    } else {
+                        Error::Postgres(e)
+                    }
+                })?,
         };
         client.batch_execute(
             "SET idle_in_transaction_session_timeout = '2s';
@@ -804,6 +828,14 @@ mod tests {
         assert_eq!((url.as_str(), root), ("postgres://db/r", None));
         let (url, _) = tls_settings("postgres://db/r?sslrootcert=/ca.pem").expect("settings");
         assert_eq!(url, "postgres://db/r");
+        // A '?' in the password is not the query.
+        let (url, root) =
+            tls_settings("postgres://u:pa?ss@db/r?sslrootcert=/ca.pem&sslmode=verify-ca")
+                .expect("settings");
+        assert_eq!(url, "postgres://u:pa?ss@db/r?sslmode=require");
+        assert_eq!(root.as_deref(), Some("/ca.pem"));
+        let (_, root) = tls_settings("postgres://db/r?sslrootcert=system").expect("settings");
+        assert_eq!(root, None, "the system's roots");
         assert!(tls_settings("postgres://db/r?sslrootcert=%ZZ").is_err());
         let missing = tls_connector(Some("/nonexistent/ca.pem")).map(|_| ());
         assert!(
