@@ -772,6 +772,97 @@ async fn versions_the_database_lost_are_adopted_back_from_the_edges() {
     assert!(s.arms(&keys(20)).await.iter().any(|a| a == "new"));
 }
 
+/// A database that comes back behind the edges, and a commit made before
+/// the service has heard from them: it reuses a lost number, and what the
+/// edges hold above it is not its descendant. Adopting that would silently
+/// undo the commit (a rollback, say), so it is refused, in the audit log,
+/// and the next commit takes the edges over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_reused_a_lost_number_is_not_undone_by_adoption() {
+    let rig = Rig::start("reused-number").await;
+    let (edge, gate, mut control) = rig.gated("edge").await;
+    control.push_wait(&rig.config("v2.json", 20.0)).await;
+    control.terminate().await;
+    let at_v2 = store_snapshot(control.db(), &rig.scratch.0, "at_v2");
+    control.restart().await;
+    for (n, weight) in [(3, 30.0), (4, 40.0), (5, 50.0)] {
+        let pushed = control
+            .push_wait(&rig.config(&format!("v{n}.json"), weight))
+            .await;
+        assert_eq!(pushed["version"]["version"], n, "{pushed}");
+    }
+    let lost_v3 = control.get("/v1/versions/3").await;
+
+    // The database comes back at version 2 while the edge cannot be
+    // reached, and a commit is made: it is numbered 3 again.
+    control.terminate().await;
+    std::fs::write(
+        rig.scratch.path("store-url"),
+        at_v2.to_string_lossy().as_bytes(),
+    )
+    .expect("store-url file");
+    gate.set(DOWN);
+    control.restart().await;
+    let run = control
+        .cli(DEPLOY, &["set-weight", "web", "0", "--output", "json"])
+        .await
+        .ok();
+    assert_eq!(run.json()["version"], 3, "{}", run.stdout);
+    let reused = control.get("/v1/versions/3").await;
+    assert_ne!(reused["digest"], lost_v3["digest"]);
+
+    // The edge is back, holding version 5 (parent: the lost 4). It refuses
+    // the new 3, and 5 is not adopted over it.
+    gate.set(PASS);
+    let refused = eventually(Duration::from_secs(30), || async {
+        control.get("/v1/audit").await["audit"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["action"] == "adopt-refused"))
+    })
+    .await;
+    let audit = control.get("/v1/audit").await;
+    assert!(refused, "the refusal is in the audit log: {audit}");
+    let entry = audit["audit"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["action"] == "adopt-refused"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entry["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("version 5 ") && d.contains("cannot descend")),
+        "{entry}"
+    );
+    assert!(
+        control.get("/v1/versions/5").await["error"].is_string(),
+        "version 5 stays out of the history"
+    );
+    assert_eq!(held(edge.addr).await.0, 5, "the edge keeps what it holds");
+
+    // The next commit is numbered above what the edge holds, follows the
+    // reused 3, and the edge takes it.
+    let run = control
+        .cli(
+            DEPLOY,
+            &[
+                "set-weight",
+                "web",
+                "100",
+                "--wait",
+                "--timeout",
+                "20s",
+                "--output",
+                "json",
+            ],
+        )
+        .await
+        .ok();
+    assert_eq!(run.json()["version"]["version"], 6, "{}", run.stdout);
+    let v6 = control.get("/v1/versions/6").await;
+    assert_eq!(v6["parent"], reused["digest"], "{v6}");
+    assert_eq!(held(edge.addr).await.0, 6);
+}
+
 /// `rollout up EXTRA` with every port 0, its state in `scratch`, and what it
 /// printed up to "Ctrl-C stops everything". Its stdout is read on to the end
 /// in the background, so it can still print while it stops.
