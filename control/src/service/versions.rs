@@ -339,7 +339,7 @@ pub(super) fn adopt_envelope(
             ));
         }
     }
-    let row = app.store.write(|tx| {
+    let adopt = |tx: &crate::store::Tx<'_>| {
         let head = tx.current()?;
         let trusted = app.keys.current().trusted_after(
             head.as_ref()
@@ -376,7 +376,13 @@ pub(super) fn adopt_envelope(
             )?;
         }
         Ok::<_, CommitError<AdoptRefusal>>(row)
-    });
+    };
+    // Taken from the edges by the leader's background work: only while
+    // this replica holds the lease, as every leader-made write.
+    let row = match gaps {
+        Gaps::Allow => app.store.write_fenced(adopt),
+        Gaps::Refuse => app.store.write(adopt),
+    };
     let row = match row {
         Ok(row) => row,
         Err(CommitError::Refused(AdoptRefusal(why))) => {
@@ -595,11 +601,13 @@ fn refuse(
     memo.refused.insert(digest, head);
     if !memo.told.contains(&digest) {
         tracing::warn!("version {version} that {url} holds is not adopted: {why}");
-        app.store.audit(
-            &format!("edge {url}"),
-            "adopt-refused",
-            &format!("version {version} ({digest}) that this edge holds: {why}"),
-        )?;
+        app.store.write_fenced(|tx| {
+            tx.audit(
+                &format!("edge {url}"),
+                "adopt-refused",
+                &format!("version {version} ({digest}) that this edge holds: {why}"),
+            )
+        })?;
         memo.told.insert(digest);
     }
     Ok(())
