@@ -632,23 +632,7 @@ async fn a_break_glass_push_reaches_edges_without_the_service_and_the_next_push_
     assert_eq!(s.control.version_count().await, 2, "nothing new was stored");
 
     // The next write follows it.
-    let run = s
-        .control
-        .cli(
-            DEPLOY,
-            &[
-                "set-weight",
-                "web",
-                "0",
-                "--wait",
-                "--timeout",
-                "20s",
-                "--output",
-                "json",
-            ],
-        )
-        .await
-        .ok();
+    let run = s.control.set_weight_wait("0").await;
     assert_eq!(run.json()["version"]["version"], 3);
     assert!(s.arms(&keys(20)).await.iter().all(|a| a == "old"));
     let v3 = s.control.get("/v1/versions/3").await;
@@ -841,22 +825,7 @@ async fn a_commit_that_reused_a_lost_number_is_not_undone_by_adoption() {
 
     // The next commit is numbered above what the edge holds, follows the
     // reused 3, and the edge takes it.
-    let run = control
-        .cli(
-            DEPLOY,
-            &[
-                "set-weight",
-                "web",
-                "100",
-                "--wait",
-                "--timeout",
-                "20s",
-                "--output",
-                "json",
-            ],
-        )
-        .await
-        .ok();
+    let run = control.set_weight_wait("100").await;
     assert_eq!(run.json()["version"]["version"], 6, "{}", run.stdout);
     let v6 = control.get("/v1/versions/6").await;
     assert_eq!(v6["parent"], reused["digest"], "{v6}");

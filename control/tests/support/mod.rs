@@ -422,6 +422,22 @@ impl Control {
         self.cli(DEPLOY, &args).await.ok().json()
     }
 
+    /// `rollout set-weight web PERCENT --wait` with the deploy token, which
+    /// must succeed.
+    pub async fn set_weight_wait(&self, percent: &str) -> Run {
+        let args = [
+            "set-weight",
+            "web",
+            percent,
+            "--wait",
+            "--timeout",
+            "20s",
+            "--output",
+            "json",
+        ];
+        self.cli(DEPLOY, &args).await.ok()
+    }
+
     /// `rollout status --wait`, which must succeed; its JSON output.
     pub async fn converged(&self) -> Value {
         let args = ["status", "--wait", "--timeout", "20s", "--output", "json"];
