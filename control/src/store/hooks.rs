@@ -35,26 +35,9 @@ CREATE TABLE IF NOT EXISTS hook_results (
 CREATE INDEX IF NOT EXISTS hook_results_by_run ON hook_results (run, id);
 ";
 
-/// The triggers that keep hook runs and results append-only, in SQLite's words.
-pub(super) const HOOK_SQLITE_TRIGGERS: &str = "
-CREATE TRIGGER IF NOT EXISTS hook_runs_no_update BEFORE UPDATE ON hook_runs
-    BEGIN SELECT RAISE(ABORT, 'hook runs are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS hook_runs_no_delete BEFORE DELETE ON hook_runs
-    BEGIN SELECT RAISE(ABORT, 'hook runs are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS hook_results_no_update BEFORE UPDATE ON hook_results
-    BEGIN SELECT RAISE(ABORT, 'hook results are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS hook_results_no_delete BEFORE DELETE ON hook_results
-    BEGIN SELECT RAISE(ABORT, 'hook results are append-only'); END;
-";
-
-/// The same in PostgreSQL's words (after the store's triggers, which define
-/// `rollout_refuse`).
-pub(super) const HOOK_PG_TRIGGERS: &str = "
-CREATE OR REPLACE TRIGGER hook_runs_no_change BEFORE UPDATE OR DELETE ON hook_runs
-    FOR EACH ROW EXECUTE FUNCTION rollout_refuse('hook runs are append-only');
-CREATE OR REPLACE TRIGGER hook_results_no_change BEFORE UPDATE OR DELETE ON hook_results
-    FOR EACH ROW EXECUTE FUNCTION rollout_refuse('hook results are append-only');
-";
+/// Hook runs and results are append-only (see [`super::refusing_changes`]).
+pub(super) const RUNS_FIXED: (&str, &str) = ("hook_runs", "hook runs are append-only");
+pub(super) const RESULTS_FIXED: (&str, &str) = ("hook_results", "hook results are append-only");
 
 /// What a new run is about.
 #[derive(Debug, Clone)]

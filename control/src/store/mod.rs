@@ -122,13 +122,36 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (done_ms, next_ms);
 ";
 
-/// The triggers that keep versions immutable, in SQLite's words.
-const SQLITE_TRIGGERS: &str = "
-CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
-    BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
-CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
-    BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
-";
+/// Tables whose rows are never changed nor removed, and what a statement
+/// that tries is told.
+const VERSIONS_FIXED: (&str, &str) = ("versions", "versions are immutable");
+const LOST_FIXED: (&str, &str) = ("lost_versions", "lost versions are recorded once");
+
+/// Triggers that refuse every UPDATE and DELETE on each `(table, why)`,
+/// in SQLite's words or (after [`PG_TRIGGERS`], which defines
+/// `rollout_refuse`) PostgreSQL's.
+pub(super) fn refusing_changes(postgres: bool, tables: &[(&str, &str)]) -> String {
+    tables
+        .iter()
+        .map(|(table, why)| {
+            if postgres {
+                format!(
+                    "CREATE OR REPLACE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION rollout_refuse('{why}');
+"
+                )
+            } else {
+                format!(
+                    "CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+    BEGIN SELECT RAISE(ABORT, '{why}'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
+    BEGIN SELECT RAISE(ABORT, '{why}'); END;
+"
+                )
+            }
+        })
+        .collect()
+}
 
 /// Version numbers the store lost: versions `first..=last` committed,
 /// then lost by the database (an asynchronous standby took over, a backup
@@ -147,28 +170,13 @@ CREATE TABLE IF NOT EXISTS lost_versions (
 /// Most version numbers one adoption may record as lost.
 pub const MAX_LOST_VERSIONS: u64 = 10_000;
 
-/// The triggers that keep lost versions as recorded, in SQLite's words.
-const LOST_SQLITE_TRIGGERS: &str = "
-CREATE TRIGGER IF NOT EXISTS lost_versions_no_update BEFORE UPDATE ON lost_versions
-    BEGIN SELECT RAISE(ABORT, 'lost versions are recorded once'); END;
-CREATE TRIGGER IF NOT EXISTS lost_versions_no_delete BEFORE DELETE ON lost_versions
-    BEGIN SELECT RAISE(ABORT, 'lost versions are recorded once'); END;
-";
-
-/// The same in PostgreSQL's words (`rollout_refuse` is in [`PG_TRIGGERS`]).
-const LOST_PG_TRIGGERS: &str = "
-CREATE OR REPLACE TRIGGER lost_versions_no_change BEFORE UPDATE OR DELETE ON lost_versions
-    FOR EACH ROW EXECUTE FUNCTION rollout_refuse('lost versions are recorded once');
-";
-
-/// The same in PostgreSQL's words, and the table PostgreSQL keeps the
-/// schema number in (SQLite keeps it in `user_version`).
+/// What PostgreSQL needs before its triggers: the function they call, and
+/// the table it keeps the schema number in (SQLite keeps it in
+/// `user_version`).
 const PG_TRIGGERS: &str = "
 CREATE TABLE IF NOT EXISTS rollout_schema (schema BIGINT NOT NULL);
 CREATE OR REPLACE FUNCTION rollout_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$;
-CREATE OR REPLACE TRIGGER versions_no_change BEFORE UPDATE OR DELETE ON versions
-    FOR EACH ROW EXECUTE FUNCTION rollout_refuse('versions are immutable');
 ";
 
 /// Tables and indexes written for SQLite, in PostgreSQL's types: one
@@ -722,16 +730,18 @@ fn upgrade(db: &impl Sql, from: i64) -> Result<()> {
         Conn::Sqlite(conn) => {
             if from < 1 {
                 db.batch(SCHEMA)?;
-                db.batch(SQLITE_TRIGGERS)?;
                 db.batch(hooks::HOOK_SCHEMA)?;
-                db.batch(hooks::HOOK_SQLITE_TRIGGERS)?;
+                db.batch(&refusing_changes(
+                    false,
+                    &[VERSIONS_FIXED, hooks::RUNS_FIXED, hooks::RESULTS_FIXED],
+                ))?;
             }
             if from < 2 {
                 db.batch(lease::LEASE_SCHEMA)?;
             }
             if from < 3 {
                 db.batch(LOST_SCHEMA)?;
-                db.batch(LOST_SQLITE_TRIGGERS)?;
+                db.batch(&refusing_changes(false, &[LOST_FIXED]))?;
             }
             Ok(conn.pragma_update(None, "user_version", SCHEMA_VERSION)?)
         }
@@ -740,14 +750,17 @@ fn upgrade(db: &impl Sql, from: i64) -> Result<()> {
                 db.batch(&for_postgres(SCHEMA))?;
                 db.batch(PG_TRIGGERS)?;
                 db.batch(&for_postgres(hooks::HOOK_SCHEMA))?;
-                db.batch(hooks::HOOK_PG_TRIGGERS)?;
+                db.batch(&refusing_changes(
+                    true,
+                    &[VERSIONS_FIXED, hooks::RUNS_FIXED, hooks::RESULTS_FIXED],
+                ))?;
             }
             if from < 2 {
                 db.batch(lease::LEASE_SCHEMA)?;
             }
             if from < 3 {
                 db.batch(LOST_SCHEMA)?;
-                db.batch(LOST_PG_TRIGGERS)?;
+                db.batch(&refusing_changes(true, &[LOST_FIXED]))?;
             }
             db.execute("DELETE FROM rollout_schema", params![])?;
             db.execute(
