@@ -229,20 +229,8 @@ async fn start_edge(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", host.display()))?;
-    let stdout = child.stdout.take().context("edge stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
     // It prints its address once it listens (compiling the component first).
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .context("the edge did not start within 120 s")??
-        .context("the edge exited before listening")?;
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .with_context(|| format!("unexpected first line from rollout-host: {line}"))?
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = listening_url(&mut child, Duration::from_secs(120), "the edge").await?;
     Ok(EdgeProcess { child, url })
 }
 
@@ -306,24 +294,40 @@ async fn start_replica(name: &str, db: &Path, port: u16, dir: &Path) -> anyhow::
         .kill_on_drop(true)
         .spawn()
         .context("starting rollout serve")?;
-    let stdout = child.stdout.take().context("replica stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .with_context(|| format!("replica {name} did not start within 30 s"))??
-        .with_context(|| format!("replica {name} exited before listening"))?;
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .with_context(|| format!("unexpected first line from replica {name}: {line}"))?
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let what = format!("replica {name}");
+    let url = listening_url(&mut child, Duration::from_secs(30), &what).await?;
     Ok(Replica {
         name: name.to_owned(),
         child,
         url,
     })
+}
+
+/// The URL a child we started (`what`) prints as the last word of its
+/// first line once it listens, within `limit`; the rest of its output is
+/// read on in the background so it never blocks on a full pipe.
+async fn listening_url(
+    child: &mut tokio::process::Child,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<String> {
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("{what}: no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(limit, lines.next_line())
+        .await
+        .with_context(|| format!("{what} did not start within {} s", limit.as_secs()))??
+        .with_context(|| format!("{what} exited before listening"))?;
+    let url = line
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .with_context(|| format!("unexpected first line from {what}: {line}"))?
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(url)
 }
 
 pub(crate) async fn run(_: &super::Ctx, args: UpArgs) -> Result<(), Fail> {
