@@ -671,6 +671,17 @@ async fn until_adopted(s: &Setup, version: &serde_json::Value) {
     );
 }
 
+/// The newest audit entry with `action` (null when none), and the whole log.
+async fn audit_entry(control: &Control, action: &str) -> (serde_json::Value, serde_json::Value) {
+    let audit = control.get("/v1/audit").await;
+    let entry = audit["audit"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["action"] == action))
+        .cloned()
+        .unwrap_or_default();
+    (entry, audit)
+}
+
 /// `rollout audit --verify` of the service's store, with `extra`.
 async fn audit_verify(s: &Setup, extra: &[&str]) -> Run {
     let db = s.control.db().to_string_lossy().into_owned();
@@ -704,12 +715,7 @@ async fn versions_the_database_lost_are_adopted_back_from_the_edges() {
     for field in ["digest", "parent", "actor", "reason", "issued_at", "config"] {
         assert_eq!(back[field], v3[field], "{field}: {back} / {v3}");
     }
-    let audit = s.control.get("/v1/audit").await;
-    let entry = audit["audit"]
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["action"] == "adopt"))
-        .cloned()
-        .unwrap_or_default();
+    let (entry, audit) = audit_entry(&s.control, "adopt").await;
     assert!(
         entry["actor"]
             .as_str()
@@ -804,13 +810,8 @@ async fn a_commit_that_reused_a_lost_number_is_not_undone_by_adoption() {
             .is_some_and(|a| a.iter().any(|e| e["action"] == "adopt-refused"))
     })
     .await;
-    let audit = control.get("/v1/audit").await;
+    let (entry, audit) = audit_entry(&control, "adopt-refused").await;
     assert!(refused, "the refusal is in the audit log: {audit}");
-    let entry = audit["audit"]
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["action"] == "adopt-refused"))
-        .cloned()
-        .unwrap_or_default();
     assert!(
         entry["detail"]
             .as_str()
