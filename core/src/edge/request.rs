@@ -376,12 +376,13 @@ impl<'a> Inbound<'a> {
     }
 
     /// Decides where the request goes, from what the store `held`; without
-    /// a usable config, everything goes to `bootstrap` (the edge's old origin
-    /// setting) on old. `mint` is 16 random bytes for a sticky id.
+    /// a usable config, everything goes to what `bootstrap` gives (the
+    /// edge's old origin setting; asked for only then) on old. `mint` is 16
+    /// random bytes for a sticky id.
     pub fn forward(
         &self,
         held: &Held<'_>,
-        bootstrap: Option<&str>,
+        bootstrap: impl FnOnce() -> Option<String>,
         mint: Option<[u8; 16]>,
     ) -> Result<Forward, Answer> {
         // Headers the client named in Connection belong to its hop: gone
@@ -419,8 +420,8 @@ impl<'a> Inbound<'a> {
         let config: Option<(Config, u64)> =
             stored.and_then(|s| Some((s.config_for(&request)?, s.applied().version)));
         let Some((config, version)) = config else {
-            let origin = bootstrap
-                .and_then(|o| Origin::parse(o).ok())
+            let origin = bootstrap()
+                .and_then(|o| Origin::parse(&o).ok())
                 .ok_or_else(|| {
                     Answer::text(
                         502,

@@ -140,7 +140,7 @@ pub fn route(
         Ok(Target::Admin) => (Routed::Admin, None),
         Ok(Target::Proxy(inbound)) => {
             let held = Held::read(stored);
-            let routed = match inbound.forward(&held, bootstrap, mint) {
+            let routed = match inbound.forward(&held, || bootstrap.map(str::to_owned), mint) {
                 Ok(forward) => Routed::Forward(Box::new(forward)),
                 Err(answer) => Routed::Answer(answer.into()),
             };

@@ -22,7 +22,7 @@ use spin_sdk::http::{
 };
 use spin_sdk::key_value::Store;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as keyvalue};
-use wasi::io::streams::OutputStream;
+use wasi::io::streams::{OutputStream, StreamError};
 
 /// Spin variable holding the public key pushes must be signed with.
 const VAR_PUBLIC_KEY: &str = "public_key";
@@ -59,8 +59,9 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             let store = Store::open_default().ok();
             let value = store.as_ref().and_then(|s| s.get(KV_ACTIVE).ok().flatten());
             let held = Held::read(value.as_deref());
-            let bootstrap = spin_sdk::variables::get(VAR_BOOTSTRAP_ORIGIN).ok();
-            let forward = match inbound.forward(&held, bootstrap.as_deref(), random_id()) {
+            // Read only when no config routes the request.
+            let bootstrap = || spin_sdk::variables::get(VAR_BOOTSTRAP_ORIGIN).ok();
+            let forward = match inbound.forward(&held, bootstrap, random_id()) {
                 Ok(forward) => forward,
                 Err(answer) => return reply(out, answer).await,
             };
@@ -294,23 +295,41 @@ async fn relay(forward: &Forward, resp: IncomingResponse, out: ResponseOutparam)
         out.set(response);
         return;
     }
-    let Some(mut sink) = response.body().ok().and_then(BodyOut::new) else {
+    let Ok(sink) = response.body() else {
+        return reply(out, forward.failed("its body cannot be relayed")).await;
+    };
+    let Ok(source) = resp.consume() else {
+        return reply(out, forward.failed("its body is gone")).await;
+    };
+    let (Ok(input), Ok(output)) = (source.stream(), sink.write()) else {
         return reply(out, forward.failed("its body cannot be relayed")).await;
     };
     out.set(response);
-    let mut stream = resp.take_body_stream();
-    while let Some(chunk) = stream.next().await {
-        // An origin body that broke (cut short, malformed framing) leaves the
-        // client's unfinished: the client sees the message cut, not ended.
-        let Ok(chunk) = chunk else {
-            return;
-        };
-        if sink.write(&chunk).await.is_err() {
-            return;
+    // The host moves the bytes (no copy through the guest), waiting for
+    // each side as it must: nothing else of this request runs meanwhile.
+    let relayed = loop {
+        match output.blocking_splice(&input, RELAY_CHUNK) {
+            Ok(_) => {}
+            // The origin's body ended (or the client went away).
+            Err(StreamError::Closed) => break true,
+            // An origin body that broke (cut short, malformed framing)
+            // leaves the client's unfinished: the client sees the message
+            // cut, not ended.
+            Err(StreamError::LastOperationFailed(_)) => break false,
         }
+    };
+    drop(output);
+    drop(input);
+    drop(source);
+    if relayed {
+        let _ = OutgoingBody::finish(sink, None);
     }
-    sink.finish();
+    // Else `sink` is dropped unfinished, which wasi:http takes for a
+    // corrupted body: the host cuts the response.
 }
+
+/// Bytes the host may move per splice of a response body.
+const RELAY_CHUNK: u64 = 64 * 1024;
 
 /// An outgoing body (to an origin or to the client) that ends properly only
 /// when [`BodyOut::finish`]ed. Dropped unfinished, it is aborted: wasi:http

@@ -166,7 +166,7 @@ fn forward(method: &str, target: &str, h: &[(&str, &[u8])]) -> Forward {
     let Ok(Target::Proxy(inbound)) = receive(&raw(method, target, &all)) else {
         panic!("proxied");
     };
-    inbound.forward(&held, None, None).expect("forward")
+    inbound.forward(&held, || None, None).expect("forward")
 }
 
 fn value<'a>(list: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
@@ -297,14 +297,14 @@ fn without_a_config_everything_goes_to_the_bootstrap_origin_or_a_502() {
     };
     for held in [Held::Nothing, Held::Unreadable] {
         let f = inbound
-            .forward(&held, Some("http://boot.test:81"), None)
+            .forward(&held, || Some("http://boot.test:81".to_owned()), None)
             .expect("bootstrap");
         assert_eq!(
             (f.origin.authority().as_str(), f.outcome.version),
             ("boot.test:81", 0)
         );
         let answer = inbound
-            .forward(&held, Some("not a url"), None)
+            .forward(&held, || Some("not a url".to_owned()), None)
             .expect_err("no origin");
         assert_eq!(answer.status, 502);
         assert_eq!(value(&answer.headers, "x-rollout-version"), Some(&b"0"[..]));
@@ -349,7 +349,7 @@ fn only_an_address_is_taken_as_the_client_ip() {
             panic!("proxied");
         };
         let f = inbound
-            .forward(&Held::Nothing, Some("http://boot.test"), None)
+            .forward(&Held::Nothing, || Some("http://boot.test".to_owned()), None)
             .expect("bootstrap");
         assert_eq!(
             value(&f.headers, "x-forwarded-for").map(|v| std::str::from_utf8(v).expect("utf-8")),
