@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use crate::procs::{Child, Origin, Scratch, free_port, spawn_listening, until_ok};
+use crate::procs::{
+    Child, LARGE_BODY, LARGE_PATH, Origin, Scratch, free_port, spawn_listening, until_ok,
+};
 use crate::report::Row;
 use crate::stats::{percentile, secs};
 
@@ -40,14 +42,59 @@ const LOCAL_WASMTIME: &str = "target/bench-tools/bin/wasmtime";
 /// Client load and length of the runs.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// (wrk threads, connections) pairs, each measured on every path. The
-    /// latency budgets are judged at the first, the throughput budgets at
-    /// the last.
-    pub loads: Vec<(u32, u32)>,
+    /// The loads, each measured on every path. The latency budgets are
+    /// judged at the first, the throughput budgets at the last.
+    pub loads: Vec<Load>,
     /// Seconds per wrk run.
     pub seconds: u32,
     /// Rounds per load; in each, every path runs once, in the same order.
     pub rounds: usize,
+    /// The paths to measure; empty for all. Direct always runs: every
+    /// ratio is taken over it.
+    pub only: Vec<Peer>,
+}
+
+/// One client load: wrk's threads and connections, and what the origin
+/// answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// wrk threads.
+    pub threads: u32,
+    /// Connections, each kept alive.
+    pub connections: u32,
+    /// Whether the origin answers with [`LARGE_BODY`] bytes rather than a
+    /// 13-byte body.
+    pub large: bool,
+}
+
+impl Load {
+    /// `threads` and `connections`, small responses.
+    pub const fn small(threads: u32, connections: u32) -> Load {
+        Load {
+            threads,
+            connections,
+            large: false,
+        }
+    }
+
+    /// `threads` and `connections`, responses of [`LARGE_BODY`] bytes.
+    pub const fn large(threads: u32, connections: u32) -> Load {
+        Load {
+            threads,
+            connections,
+            large: true,
+        }
+    }
+
+    fn target(&self) -> &'static str {
+        if self.large { LARGE_PATH } else { "/" }
+    }
+}
+
+impl Plan {
+    fn wants(&self, peer: Peer) -> bool {
+        peer == Peer::Direct || self.only.is_empty() || self.only.contains(&peer)
+    }
 }
 
 /// What the section runs.
@@ -65,6 +112,10 @@ pub struct Peers {
     /// The project's Spin manifest, for `spin up` with the router (when
     /// `spin` is on PATH).
     pub spin_manifest: PathBuf,
+    /// Another build to set beside rollout-host + router, measured in the
+    /// same rounds: (rollout-host binary, router component). For measuring
+    /// a change to the serving path against the build before it.
+    pub baseline: Option<(PathBuf, PathBuf)>,
 }
 
 /// Every request gets its own stickiness key, so both arms see traffic.
@@ -128,12 +179,12 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<WrkRun> {
     }
 }
 
-async fn wrk(
-    script: &Path,
-    url: &str,
-    (threads, connections): (u32, u32),
-    seconds: u32,
-) -> anyhow::Result<WrkRun> {
+async fn wrk(script: &Path, url: &str, load: Load, seconds: u32) -> anyhow::Result<WrkRun> {
+    let Load {
+        threads,
+        connections,
+        ..
+    } = load;
     let out = tokio::process::Command::new("wrk")
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{seconds}s"), "--latency", "-s"])
@@ -467,24 +518,36 @@ fn check_passthrough(path: &Path) -> anyhow::Result<()> {
 }
 
 /// The paths, in the order every round runs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peer {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// Straight to the origin.
     Direct,
+    /// nginx `split_clients`.
     Nginx,
+    /// HAProxy with weighted servers.
     Haproxy,
+    /// rollout-host + router, a runtime per core.
     Host,
+    /// The baseline build (`--baseline-host`, `--baseline-component`).
+    Baseline,
+    /// rollout-host --shared-runtime + router.
     HostShared,
+    /// rollout-host + pass-through.
     HostPass,
+    /// `wasmtime serve` + pass-through.
     WasmtimePass,
+    /// `spin up` + router.
     SpinRouter,
+    /// `spin up` + pass-through.
     SpinPass,
 }
 
-const PEERS: [Peer; 9] = [
+const PEERS: [Peer; 10] = [
     Peer::Direct,
     Peer::Nginx,
     Peer::Haproxy,
     Peer::Host,
+    Peer::Baseline,
     Peer::HostShared,
     Peer::HostPass,
     Peer::WasmtimePass,
@@ -525,7 +588,7 @@ struct Compare {
     throughput: Option<Budget>,
 }
 
-const COMPARE: [Compare; 8] = [
+const COMPARE: [Compare; 9] = [
     Compare {
         what: "rollout-host + router vs nginx",
         a: Peer::Host,
@@ -557,6 +620,14 @@ const COMPARE: [Compare; 8] = [
         kind: Kind::Cost,
         latency: Some(("≤ 10 µs p50", |d| d <= 10e-6)),
         throughput: Some(("≤ 10 % fewer rps", |q| q >= -0.10)),
+    },
+    Compare {
+        what: "rollout-host + router against the baseline build",
+        a: Peer::Host,
+        b: Peer::Baseline,
+        kind: Kind::Cost,
+        latency: None,
+        throughput: None,
     },
     Compare {
         what: "HAProxy vs nginx",
@@ -733,6 +804,7 @@ fn short(peer: Peer) -> &'static str {
         Peer::Nginx => "nginx",
         Peer::Haproxy => "HAProxy",
         Peer::Host | Peer::HostShared | Peer::HostPass => "rollout-host",
+        Peer::Baseline => "the baseline",
         Peer::WasmtimePass => "wasmtime serve",
         Peer::SpinRouter | Peer::SpinPass => "spin up",
     }
@@ -932,103 +1004,128 @@ pub async fn run(peers: &Peers, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         url: Ok(old.url()),
     }];
 
-    let port = free_port()?;
-    let conf = scratch.0.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(&scratch.0, port, &old, &new))?;
-    let nginx = Nginx::start(&scratch.0, &conf)?;
-    let url = format!("http://127.0.0.1:{port}");
-    if let Err(e) = until_ok(&client, &format!("{url}/"), Duration::from_secs(10)).await {
-        let log = std::fs::read_to_string(scratch.0.join("error.log")).unwrap_or_default();
-        return Err(e.context(format!("nginx's error log:\n{log}")));
+    if plan.wants(Peer::Nginx) {
+        let port = free_port()?;
+        let conf = scratch.0.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(&scratch.0, port, &old, &new))?;
+        let nginx = Nginx::start(&scratch.0, &conf)?;
+        let url = format!("http://127.0.0.1:{port}");
+        if let Err(e) = until_ok(&client, &format!("{url}/"), Duration::from_secs(10)).await {
+            let log = std::fs::read_to_string(scratch.0.join("error.log")).unwrap_or_default();
+            return Err(e.context(format!("nginx's error log:\n{log}")));
+        }
+        guards.push(Box::new(nginx));
+        paths.push(HopPath {
+            peer: Peer::Nginx,
+            name: "through nginx split_clients".to_owned(),
+            url: Ok(url),
+        });
     }
-    guards.push(Box::new(nginx));
-    paths.push(HopPath {
-        peer: Peer::Nginx,
-        name: "through nginx split_clients".to_owned(),
-        url: Ok(url),
-    });
 
-    let port = free_port()?;
-    let conf = scratch.0.join("haproxy.cfg");
-    std::fs::write(&conf, haproxy_conf(port, old.addr, new.addr))?;
-    let args = [
-        "-db".to_owned(),
-        "-f".to_owned(),
-        conf.display().to_string(),
-    ];
-    let mut haproxy = Daemon::start(
-        Path::new("haproxy"),
-        &args,
-        &[],
-        scratch.0.join("haproxy.log"),
-    )
-    .context("starting haproxy (scripts/bench.sh installs it with apt-get)")?;
-    let url = format!("http://127.0.0.1:{port}");
-    haproxy
-        .ready(&client, &format!("{url}/"), Duration::from_secs(10))
-        .await
-        .context("HAProxy did not answer")?;
-    guards.push(Box::new(haproxy));
-    paths.push(HopPath {
-        peer: Peer::Haproxy,
-        name: "through HAProxy, hdr(x-user-id) consistent hash, weights 90/10".to_owned(),
-        url: Ok(url),
-    });
+    if plan.wants(Peer::Haproxy) {
+        let port = free_port()?;
+        let conf = scratch.0.join("haproxy.cfg");
+        std::fs::write(&conf, haproxy_conf(port, old.addr, new.addr))?;
+        let args = [
+            "-db".to_owned(),
+            "-f".to_owned(),
+            conf.display().to_string(),
+        ];
+        let mut haproxy = Daemon::start(
+            Path::new("haproxy"),
+            &args,
+            &[],
+            scratch.0.join("haproxy.log"),
+        )
+        .context("starting haproxy (scripts/bench.sh installs it with apt-get)")?;
+        let url = format!("http://127.0.0.1:{port}");
+        haproxy
+            .ready(&client, &format!("{url}/"), Duration::from_secs(10))
+            .await
+            .context("HAProxy did not answer")?;
+        guards.push(Box::new(haproxy));
+        paths.push(HopPath {
+            peer: Peer::Haproxy,
+            name: "through HAProxy, hdr(x-user-id) consistent hash, weights 90/10".to_owned(),
+            url: Ok(url),
+        });
+    }
 
-    for (peer, shared) in [(Peer::Host, false), (Peer::HostShared, true)] {
+    let baseline = peers
+        .baseline
+        .as_ref()
+        .map(|(host, router)| (Peer::Baseline, host, router, false));
+    let ours = [(Peer::Host, false), (Peer::HostShared, true)]
+        .map(|(peer, shared)| (peer, &peers.host_bin, &peers.router, shared));
+    for (peer, host_bin, router, shared) in ours.into_iter().chain(baseline) {
+        if !plan.wants(peer) {
+            continue;
+        }
         let flags = router_flags(&old, &new, shared);
-        let edge = start_host(&peers.host_bin, &peers.router, flags).await?;
+        let edge = start_host(host_bin, router, flags).await?;
         apply_split(&client, edge.addr, &old, &new).await?;
-        let name = if shared {
-            "through rollout-host --shared-runtime + router"
-        } else {
-            "through rollout-host + router"
+        let name = match peer {
+            Peer::HostShared => "through rollout-host --shared-runtime + router".to_owned(),
+            Peer::Baseline => format!(
+                "through the baseline {} + {}",
+                host_bin.display(),
+                router.display()
+            ),
+            _ => "through rollout-host + router".to_owned(),
         };
         paths.push(HopPath {
             peer,
-            name: name.to_owned(),
+            name,
             url: Ok(format!("http://{}", edge.addr)),
         });
         guards.push(Box::new(edge));
     }
 
-    let flags = vec![
-        "--env".to_owned(),
-        format!("ORIGIN={}", old.url()),
-        "--allow-outbound".to_owned(),
-        old.url(),
-    ];
-    let edge = start_host(&peers.host_bin, &peers.passthrough, flags).await?;
-    let url = format!("http://{}", edge.addr);
-    until_ok(&client, &format!("{url}/"), Duration::from_secs(10)).await?;
-    guards.push(Box::new(edge));
-    paths.push(HopPath {
-        peer: Peer::HostPass,
-        name: "through rollout-host + pass-through".to_owned(),
-        url: Ok(url),
-    });
+    if plan.wants(Peer::HostPass) {
+        let flags = vec![
+            "--env".to_owned(),
+            format!("ORIGIN={}", old.url()),
+            "--allow-outbound".to_owned(),
+            old.url(),
+        ];
+        let edge = start_host(&peers.host_bin, &peers.passthrough, flags).await?;
+        let url = format!("http://{}", edge.addr);
+        until_ok(&client, &format!("{url}/"), Duration::from_secs(10)).await?;
+        guards.push(Box::new(edge));
+        paths.push(HopPath {
+            peer: Peer::HostPass,
+            name: "through rollout-host + pass-through".to_owned(),
+            url: Ok(url),
+        });
+    }
 
-    let (name, url) = match find_wasmtime(peers.wasmtime.as_deref()) {
-        Err(why) => ("through wasmtime serve + pass-through".to_owned(), Err(why)),
-        Ok(bin) => {
-            let started = start_wasmtime(&client, &bin, &peers.passthrough, &old, &scratch.0).await;
-            let url = optional("wasmtime serve", started).map(|(daemon, url)| {
-                guards.push(Box::new(daemon));
-                url
-            });
-            let name = format!("through wasmtime serve {} + pass-through", version(&bin));
-            (name, url)
-        }
-    };
-    paths.push(HopPath {
-        peer: Peer::WasmtimePass,
-        name,
-        url,
-    });
+    if plan.wants(Peer::WasmtimePass) {
+        let (name, url) = match find_wasmtime(peers.wasmtime.as_deref()) {
+            Err(why) => ("through wasmtime serve + pass-through".to_owned(), Err(why)),
+            Ok(bin) => {
+                let started =
+                    start_wasmtime(&client, &bin, &peers.passthrough, &old, &scratch.0).await;
+                let url = optional("wasmtime serve", started).map(|(daemon, url)| {
+                    guards.push(Box::new(daemon));
+                    url
+                });
+                let name = format!("through wasmtime serve {} + pass-through", version(&bin));
+                (name, url)
+            }
+        };
+        paths.push(HopPath {
+            peer: Peer::WasmtimePass,
+            name,
+            url,
+        });
+    }
 
     let spin = on_path("spin");
     let spin_version = spin.as_deref().map(version).unwrap_or_default();
     for peer in [Peer::SpinRouter, Peer::SpinPass] {
+        if !plan.wants(peer) {
+            continue;
+        }
         let router = peer == Peer::SpinRouter;
         let what = if router { "router" } else { "pass-through" };
         let url = match &spin {
@@ -1086,9 +1183,18 @@ pub async fn run(peers: &Peers, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     std::fs::write(&script, WRK_SCRIPT)?;
     let mut rows = Vec::new();
     for (i, &load) in plan.loads.iter().enumerate() {
-        let (threads, connections) = load;
+        let Load {
+            threads,
+            connections,
+            large,
+        } = load;
+        let body = if large {
+            format!(", {} KiB responses", LARGE_BODY / 1024)
+        } else {
+            String::new()
+        };
         let label = format!(
-            "wrk -t{threads} -c{connections}, {}×{} s",
+            "wrk -t{threads} -c{connections}{body}, {}×{} s",
             plan.rounds, plan.seconds
         );
         let mut runs: Vec<Vec<WrkRun>> = vec![Vec::new(); paths.len()];
@@ -1099,7 +1205,8 @@ pub async fn run(peers: &Peers, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             );
             for (path, runs) in paths.iter().zip(&mut runs) {
                 if let Ok(url) = &path.url {
-                    runs.push(wrk(&script, &format!("{url}/"), load, plan.seconds).await?);
+                    let target = format!("{url}{}", load.target());
+                    runs.push(wrk(&script, &target, load, plan.seconds).await?);
                 }
             }
         }
@@ -1202,6 +1309,7 @@ Transfer/sec:      2.10MB
     fn paths(wasmtime: bool) -> Vec<HopPath> {
         PEERS
             .into_iter()
+            .filter(|peer| *peer != Peer::Baseline)
             .map(|peer| {
                 let absent = match peer {
                     Peer::SpinRouter | Peer::SpinPass => true,

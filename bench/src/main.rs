@@ -43,6 +43,23 @@ struct Args {
     /// Also write the table (Markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The edge hop's paths to measure (default: all; `direct` always runs).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    hop_paths: Vec<hop::Peer>,
+    /// Rounds per load in the edge hop (default 5).
+    #[arg(long, default_value_t = 5)]
+    hop_rounds: usize,
+    /// Seconds per wrk run in the edge hop (default 3).
+    #[arg(long, default_value_t = 3)]
+    hop_seconds: u32,
+    /// A rollout-host binary to measure beside this one in the edge hop
+    /// (path `baseline`), running `--baseline-component` or the router.
+    #[arg(long)]
+    baseline_host: Option<PathBuf>,
+    /// A router component to measure beside this one in the edge hop
+    /// (path `baseline`), on `--baseline-host` or this rollout-host.
+    #[arg(long)]
+    baseline_component: Option<PathBuf>,
     /// Sections to run (default: all).
     #[arg(value_enum)]
     sections: Vec<Section>,
@@ -101,17 +118,25 @@ async fn main() -> anyhow::Result<()> {
             Section::Hop => {
                 let plan = if args.smoke {
                     hop::Plan {
-                        loads: vec![(1, 4)],
+                        loads: vec![hop::Load::small(1, 4), hop::Load::large(1, 4)],
                         seconds: 1,
                         rounds: 1,
+                        only: args.hop_paths.clone(),
                     }
                 } else {
-                    // 2 loads × 5 rounds × up to 9 paths × 3 s: 4.5 min of
-                    // wrk with Spin installed, 3.5 min without.
+                    // 3 loads × 5 rounds × up to 9 paths × 3 s: 7 min of
+                    // wrk with Spin installed, 5 min without.
                     hop::Plan {
-                        loads: vec![(1, 1), (2, 32)],
-                        seconds: 3,
-                        rounds: 5,
+                        // Budgets: latency at the first, throughput at the
+                        // last; the large responses in between have none.
+                        loads: vec![
+                            hop::Load::small(1, 1),
+                            hop::Load::large(2, 32),
+                            hop::Load::small(2, 32),
+                        ],
+                        seconds: args.hop_seconds,
+                        rounds: args.hop_rounds,
+                        only: args.hop_paths.clone(),
                     }
                 };
                 let peers = hop::Peers {
@@ -120,6 +145,12 @@ async fn main() -> anyhow::Result<()> {
                     passthrough: args.passthrough.clone(),
                     wasmtime: args.wasmtime.clone(),
                     spin_manifest: PathBuf::from("spin.toml"),
+                    baseline: (args.baseline_host.is_some() || args.baseline_component.is_some())
+                        .then(|| {
+                            let host = args.baseline_host.clone().unwrap_or(host_bin.clone());
+                            let router = args.baseline_component.clone();
+                            (host, router.unwrap_or(args.component.clone()))
+                        }),
                 };
                 hop::run(&peers, &plan).await?
             }

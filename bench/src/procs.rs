@@ -25,6 +25,14 @@ impl Drop for Origin {
     }
 }
 
+/// The path an [`Origin`] answers with [`LARGE_BODY`] bytes; every other
+/// path gets `hello, world\n`.
+pub const LARGE_PATH: &str = "/large";
+
+/// Bytes of an [`Origin`]'s large response: a page with its assets inline,
+/// or a JSON listing.
+pub const LARGE_BODY: usize = 64 * 1024;
+
 impl Origin {
     /// Starts one; `name` is sent back in `x-origin`.
     pub async fn start(name: &'static str) -> anyhow::Result<Origin> {
@@ -38,9 +46,13 @@ impl Origin {
                 };
                 let _ = tcp.set_nodelay(true);
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| async move {
-                        let mut resp =
-                            hyper::Response::new(Full::new(Bytes::from_static(b"hello, world\n")));
+                    let service = hyper::service::service_fn(move |req| async move {
+                        let body = if req.uri().path() == LARGE_PATH {
+                            Bytes::from_static(&[b'x'; LARGE_BODY])
+                        } else {
+                            Bytes::from_static(b"hello, world\n")
+                        };
+                        let mut resp = hyper::Response::new(Full::new(body));
                         resp.headers_mut()
                             .insert("x-origin", hyper::header::HeaderValue::from_static(name));
                         Ok::<_, std::convert::Infallible>(resp)
