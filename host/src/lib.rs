@@ -95,6 +95,7 @@ fn engine() -> anyhow::Result<Engine> {
         .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    profiler(&mut config);
     match Engine::new(&config) {
         Ok(engine) => Ok(engine),
         Err(pooled) => {
@@ -104,6 +105,27 @@ fn engine() -> anyhow::Result<Engine> {
         }
     }
 }
+
+/// With the `profiling` feature, `ROLLOUT_HOST_PROFILER=perfmap` (or
+/// `jitdump`, `vtune`) tells wasmtime to describe the code it compiles to
+/// that profiler, so `perf` names the guest's functions.
+#[cfg(feature = "profiling")]
+fn profiler(config: &mut Config) {
+    let strategy = match std::env::var("ROLLOUT_HOST_PROFILER").as_deref() {
+        Ok("perfmap") => wasmtime::ProfilingStrategy::PerfMap,
+        Ok("jitdump") => wasmtime::ProfilingStrategy::JitDump,
+        Ok("vtune") => wasmtime::ProfilingStrategy::VTune,
+        Ok(other) => {
+            tracing::warn!("ROLLOUT_HOST_PROFILER={other:?} is none of perfmap, jitdump, vtune");
+            return;
+        }
+        Err(_) => return,
+    };
+    config.profiler(strategy);
+}
+
+#[cfg(not(feature = "profiling"))]
+fn profiler(_: &mut Config) {}
 
 /// Compiles the component at `path` and links everything this host provides
 /// (WASI, wasi:http, Spin's key-value and variables, wasi:keyvalue) against it.
