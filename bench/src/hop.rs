@@ -43,7 +43,8 @@ const LOCAL_WASMTIME: &str = "target/bench-tools/bin/wasmtime";
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The loads, each measured on every path. The latency budgets are
-    /// judged at the first, the throughput budgets at the last.
+    /// judged at the first with small responses, the throughput budgets at
+    /// the last with small responses.
     pub loads: Vec<Load>,
     /// Seconds per wrk run.
     pub seconds: u32,
@@ -92,6 +93,18 @@ impl Load {
 }
 
 impl Plan {
+    /// The load the latency budgets are judged at: the first with small
+    /// responses.
+    fn latency_load(&self) -> Option<usize> {
+        self.loads.iter().position(|l| !l.large)
+    }
+
+    /// The load the throughput budgets are judged at: the last with small
+    /// responses.
+    fn throughput_load(&self) -> Option<usize> {
+        self.loads.iter().rposition(|l| !l.large)
+    }
+
     fn wants(&self, peer: Peer) -> bool {
         peer == Peer::Direct || self.only.is_empty() || self.only.contains(&peer)
     }
@@ -228,6 +241,10 @@ http {{
       proxy_pass http://$arm;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      # Room for a 64 KiB response in memory (the default 8 x 4 KiB would
+      # spill it to a temporary file).
+      proxy_buffer_size 16k;
+      proxy_buffers 8 16k;
       add_header x-rollout-arm $arm;
     }}
   }}
@@ -856,6 +873,13 @@ fn load_rows(
         .collect();
         let what = format!("{} ({label})", c.what);
         let (Some(a), Some(b)) = (index(c.a), index(c.b)) else {
+            // A path left out by --hop-paths: a budget says it has no
+            // verdict, as for a tool that is not installed.
+            if !budgets.is_empty() {
+                let target: Vec<&str> = budgets.iter().map(|(b, _)| b.0).collect();
+                let why = "left out (--hop-paths)".to_owned();
+                rows.push(Row::unmeasured(SECTION, what, why, target.join("; ")));
+            }
             continue;
         };
         let unmeasured = [&paths[a], &paths[b]].into_iter().find_map(|p| {
@@ -988,6 +1012,20 @@ fn optional<T>(tool: &str, started: anyhow::Result<T>) -> Result<T, String> {
         eprintln!("rollout-bench: hop: {tool} not measured: {e:#}");
         one_line(&format!("{tool} did not start: {e} (its log is on stderr)"))
     })
+}
+
+/// The order the paths run in one round: always the same, except that the
+/// baseline build runs before this one in every other round, so neither of
+/// the two builds a change is judged by always follows the other.
+fn round_order(paths: &[HopPath], round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    let at = |peer: Peer| paths.iter().position(|p| p.peer == peer);
+    if round.is_multiple_of(2)
+        && let (Some(host), Some(baseline)) = (at(Peer::Host), at(Peer::Baseline))
+    {
+        order.swap(host, baseline);
+    }
+    order
 }
 
 /// Starts every path whose tool is there, then runs the rounds.
@@ -1203,15 +1241,20 @@ pub async fn run(peers: &Peers, plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 "rollout-bench: hop: {label}: round {round} of {}",
                 plan.rounds
             );
-            for (path, runs) in paths.iter().zip(&mut runs) {
-                if let Ok(url) = &path.url {
+            for i in round_order(&paths, round) {
+                if let Ok(url) = &paths[i].url {
                     let target = format!("{url}{}", load.target());
-                    runs.push(wrk(&script, &target, load, plan.seconds).await?);
+                    runs[i].push(wrk(&script, &target, load, plan.seconds).await?);
                 }
             }
         }
-        let (first, last) = (i == 0, i + 1 == plan.loads.len());
-        rows.extend(load_rows(&paths, &runs, &label, first, last));
+        rows.extend(load_rows(
+            &paths,
+            &runs,
+            &label,
+            Some(i) == plan.latency_load(),
+            Some(i) == plan.throughput_load(),
+        ));
     }
     drop(guards);
     Ok(rows)
@@ -1398,6 +1441,87 @@ Transfer/sec:      2.10MB
             Some("added p50 ≤ 2× nginx's; rps ≥ 0.5× nginx's")
         );
         assert_eq!(host.met, Some(true));
+    }
+
+    #[test]
+    fn budgets_are_judged_on_small_responses_only() {
+        let plan = |loads: Vec<Load>| Plan {
+            loads,
+            seconds: 1,
+            rounds: 1,
+            only: Vec::new(),
+        };
+        let full = plan(vec![
+            Load::small(1, 1),
+            Load::large(2, 32),
+            Load::small(2, 32),
+        ]);
+        assert_eq!(
+            (full.latency_load(), full.throughput_load()),
+            (Some(0), Some(2))
+        );
+        let ends_large = plan(vec![
+            Load::large(1, 4),
+            Load::small(1, 4),
+            Load::large(1, 4),
+        ]);
+        assert_eq!(
+            (ends_large.latency_load(), ends_large.throughput_load()),
+            (Some(1), Some(1))
+        );
+        let only_large = plan(vec![Load::large(1, 4)]);
+        assert_eq!(
+            (only_large.latency_load(), only_large.throughput_load()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn the_baseline_and_this_build_swap_places_every_other_round() {
+        let mut paths = paths(true);
+        paths.insert(
+            4,
+            HopPath {
+                peer: Peer::Baseline,
+                name: "Baseline".to_owned(),
+                url: Ok("http://127.0.0.1:1".to_owned()),
+            },
+        );
+        let (host, baseline) = (3, 4);
+        assert_eq!(
+            (paths[host].peer, paths[baseline].peer),
+            (Peer::Host, Peer::Baseline)
+        );
+        let odd = round_order(&paths, 1);
+        let even = round_order(&paths, 2);
+        assert_eq!(odd, (0..paths.len()).collect::<Vec<_>>());
+        let position = |order: &[usize], i: usize| order.iter().position(|&j| j == i);
+        assert!(position(&odd, host) < position(&odd, baseline));
+        assert!(position(&even, baseline) < position(&even, host));
+        assert_eq!(even.len(), paths.len());
+        // Without a baseline every round runs in the one order.
+        paths.remove(baseline);
+        assert_eq!(round_order(&paths, 2), (0..paths.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_budgeted_comparison_whose_path_was_left_out_says_so() {
+        let paths: Vec<HopPath> = paths(true)
+            .into_iter()
+            .filter(|p| p.peer != Peer::Nginx)
+            .collect();
+        let runs = runs(&paths);
+        let rows = load_rows(&paths, &runs, "unloaded", true, false);
+        let host = row(&rows, "rollout-host + router vs nginx");
+        assert_eq!(host.met, None);
+        assert!(
+            host.figure.contains("left out (--hop-paths)"),
+            "{}",
+            host.figure
+        );
+        assert_eq!(host.target.as_deref(), Some("added p50 ≤ 2× nginx's"));
+        // Unbudgeted comparisons with a missing path are simply absent.
+        assert!(!rows.iter().any(|r| r.what.starts_with("HAProxy vs nginx")));
     }
 
     #[test]

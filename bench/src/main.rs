@@ -46,11 +46,11 @@ struct Args {
     /// The edge hop's paths to measure (default: all; `direct` always runs).
     #[arg(long, value_enum, value_delimiter = ',')]
     hop_paths: Vec<hop::Peer>,
-    /// Rounds per load in the edge hop (default 5).
-    #[arg(long, default_value_t = 5)]
-    hop_rounds: usize,
-    /// Seconds per wrk run in the edge hop (default 3).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per load in the edge hop (default 5; --smoke runs 1).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    hop_rounds: u64,
+    /// Seconds per wrk run in the edge hop (default 3; --smoke runs 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     hop_seconds: u32,
     /// A rollout-host binary to measure beside this one in the edge hop
     /// (path `baseline`), running `--baseline-component` or the router.
@@ -81,6 +81,18 @@ enum Section {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let baseline_given = args.baseline_host.is_some() || args.baseline_component.is_some();
+    let baseline_named = args.hop_paths.contains(&hop::Peer::Baseline);
+    if baseline_given && !args.hop_paths.is_empty() && !baseline_named {
+        anyhow::bail!(
+            "--baseline-host/--baseline-component given, but --hop-paths leaves out baseline"
+        );
+    }
+    if baseline_named && !baseline_given {
+        anyhow::bail!(
+            "--hop-paths names baseline: give --baseline-host and/or --baseline-component"
+        );
+    }
     let sections = if args.sections.is_empty() {
         Section::value_variants().to_vec()
     } else {
@@ -135,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
                             hop::Load::small(2, 32),
                         ],
                         seconds: args.hop_seconds,
-                        rounds: args.hop_rounds,
+                        rounds: usize::try_from(args.hop_rounds)?,
                         only: args.hop_paths.clone(),
                     }
                 };

@@ -101,7 +101,9 @@ fn engine() -> anyhow::Result<Engine> {
         Err(pooled) => {
             // Some sandboxes cap virtual address space; run unpooled there.
             tracing::warn!("pooling allocator unavailable ({pooled}); instantiating on demand");
-            Engine::new(&Config::new()).map_err(anyhow::Error::from)
+            let mut unpooled = Config::new();
+            profiler(&mut unpooled);
+            Engine::new(&unpooled).map_err(anyhow::Error::from)
         }
     }
 }
@@ -125,7 +127,13 @@ fn profiler(config: &mut Config) {
 }
 
 #[cfg(not(feature = "profiling"))]
-fn profiler(_: &mut Config) {}
+fn profiler(_: &mut Config) {
+    if std::env::var_os("ROLLOUT_HOST_PROFILER").is_some() {
+        tracing::warn!(
+            "ROLLOUT_HOST_PROFILER is ignored: this rollout-host was built without the `profiling` feature"
+        );
+    }
+}
 
 /// Compiles the component at `path` and links everything this host provides
 /// (WASI, wasi:http, Spin's key-value and variables, wasi:keyvalue) against it.

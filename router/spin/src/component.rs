@@ -331,7 +331,7 @@ async fn relay(forward: &Forward, resp: IncomingResponse, out: ResponseOutparam)
 /// Bytes the host may move per splice of a response body.
 const RELAY_CHUNK: u64 = 64 * 1024;
 
-/// An outgoing body (to an origin or to the client) that ends properly only
+/// An outgoing body (a request body to an origin) that ends properly only
 /// when [`BodyOut::finish`]ed. Dropped unfinished, it is aborted: wasi:http
 /// treats an outgoing-body dropped without `finish` as corrupted, and the
 /// host then cuts the message (wasmtime-wasi-http hands hyper a body error;
