@@ -271,7 +271,7 @@ fuzz_target!(|data: &[u8]| {
     }
     for held in &helds {
         for bootstrap in [Some("http://bootstrap.internal:8080"), None] {
-            match inbound.forward(held, bootstrap, input.mint()) {
+            match inbound.forward(held, || bootstrap.map(str::to_owned), input.mint()) {
                 Ok(forward) => check_forward(&forward, &input, input_clean),
                 Err(answer) => check_answer(&answer),
             }

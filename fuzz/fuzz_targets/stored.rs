@@ -47,7 +47,9 @@ fn forward_all(held: &Held<'_>) {
             panic!("the fixed requests are proxied");
         };
         for bootstrap in [Some("http://old.internal"), None] {
-            if let Ok(forward) = inbound.forward(held, bootstrap, Some([3; 16])) {
+            if let Ok(forward) =
+                inbound.forward(held, || bootstrap.map(str::to_owned), Some([3; 16]))
+            {
                 let _ = forward.after(Ok(503), true);
                 let _ = forward.response_headers(&headers);
             }
