@@ -353,7 +353,13 @@ mod tests {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        HostState::new(edge, None, None, &[])
+        HostState::new(
+            edge,
+            None,
+            None,
+            &[],
+            crate::Limits::default().origin_body_timeout,
+        )
     }
 
     fn borrow(bucket: &Resource<Bucket>) -> Resource<Bucket> {

@@ -257,7 +257,10 @@ impl KernelComponent {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None, &[]));
+        let mut store = Store::new(
+            self.pre.engine(),
+            HostState::new(edge, None, None, &[], Limits::default().origin_body_timeout),
+        );
         let exports = self.pre.instantiate_async(&mut store).await?;
         Ok(Kernel { store, exports })
     }
@@ -345,7 +348,10 @@ impl Runtime {
             variables: HashMap::new(),
             allow: AllowList::default(),
         });
-        let mut store = Store::new(self.pre.engine(), HostState::new(edge, None, None, &[]));
+        let mut store = Store::new(
+            self.pre.engine(),
+            HostState::new(edge, None, None, &[], Limits::default().origin_body_timeout),
+        );
         self.pre.instantiate_async(&mut store).await?;
         Ok(())
     }
@@ -388,9 +394,10 @@ impl HostState {
         pool: Option<outbound::Pool>,
         metrics: Option<Arc<Metrics>>,
         env: &[(String, String)],
+        origin_body_timeout: std::time::Duration,
     ) -> HostState {
         let instance = integrity::Instance::default();
-        let mut hooks = outbound::Hooks::new(edge.clone(), pool, metrics);
+        let mut hooks = outbound::Hooks::new(edge.clone(), pool, metrics, origin_body_timeout);
         hooks.guard_bodies(instance.clone());
         HostState {
             _ended: instance.guard(),
@@ -814,6 +821,7 @@ impl Site {
             Some(self.pool.clone()),
             self.metrics.clone(),
             &self.runtime.env,
+            self.gate.limits().origin_body_timeout,
         );
         Store::new(self.runtime.pre.engine(), state)
     }

@@ -87,6 +87,11 @@ pub struct Limits {
     /// The `retry-after` sent with every `503` from these limits (whole
     /// seconds, at least 1). Default 1 s.
     pub retry_after: Duration,
+    /// Longest wait for the next part of an origin's response body. Past
+    /// it the body fails: the client's response is cut (never ended as if
+    /// complete), the origin connection is closed, and the instance is
+    /// free again. Default 60 s.
+    pub origin_body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -100,6 +105,7 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             buffer_body_bytes: rollout_core::edge::request::REPLAY_LIMIT,
             retry_after: Duration::from_secs(1),
+            origin_body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -155,6 +161,7 @@ impl Gate {
         limits.header_timeout = limits.header_timeout.min(MAX_TIMEOUT);
         limits.body_timeout = limits.body_timeout.min(MAX_TIMEOUT);
         limits.retry_after = limits.retry_after.min(MAX_TIMEOUT);
+        limits.origin_body_timeout = limits.origin_body_timeout.min(MAX_TIMEOUT);
         if limits.max_instances > POOL_INSTANCES as usize {
             tracing::warn!(
                 "max_instances {} is over the pool's {POOL_INSTANCES}; past that, requests get 503",
@@ -302,9 +309,10 @@ fn deadline(after: Duration) -> Instant {
     now.checked_add(after).unwrap_or_else(|| now + MAX_TIMEOUT)
 }
 
-/// A client's request body that fails with a read timeout when the next
-/// frame does not come within `idle` of being asked for. Time the reader
-/// spends not asking (an origin that is slow to take the body) does not
+/// A body (a client's request body, or an origin's response body) that
+/// fails with a read timeout when the next frame does not come within
+/// `idle` of being asked for. Time the reader spends not asking (an origin
+/// slow to take a request body, a client slow to read a response) does not
 /// count. The timeout is an error, never an end: a stalled body must not be
 /// taken for a complete one.
 pub(crate) struct TimedBody {
@@ -317,6 +325,22 @@ pub(crate) struct TimedBody {
     armed: bool,
     /// Set to `true` when the body timed out.
     stalled: watch::Sender<bool>,
+}
+
+impl TimedBody {
+    /// `inner`, failing once a frame takes longer than `idle`; the receiver
+    /// turns `true` when it has.
+    pub(crate) fn new(inner: Incoming, idle: Duration) -> (TimedBody, watch::Receiver<bool>) {
+        let (stalled, rx) = watch::channel(false);
+        let body = TimedBody {
+            inner,
+            idle,
+            timer: None,
+            armed: false,
+            stalled,
+        };
+        (body, rx)
+    }
 }
 
 impl Body for TimedBody {
@@ -469,14 +493,7 @@ pub(crate) async fn read(
     }
     let limit = limits.buffer_body_bytes as u64;
     let streams = body.size_hint().lower() > limit;
-    let (tx, rx) = watch::channel(false);
-    let mut timed = TimedBody {
-        inner: body,
-        idle: limits.body_timeout,
-        timer: None,
-        armed: false,
-        stalled: tx,
-    };
+    let (mut timed, rx) = TimedBody::new(body, limits.body_timeout);
     let mut held = BytesMut::new();
     let mut trailers = None;
     if !streams {

@@ -104,6 +104,10 @@ struct LimitArgs {
     /// The retry-after of every 503 from these limits (whole seconds).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_after: Duration,
+    /// Longest wait for the next part of an origin's response body; past
+    /// it the client's response is cut and the instance freed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    origin_body_timeout: Duration,
 }
 
 impl LimitArgs {
@@ -117,6 +121,7 @@ impl LimitArgs {
             max_header_bytes: self.max_header_bytes,
             buffer_body_bytes: self.buffer_body_bytes,
             retry_after: self.retry_after,
+            origin_body_timeout: self.origin_body_timeout,
         }
     }
 }

@@ -11,6 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::limits::TimedBody;
 use crate::{Edge, Metrics};
 
 /// Origins the component may call: `scheme://host:port` entries, or `*` for any.
@@ -80,8 +81,6 @@ pub(crate) type Pool = Client<HttpConnector, WasiBody>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for an origin's response head.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long to wait between response body frames.
-const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) fn pool() -> Pool {
     let mut connector = HttpConnector::new();
@@ -96,6 +95,8 @@ pub(crate) struct Hooks {
     edge: Arc<Edge>,
     pool: Option<Pool>,
     metrics: Option<Arc<Metrics>>,
+    /// How long an origin's response body may pause between frames.
+    between_bytes: Duration,
     /// Set once a request leaves for an origin, when the host watches for it.
     sent: Option<Arc<AtomicBool>>,
     /// The instance writing request bodies: one it fails part-way never ends.
@@ -104,12 +105,19 @@ pub(crate) struct Hooks {
 
 impl Hooks {
     /// Hooks for one request; without a pool every request opens its own
-    /// connection, without metrics none is timed.
-    pub(crate) fn new(edge: Arc<Edge>, pool: Option<Pool>, metrics: Option<Arc<Metrics>>) -> Hooks {
+    /// connection, without metrics none is timed. An origin's response body
+    /// that pauses longer than `between_bytes` fails.
+    pub(crate) fn new(
+        edge: Arc<Edge>,
+        pool: Option<Pool>,
+        metrics: Option<Arc<Metrics>>,
+        between_bytes: Duration,
+    ) -> Hooks {
         Hooks {
             edge,
             pool,
             metrics,
+            between_bytes,
             sent: None,
             instance: None,
         }
@@ -194,7 +202,7 @@ impl WasiHttpHooks for Hooks {
         let options = options.unwrap_or(RequestOptions {
             connect_timeout: Some(CONNECT_TIMEOUT),
             first_byte_timeout: Some(FIRST_BYTE_TIMEOUT),
-            between_bytes_timeout: Some(BETWEEN_BYTES_TIMEOUT),
+            between_bytes_timeout: Some(self.between_bytes),
         });
         if let Some(pool) = self
             .pool
@@ -203,6 +211,7 @@ impl WasiHttpHooks for Hooks {
         {
             let pool = pool.clone();
             let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
+            let between_bytes = options.between_bytes_timeout.unwrap_or(self.between_bytes);
             return Box::new(async move {
                 let sent = tokio::time::timeout(first_byte, pool.request(request)).await;
                 let coded = matches!(&sent, Ok(Ok(resp)) if coded_beyond_chunked(resp.headers()));
@@ -217,8 +226,11 @@ impl WasiHttpHooks for Hooks {
                     Ok(Ok(_)) if coded => return Err(wasmtime_wasi_http::Error::HttpProtocolError),
                     Ok(Ok(resp)) => resp,
                 };
+                // An origin that stops sending mid-body would otherwise hold
+                // the instance (and the client) until it closes, which a
+                // dead peer never does.
                 let mut resp =
-                    resp.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                    resp.map(|body| TimedBody::new(body, between_bytes).0.boxed_unsync());
                 crate::drop_connection_named(resp.headers_mut());
                 // The pool drives its connections itself.
                 Ok((resp, Box::new(async { Ok(()) }) as IoFuture))

@@ -1,6 +1,7 @@
 //! rollout-host's limits (`rollout_host::Limits`), each taken to its end with
 //! small settings: the instance cap and its admin reserve, the connection
-//! cap, the header and body timeouts, the header size.
+//! cap, the header and body timeouts, the header size, the origin body
+//! timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,11 @@ async fn limited_edge(
         bootstrap: Some(old.url()),
         allow: vec![old.url(), new.url()],
     };
+    edge_with(setup, limits, metrics).await
+}
+
+/// An edge set up by `setup` under `limits`.
+async fn edge_with(setup: EdgeSetup, limits: Limits, metrics: Option<Arc<Metrics>>) -> RunningEdge {
     RunningEdge::start_with_limits(
         runtime(),
         test_edge(setup, Arc::new(MemoryKv::default())),
@@ -300,6 +306,108 @@ async fn slow_heads_are_cut_and_stalled_bodies_get_408_or_are_cut() {
 
     // And the edge serves on.
     await_status(&quick_client(), edge.addr, 200).await;
+}
+
+/// An origin that answers `/stall` with a head and the first 5 of 100
+/// promised bytes, then sends nothing more and never closes; every other
+/// path gets a whole 200.
+async fn stalling_origin() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            // One request per connection; answered once its head is in.
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if head.starts_with(b"GET /stall ") {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+                    .await;
+                held.push(tcp);
+            } else {
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_body_that_stalls_is_cut_and_frees_its_instance() {
+    let _pool = POOL.read().await;
+    let (origin, _task) = stalling_origin().await;
+    let url = format!("http://{origin}");
+    let setup = EdgeSetup {
+        bootstrap: Some(url.clone()),
+        allow: vec![url],
+    };
+    // One instance for traffic: while the stalled response holds it, every
+    // other request would get 503.
+    let limits = Limits {
+        max_instances: 2,
+        admin_reserved: 1,
+        origin_body_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let edge = edge_with(setup, limits, None).await;
+
+    let mut tcp = send(
+        edge.addr,
+        b"GET /stall HTTP/1.1\r\nhost: edge.test\r\nx-user-id: u\r\n\r\n",
+    )
+    .await;
+    let (got, took) = until_closed(&mut tcp).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("content-length: 100"), "{text}");
+    let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
+    assert_eq!(body, b"hello", "the five bytes sent, then the response cut");
+    assert!(
+        took >= Duration::from_millis(900),
+        "cut after the origin body timeout, not before: {took:?}"
+    );
+
+    // The instance is free again: the next request is served, not shed.
+    let client = quick_client();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let resp = client
+            .get(format!("http://{}/next", edge.addr))
+            .header("x-user-id", "u2")
+            .send()
+            .await
+            .expect("the edge answers");
+        if resp.status() == 200 {
+            assert_eq!(resp.text().await.expect("body"), "ok");
+            break;
+        }
+        assert_eq!(
+            resp.status(),
+            503,
+            "only shed while the instance is torn down"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the stalled request still holds its instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
