@@ -323,21 +323,32 @@ pub(crate) struct TimedBody {
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether `timer` runs for the current wait.
     armed: bool,
-    /// Set to `true` when the body timed out.
-    stalled: watch::Sender<bool>,
+    /// Whether the body timed out.
+    stalled: bool,
+    /// Told when the body times out, for those who watch it.
+    report: Option<watch::Sender<bool>>,
 }
 
 impl TimedBody {
-    /// `inner`, failing once a frame takes longer than `idle`; the receiver
-    /// turns `true` when it has.
-    pub(crate) fn new(inner: Incoming, idle: Duration) -> (TimedBody, watch::Receiver<bool>) {
-        let (stalled, rx) = watch::channel(false);
-        let body = TimedBody {
+    /// `inner`, failing once a frame takes longer than `idle`.
+    pub(crate) fn new(inner: Incoming, idle: Duration) -> TimedBody {
+        TimedBody {
             inner,
             idle,
             timer: None,
             armed: false,
-            stalled,
+            stalled: false,
+            report: None,
+        }
+    }
+
+    /// [`TimedBody::new`], with a receiver that turns `true` when the body
+    /// has timed out.
+    fn watched(inner: Incoming, idle: Duration) -> (TimedBody, watch::Receiver<bool>) {
+        let (report, rx) = watch::channel(false);
+        let body = TimedBody {
+            report: Some(report),
+            ..TimedBody::new(inner, idle)
         };
         (body, rx)
     }
@@ -352,7 +363,7 @@ impl Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        if *this.stalled.borrow() {
+        if this.stalled {
             return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
         }
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
@@ -372,14 +383,17 @@ impl Body for TimedBody {
         };
         this.armed = true;
         if timer.as_mut().poll(cx).is_ready() {
-            this.stalled.send_replace(true);
+            this.stalled = true;
+            if let Some(report) = &this.report {
+                report.send_replace(true);
+            }
             return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
         }
         Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        !*self.stalled.borrow() && self.inner.is_end_stream()
+        !self.stalled && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -493,7 +507,7 @@ pub(crate) async fn read(
     }
     let limit = limits.buffer_body_bytes as u64;
     let streams = body.size_hint().lower() > limit;
-    let (mut timed, rx) = TimedBody::new(body, limits.body_timeout);
+    let (mut timed, rx) = TimedBody::watched(body, limits.body_timeout);
     let mut held = BytesMut::new();
     let mut trailers = None;
     if !streams {
@@ -517,7 +531,7 @@ pub(crate) async fn read(
                     Err(frame) => trailers = frame.into_trailers().ok(),
                 },
                 Some(Err(e)) => {
-                    return Err(if *timed.stalled.borrow() {
+                    return Err(if timed.stalled {
                         Unread::Stalled
                     } else {
                         Unread::Broken(e)

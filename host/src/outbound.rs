@@ -229,8 +229,7 @@ impl WasiHttpHooks for Hooks {
                 // An origin that stops sending mid-body would otherwise hold
                 // the instance (and the client) until it closes, which a
                 // dead peer never does.
-                let mut resp =
-                    resp.map(|body| TimedBody::new(body, between_bytes).0.boxed_unsync());
+                let mut resp = resp.map(|body| TimedBody::new(body, between_bytes).boxed_unsync());
                 crate::drop_connection_named(resp.headers_mut());
                 // The pool drives its connections itself.
                 Ok((resp, Box::new(async { Ok(()) }) as IoFuture))

@@ -309,40 +309,43 @@ async fn slow_heads_are_cut_and_stalled_bodies_get_408_or_are_cut() {
 }
 
 /// An origin that answers `/stall` with a head and the first 5 of 100
-/// promised bytes, then sends nothing more and never closes; every other
-/// path gets a whole 200.
+/// promised bytes, and `/stall-chunked` with a chunked head and one chunk of
+/// 5 bytes, then sends nothing more and never closes; every other path gets
+/// a whole 200.
 async fn stalling_origin() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            // One request per connection; answered once its head is in.
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match tcp.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                // One request per connection, answered once its head is in.
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
                 }
-            }
-            if head.starts_with(b"GET /stall ") {
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
-                    .await;
-                held.push(tcp);
-            } else {
-                let _ = tcp
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-            }
+                let (answer, stall): (&[u8], bool) = if head.starts_with(b"GET /stall ") {
+                    (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello", true)
+                } else if head.starts_with(b"GET /stall-chunked ") {
+                    let chunked =
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                    (chunked, true)
+                } else {
+                    let whole =
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                    (whole, false)
+                };
+                let _ = tcp.write_all(answer).await;
+                if stall {
+                    // Holds the connection open, silent, until the test ends.
+                    std::future::pending::<()>().await;
+                }
+            });
         }
     });
     (addr, task)
@@ -367,21 +370,27 @@ async fn an_origin_body_that_stalls_is_cut_and_frees_its_instance() {
     };
     let edge = edge_with(setup, limits, None).await;
 
-    let mut tcp = send(
-        edge.addr,
-        b"GET /stall HTTP/1.1\r\nhost: edge.test\r\nx-user-id: u\r\n\r\n",
-    )
-    .await;
-    let (got, took) = until_closed(&mut tcp).await;
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("content-length: 100"), "{text}");
-    let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
-    assert_eq!(body, b"hello", "the five bytes sent, then the response cut");
-    assert!(
-        took >= Duration::from_millis(900),
-        "cut after the origin body timeout, not before: {took:?}"
-    );
+    // Content-Length, and chunked: either way the client gets what the
+    // origin sent and then a cut, never an ended message.
+    for (path, sent) in [
+        ("/stall", &b"hello"[..]),
+        ("/stall-chunked", &b"5\r\nhello\r\n"[..]),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: edge.test\r\nx-user-id: u\r\n\r\n");
+        let mut tcp = send(edge.addr, request.as_bytes()).await;
+        let (got, took) = until_closed(&mut tcp).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+        let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
+        assert_eq!(
+            body, sent,
+            "{path}: what the origin sent, then the response cut"
+        );
+        assert!(
+            took >= Duration::from_millis(900),
+            "{path}: cut after the origin body timeout, not before: {took:?}"
+        );
+    }
 
     // The instance is free again: the next request is served, not shed.
     let client = quick_client();
