@@ -102,14 +102,15 @@ pub fn forwarded_headers(
         None => value,
     };
     let mut out = Vec::with_capacity(4);
-    let mut element = String::new();
+    // Built in place (no string per part): this runs on every request.
+    let mut element = String::with_capacity(64);
     if let Some(ip) = hop.client_ip {
         out.push(("x-forwarded-for", append(existing_xff, ip.to_owned())));
         // RFC 7239 §6: IPv6 addresses are bracketed and the value quoted.
         if ip.contains(':') {
-            element.push_str(&format!("for=\"[{ip}]\";"));
+            element.extend(["for=\"[", ip, "]\";"]);
         } else {
-            element.push_str(&format!("for={ip};"));
+            element.extend(["for=", ip, ";"]);
         }
     }
     let host_token = hop
@@ -117,11 +118,13 @@ pub fn forwarded_headers(
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     if host_token {
-        element.push_str(&format!("host={};", hop.host));
+        element.extend(["host=", hop.host, ";"]);
     } else {
-        element.push_str(&format!("host=\"{}\";", hop.host.replace(['"', '\\'], "")));
+        element.push_str("host=\"");
+        element.extend(hop.host.chars().filter(|c| !matches!(c, '"' | '\\')));
+        element.push_str("\";");
     }
-    element.push_str(&format!("proto={}", hop.proto));
+    element.extend(["proto=", hop.proto]);
     out.push(("forwarded", append(existing_forwarded, element)));
     out.push(("x-forwarded-host", hop.host.to_owned()));
     out.push(("x-forwarded-proto", hop.proto.to_owned()));
@@ -164,13 +167,21 @@ fn joined<V: AsRef<[u8]>>(headers: &[(String, V)], name: &str) -> Option<String>
 
 /// `headers` without the ones its `Connection` header names (RFC 9110
 /// §7.6.1): they describe the hop the message came on, not the message.
-pub fn without_connection_named<V: AsRef<[u8]> + Clone>(headers: &[(String, V)]) -> HeaderList<V> {
+/// Borrowed when it names none (almost every request): nothing is copied.
+pub fn without_connection_named<V: AsRef<[u8]> + Clone>(
+    headers: &[(String, V)],
+) -> Cow<'_, [(String, V)]> {
     let filter = connection_filter(headers);
-    headers
-        .iter()
-        .filter(|(n, _)| !filter.named.iter().any(|x| x.eq_ignore_ascii_case(n)))
-        .cloned()
-        .collect()
+    if filter.named.is_empty() {
+        return Cow::Borrowed(headers);
+    }
+    Cow::Owned(
+        headers
+            .iter()
+            .filter(|(n, _)| !filter.named.iter().any(|x| x.eq_ignore_ascii_case(n)))
+            .cloned()
+            .collect(),
+    )
 }
 
 /// The filter for a message with `headers`, honouring its `Connection` header.
