@@ -45,7 +45,7 @@ export ROLLOUT_CRASH_EDGE_KILLS ROLLOUT_CRASH_CONTROL_KILLS ROLLOUT_CRASH_FANOUT
 # The loops start the rollout-host binary with the released edge component,
 # and the rollout binary.
 cargo build --locked --release --target wasm32-wasip2 -p rollout-router
-cargo build --locked -p rollout-host
+cargo build --locked -p rollout-host -p rollout-control
 cargo test --locked -p rollout-control --test crash --no-run
 
 failed=0
