@@ -167,21 +167,18 @@ fn joined<V: AsRef<[u8]>>(headers: &[(String, V)], name: &str) -> Option<String>
 
 /// `headers` without the ones its `Connection` header names (RFC 9110
 /// §7.6.1): they describe the hop the message came on, not the message.
-/// Borrowed when it names none (almost every request): nothing is copied.
+/// Borrowed when none of the headers it names is there (almost every
+/// request: `Connection: keep-alive` rarely comes with a `Keep-Alive`
+/// header): nothing is copied.
 pub fn without_connection_named<V: AsRef<[u8]> + Clone>(
     headers: &[(String, V)],
 ) -> Cow<'_, [(String, V)]> {
     let filter = connection_filter(headers);
-    if filter.named.is_empty() {
+    let named = |n: &str| filter.named.iter().any(|x| x.eq_ignore_ascii_case(n));
+    if !headers.iter().any(|(n, _)| named(n)) {
         return Cow::Borrowed(headers);
     }
-    Cow::Owned(
-        headers
-            .iter()
-            .filter(|(n, _)| !filter.named.iter().any(|x| x.eq_ignore_ascii_case(n)))
-            .cloned()
-            .collect(),
-    )
+    Cow::Owned(headers.iter().filter(|(n, _)| !named(n)).cloned().collect())
 }
 
 /// The filter for a message with `headers`, honouring its `Connection` header.

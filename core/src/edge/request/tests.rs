@@ -445,6 +445,14 @@ fn headers_named_in_connection_are_gone_before_the_decision() {
         Some(&b"192.0.2.1"[..])
     );
     assert_eq!(value(&f.headers, "x-user-id"), None);
+    // Naming only headers that are not there takes nothing away.
+    let f = forward(
+        "GET",
+        "/flaky/x",
+        &[("connection", b"keep-alive"), ("x-user-id", b"u")],
+    );
+    assert_eq!(f.outcome.arm, Arm::New, "keyed, new_weight 100");
+    assert_eq!(value(&f.headers, "x-user-id"), Some(&b"u"[..]));
 }
 
 #[test]
