@@ -46,14 +46,16 @@ export ROLLOUT_CRASH_EDGE_KILLS ROLLOUT_CRASH_CONTROL_KILLS ROLLOUT_CRASH_FANOUT
 # and the rollout binary.
 cargo build --locked --release --target wasm32-wasip2 -p rollout-router
 cargo build --locked -p rollout-host -p rollout-control
-cargo test --locked -p rollout-control --test crash --no-run
+# With rollout-core selected, dependency features resolve as in
+# `cargo test --workspace`, so scripts/test.sh's build is reused.
+cargo test --locked -p rollout-control -p rollout-core --test crash --no-run
 
 failed=0
 figures=()
 loop() { # test name
     local start end out status=0
     start=$(date +%s.%N)
-    out=$(cargo test --locked -q -p rollout-control --test crash -- \
+    out=$(cargo test --locked -q -p rollout-control -p rollout-core --test crash -- \
         --ignored --exact --nocapture "$1" 2>&1) || status=$?
     end=$(date +%s.%N)
     local wall

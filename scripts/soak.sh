@@ -26,10 +26,12 @@ done
 
 # The tests run the released edge component in-process.
 cargo build --locked --release --target wasm32-wasip2 -p rollout-router
-cargo test --locked -p rollout-control --test plans --no-run
+# With rollout-core selected, dependency features resolve as in
+# `cargo test --workspace`, so scripts/test.sh's build is reused.
+cargo test --locked -p rollout-control -p rollout-core --test plans --no-run
 
 run() { # name, label of the printed figure
-    cargo test --locked -q -p rollout-control --test plans -- \
+    cargo test --locked -q -p rollout-control -p rollout-core --test plans -- \
         --ignored --exact --nocapture "$1" 2>&1 | grep -E "^$2" || return 1
 }
 

@@ -54,8 +54,12 @@ cargo test --locked --workspace
 # The control service's suite again with its store in PostgreSQL: each
 # service in a database of its own on a cluster the test binary starts.
 # (replicas and crash are left out: replicas always runs on PostgreSQL, in the
-# line above; crash runs through scripts/crash.sh below.)
-ROLLOUT_TEST_STORE=postgres cargo test --locked -p rollout-control --lib --bins \
+# line above; crash runs through scripts/crash.sh below.) rollout-core is
+# selected too, only so that its dev-dependencies resolve dependency
+# features as in the workspace run above: the test binaries are then the
+# ones already built, not a second build of the control service (its lib
+# tests and adversarial_keys, a few seconds, run again with it).
+ROLLOUT_TEST_STORE=postgres cargo test --locked -p rollout-control -p rollout-core --lib --bins \
     --test adversarial_keys --test audit --test control --test dashboard_api \
     --test data --test examples --test hooks --test plans
 
