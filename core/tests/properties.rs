@@ -330,3 +330,25 @@ fn a_million_keys_split_within_a_tenth_of_a_point() {
         );
     }
 }
+
+proptest! {
+    /// The client IP and the origin authority are written out by hand on
+    /// every proxied request; they must read exactly as the formatting they
+    /// replaced.
+    #[test]
+    fn the_hand_written_ip_and_authority_match_std_formatting(
+        ip in any::<[u8; 4]>(),
+        ip6 in any::<[u16; 8]>(),
+        port in 1..=u16::MAX,
+        host in "[a-z][a-z0-9-]{0,20}(\\.[a-z]{1,8}){0,2}",
+    ) {
+        let v4 = std::net::SocketAddr::from((ip, port));
+        prop_assert_eq!(rollout_core::edge::request::client_ip_of(&v4.to_string()), v4.ip().to_string());
+        let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::from(ip6), port));
+        prop_assert_eq!(rollout_core::edge::request::client_ip_of(&v6.to_string()), v6.ip().to_string());
+        let with_port = rollout_core::config::Origin::parse(&format!("http://{host}:{port}")).expect("valid");
+        prop_assert_eq!(with_port.authority(), format!("{host}:{port}"));
+        let without = rollout_core::config::Origin::parse(&format!("https://{host}")).expect("valid");
+        prop_assert_eq!(without.authority(), host);
+    }
+}

@@ -282,6 +282,18 @@ pub fn has_dot_segment(path: &str) -> bool {
 /// such as Spin report it; anything else is passed through.
 pub fn client_ip_of(addr: &str) -> String {
     match addr.parse::<SocketAddr>() {
+        // The dotted quad written out directly (the same text as
+        // `Ipv4Addr`'s Display): every proxied request comes here.
+        Ok(SocketAddr::V4(v4)) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(itoa::Buffer::new().format(octet));
+            }
+            out
+        }
         Ok(addr) => addr.ip().to_string(),
         Err(_) => addr.to_owned(),
     }
