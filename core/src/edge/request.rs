@@ -465,6 +465,18 @@ impl<'a> Inbound<'a> {
         };
         let headers =
             http::origin_request_headers(message, &outcome.edge_headers(), hop, is_platform_header);
+        // The client's request as it came is kept only for a retry on old:
+        // most routes have no failover, and copying every header costs two
+        // allocations each.
+        let failover = failover.map(|(old, policy)| {
+            Box::new(Replay {
+                old,
+                policy,
+                client_headers: message.to_vec(),
+                hop_host: self.host.to_owned(),
+                client_ip: self.raw.client_ip.map(str::to_owned),
+            })
+        });
         Forward {
             method: self.raw.method.to_owned(),
             origin,
@@ -473,9 +485,6 @@ impl<'a> Inbound<'a> {
             head_only: self.raw.method.eq_ignore_ascii_case("HEAD"),
             outcome,
             failover,
-            client_headers: message.to_vec(),
-            hop_host: self.host.to_owned(),
-            client_ip: self.raw.client_ip.map(str::to_owned),
             https: self.raw.https,
         }
     }
@@ -496,11 +505,20 @@ pub struct Forward {
     /// The decision, for the edge's response headers.
     pub outcome: Outcome,
     head_only: bool,
-    failover: Option<(Origin, Failover)>,
+    failover: Option<Box<Replay>>,
+    https: bool,
+}
+
+/// What sending a request again on old takes: old's origin, the failover
+/// policy, and the client's request as it came (its headers after the
+/// Connection-named ones were dropped, its Host, its address).
+#[derive(Debug, Clone)]
+struct Replay {
+    old: Origin,
+    policy: Failover,
     client_headers: HeaderList<Vec<u8>>,
     hop_host: String,
     client_ip: Option<String>,
-    https: bool,
 }
 
 /// Why an origin gave no response.
@@ -540,31 +558,31 @@ impl Forward {
     /// none), so the request can be sent again.
     pub fn after(&self, result: Result<u16, &OriginError>, replayable: bool) -> After {
         let retry = match (&self.failover, result) {
-            (Some((_, policy)), Ok(status)) => policy.retries_status(status),
-            (Some((_, policy)), Err(OriginError::Connect(_))) => policy.connect_error,
+            (Some(replay), Ok(status)) => replay.policy.retries_status(status),
+            (Some(replay), Err(OriginError::Connect(_))) => replay.policy.connect_error,
             _ => false,
         };
         if retry
             && replayable
-            && let Some((old, _)) = &self.failover
+            && let Some(replay) = &self.failover
         {
             let outcome = Outcome {
                 arm: Arm::Old,
                 ..self.outcome.clone()
             };
             let hop = Hop {
-                client_ip: self.client_ip.as_deref(),
-                host: &self.hop_host,
+                client_ip: replay.client_ip.as_deref(),
+                host: &replay.hop_host,
                 proto: if self.https { "https" } else { "http" },
             };
             let headers = http::origin_request_headers(
-                &self.client_headers,
+                &replay.client_headers,
                 &outcome.edge_headers(),
                 hop,
                 is_platform_header,
             );
             return After::Retry(Box::new(Forward {
-                origin: old.clone(),
+                origin: replay.old.clone(),
                 headers,
                 outcome,
                 failover: None,
