@@ -106,7 +106,12 @@ async fn main() -> anyhow::Result<()> {
             .to_owned(),
     };
     let host_bin = procs::sibling(&bin_dir, "rollout-host")?;
-    let rollout_bin = procs::sibling(&bin_dir, "rollout")?;
+    // Only the propagation section runs `rollout`; looked for up front, so
+    // a missing binary stops the run before any section's minutes.
+    let rollout_bin = sections
+        .contains(&Section::Propagation)
+        .then(|| procs::sibling(&bin_dir, "rollout"))
+        .transpose()?;
     let runtime = Arc::new(rollout_host::Runtime::load(&args.component)?);
 
     let mut rows = Vec::new();
@@ -202,7 +207,8 @@ async fn main() -> anyhow::Result<()> {
                         fleet_pushes: 100,
                     }
                 };
-                propagation::run(&runtime, &rollout_bin, plan).await?
+                let rollout_bin = rollout_bin.as_deref().context("the rollout binary")?;
+                propagation::run(&runtime, rollout_bin, plan).await?
             }
             Section::Cold => {
                 cold::run(&host_bin, &args.component, if args.smoke { 1 } else { 10 }).await?
