@@ -9,7 +9,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::limits::TimedBody;
 use crate::{Edge, Metrics};
@@ -164,7 +164,38 @@ fn coded_beyond_chunked(headers: &http::HeaderMap) -> bool {
 
 type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
 
+/// The headers a component may neither see nor set: exactly
+/// wasmtime-wasi-http's `DEFAULT_FORBIDDEN_HEADERS` (a test holds them
+/// equal). Its default check allocates a closure and builds and drops that
+/// list of nine names for every header that crosses into or out of the
+/// component, some thirty per proxied request; names are lowercase, so
+/// comparing the text is the same test.
+fn forbidden(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "http2-settings"
+    )
+}
+
 impl WasiHttpHooks for Hooks {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        forbidden(name)
+    }
+
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        static FILTER: std::sync::LazyLock<ForbiddenHeaderFilter> =
+            std::sync::LazyLock::new(|| Arc::new(forbidden));
+        FILTER.clone()
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -254,6 +285,57 @@ impl WasiHttpHooks for Hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_forbidden_headers_are_wasmtimes() {
+        for name in &wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS {
+            assert!(forbidden(name), "{name} must stay forbidden");
+        }
+        let from_request = |n: &str| forbidden(&n.parse::<http::HeaderName>().expect("name"));
+        assert!(from_request("Keep-Alive"), "names are matched in any case");
+        assert!(from_request("HTTP2-Settings"));
+        for allowed in ["content-length", "x-forwarded-for", "cookie", "hosts", "te"] {
+            assert!(!from_request(allowed), "{allowed} is not forbidden");
+        }
+        // No name beyond wasmtime's list: each of ours is one of its nine.
+        let ours = [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "host",
+            "http2-settings",
+        ];
+        assert_eq!(
+            ours.len(),
+            wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.len()
+        );
+        for name in ours {
+            assert!(from_request(name));
+            assert!(
+                wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS
+                    .iter()
+                    .any(|d| d.as_str() == name),
+                "{name} is not in wasmtime's list"
+            );
+        }
+        let mut hooks = Hooks::new(
+            Arc::new(Edge {
+                kv: Arc::new(crate::kv::MemoryKv::default()),
+                variables: Default::default(),
+                allow: AllowList::new(&["*"]).expect("any"),
+            }),
+            None,
+            None,
+            Duration::from_secs(1),
+        );
+        assert!(hooks.is_forbidden_header(&http::header::HOST));
+        assert!((hooks.forbidden_header_filter())(&http::header::UPGRADE));
+        assert!(!(hooks.forbidden_header_filter())(&http::header::ACCEPT));
+    }
 
     #[test]
     fn only_listed_origins_are_permitted() {
