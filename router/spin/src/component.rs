@@ -449,11 +449,11 @@ async fn admin(
         Ok(value) => Ok(value.as_deref()),
         Err(e) => Err(e.as_str()),
     };
-    // The wall clock, for push stamps; a clock before 1970 reads as 0, which
-    // makes every stamp stale (pushes refused, never a replay taken).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    // The wall clock, for push stamps, in seconds since 1970 (wasi:clocks
+    // counts no earlier). Asked of wasi:clocks directly: std's SystemTime
+    // goes through wasi-libc's clock_gettime, which links the monotonic
+    // clock too, an import every fresh instance would link for nothing.
+    let now = wasi::clocks::wall_clock::now().seconds;
     let step = admin::begin(
         method,
         headers,
